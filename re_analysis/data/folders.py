@@ -1,0 +1,160 @@
+"""Face and object datasets from a user's local copy: ``celeba``, ``facescrub``,
+``stanford-dogs`` and any class-per-folder tree (``imagefolder``).
+
+Private/public convention of the MI literature (GMI, KEDMI, PLG-MI): private = the
+classes with the most images (CelebA: the 1,000 most frequent identities), public = the
+remaining classes, so the two never share a class. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ..errors import ReAnalysisError
+from .registry import MISplits, register_dataset, stratified_split
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+class FolderImageDataset(Dataset):
+    """Images read lazily from files, resized to a square ``image_size``, in [0, 1]."""
+
+    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], image_size: int,
+                 center_crop: int | None = None):
+        self.paths = [Path(p) for p in paths]
+        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.image_size = image_size
+        self.center_crop = center_crop
+        steps = [v2.ToImage()]
+        if center_crop:
+            steps.append(v2.CenterCrop(center_crop))
+        steps += [v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
+        self.transform = v2.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        with Image.open(self.paths[i]) as im:
+            x = self.transform(im.convert("RGB"))
+        return x, int(self.labels[i])
+
+    def subset(self, idx) -> "FolderImageDataset":
+        idx = np.asarray(idx, dtype=np.int64)
+        return FolderImageDataset([self.paths[i] for i in idx], self.labels.numpy()[idx],
+                                  self.image_size, self.center_crop)
+
+
+def scan_class_folders(root: Path, hint: str) -> dict[str, list[Path]]:
+    """``{class name: image paths}`` of a class-per-folder tree, classes sorted by name."""
+    if not root.is_dir():
+        raise ReAnalysisError(f"data folder {root} does not exist; {hint}")
+    classes = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        if files:
+            classes[d.name] = files
+    if len(classes) < 2:
+        raise ReAnalysisError(f"found {len(classes)} class folders with images under {root}; {hint}")
+    return classes
+
+
+def split_classes(classes: dict[str, list[Path]], name: str, seed: int, image_size: int,
+                  num_private: int | None, center_crop: int | None = None,
+                  test_fraction: float = 0.1) -> MISplits:
+    """Private = the ``num_private`` classes with most images (default: half), public = the rest."""
+    order = sorted(classes, key=lambda c: (-len(classes[c]), c))
+    n_priv = num_private if num_private is not None else len(order) // 2
+    if not 1 <= n_priv < len(order):
+        raise ReAnalysisError(
+            f"{name}: num_private={n_priv} must leave at least one public class among {len(order)}; pass a smaller value")
+    priv_names, pub_names = order[:n_priv], order[n_priv:]
+    p_paths, p_labels = [], []
+    for i, c in enumerate(priv_names):
+        p_paths += classes[c]
+        p_labels += [i] * len(classes[c])
+    q_paths, q_labels = [], []
+    for i, c in enumerate(pub_names):
+        q_paths += classes[c]
+        q_labels += [i] * len(classes[c])
+    private = FolderImageDataset(p_paths, p_labels, image_size, center_crop)
+    tr, te = stratified_split(np.asarray(p_labels), test_fraction, seed)
+    return MISplits(name=name, private_train=private.subset(tr), private_test=private.subset(te),
+                    public=FolderImageDataset(q_paths, q_labels, image_size, center_crop),
+                    num_classes=len(priv_names), num_public_classes=len(pub_names), channels=3,
+                    image_size=image_size, private_class_names=priv_names, public_class_names=pub_names)
+
+
+def require_root(root, name: str, hint: str) -> Path:
+    if root is None:
+        raise ReAnalysisError(f"{name} needs --root pointing to your local copy; {hint}")
+    return Path(root).expanduser()
+
+
+@register_dataset("imagefolder", "any class-per-folder tree (root/<class>/<image>); private = classes with most images")
+def load_imagefolder(root=None, seed: int = 0, image_size: int | None = None,
+                     num_private: int | None = None) -> MISplits:
+    hint = "arrange images as ROOT/<class name>/<image file> with at least two classes"
+    root = require_root(root, "imagefolder", hint)
+    return split_classes(scan_class_folders(root, hint), "imagefolder", seed, image_size or 64, num_private)
+
+
+@register_dataset("facescrub", "FaceScrub faces (root/actors/faces/<name>/..., root/actresses/faces/<name>/...)")
+def load_facescrub(root=None, seed: int = 0, image_size: int | None = None,
+                   num_private: int | None = None) -> MISplits:
+    hint = ("FaceScrub is not downloadable here: obtain it from its authors and point --root at the folder "
+            "holding actors/faces and actresses/faces (or one class folder per person)")
+    root = require_root(root, "facescrub", hint)
+    subdirs = [root / "actors" / "faces", root / "actresses" / "faces"]
+    if any(d.is_dir() for d in subdirs):
+        classes = {}
+        for d in subdirs:
+            if d.is_dir():
+                classes.update(scan_class_folders(d, hint))
+    else:
+        classes = scan_class_folders(root, hint)
+    return split_classes(classes, "facescrub", seed, image_size or 64, num_private)
+
+
+@register_dataset("stanford-dogs", "Stanford Dogs (root/Images/<synset-breed>/...)", image_size=224)
+def load_stanford_dogs(root=None, seed: int = 0, image_size: int | None = None,
+                       num_private: int | None = None) -> MISplits:
+    hint = "point --root at the Stanford Dogs folder that holds Images/<n02085620-Chihuahua>/..."
+    root = require_root(root, "stanford-dogs", hint)
+    base = root / "Images" if (root / "Images").is_dir() else root
+    return split_classes(scan_class_folders(base, hint), "stanford-dogs", seed, image_size or 224, num_private)
+
+
+@register_dataset("celeba", "CelebA aligned faces (torchvision layout); private = the 1,000 most frequent identities")
+def load_celeba(root=None, seed: int = 0, image_size: int | None = None,
+                num_private: int = 1000) -> MISplits:
+    """CelebA in torchvision's ``CelebA(root, download=False)`` layout.
+
+    Reads ``identity_CelebA.txt`` directly (torchvision's class also insists on the
+    attribute and landmark files, which an MI study does not use). Faces are centre-cropped
+    to 108 px before resizing, the crop the GMI/KEDMI line of work uses at 64 px.
+    """
+    hint = ("CelebA cannot be downloaded here: point --root at the folder that holds "
+            "celeba/img_align_celeba/ and celeba/identity_CelebA.txt (torchvision's CelebA layout)")
+    root = require_root(root, "celeba", hint)
+    base = root / "celeba" if (root / "celeba").is_dir() else root
+    ident, img_dir = base / "identity_CelebA.txt", base / "img_align_celeba"
+    for p in (ident, img_dir):
+        if not p.exists():
+            raise ReAnalysisError(f"CelebA: {p} is missing; {hint}")
+    rows = [line.split() for line in ident.read_text().splitlines() if line.strip()]
+    classes: dict[str, list[Path]] = {}
+    for fname, pid in rows:
+        classes.setdefault(pid, []).append(img_dir / fname)
+    missing = [p for p in (classes[c][0] for c in list(classes)[:5]) if not p.is_file()]
+    if missing:
+        raise ReAnalysisError(f"CelebA: image {missing[0]} listed in identity_CelebA.txt is missing; {hint}")
+    return split_classes(classes, "celeba", seed, image_size or 64, min(num_private, len(classes) - 1),
+                         center_crop=108)

@@ -1,0 +1,88 @@
+"""The defense interface and registry (``@register_defense(name)``, timm style)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ReAnalysisError
+
+_DEFENSES: dict[str, Callable[..., "Defense"]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+class Defense:
+    """Hooks of the one training loop; a defense overrides only what it changes.
+
+    - ``transform_batch(x, y, generator)``: training inputs after ``Normalize(0.5, 0.5)``.
+    - ``wrap_model(model)``: returns the module that is trained.
+    - ``loss(model, x, y, epoch)``: returns ``(loss, logits)``; default cross-entropy.
+    - ``configure(model, optimizer, data)``: a chance to swap the engine (DP-SGD).
+    - ``report()``: extra numbers for ``metrics.json``.
+    """
+
+    name = "none"
+
+    def __init__(self, **params: Any):
+        if params:
+            raise ReAnalysisError(f"defense {self.name!r} takes no parameters, got {', '.join(sorted(params))}")
+        self.params: dict[str, Any] = {}
+
+    def transform_batch(self, x: torch.Tensor, y: torch.Tensor,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        return x
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int):
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+    def configure(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: dict):
+        return model, optimizer
+
+    def report(self) -> dict[str, Any]:
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+def register_defense(name: str, description: str = ""):
+    """Register a :class:`Defense` subclass (or factory) under ``name``."""
+
+    def deco(cls):
+        _DEFENSES[name] = cls
+        _DESCRIPTIONS[name] = description or (inspect.getdoc(cls) or "").split("\n")[0]
+        return cls
+
+    return deco
+
+
+def list_defenses() -> list[str]:
+    return sorted(_DEFENSES)
+
+
+def defense_info() -> dict[str, str]:
+    return {k: _DESCRIPTIONS[k] for k in list_defenses()}
+
+
+def create_defense(name: str, **params: Any) -> Defense:
+    """Instantiate a registered defense; parameters are validated at once."""
+    if name not in _DEFENSES:
+        raise ReAnalysisError(f"unknown defense {name!r}; choose one of {', '.join(list_defenses())}")
+    try:
+        return _DEFENSES[name](**params)
+    except TypeError as exc:
+        raise ReAnalysisError(f"bad parameter for defense {name!r}: {exc}; see `re-analysis defenses`") from None
+
+
+@register_defense("none", "no defense: plain cross-entropy training")
+class NoDefense(Defense):
+    name = "none"
