@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from re_analysis import ReAnalysisError, load_dataset
+from re_analysis.data import default_image_size, list_datasets, materialize
+from re_analysis.data.digits import FASHION_DEFAULT_ROOT
+
+
+def labels_of(ds):
+    return materialize(ds)[1]
+
+
+def test_mnist5k_splits_are_real_disjoint_and_seeded():
+    s = load_dataset("mnist5k", seed=0)
+    assert (s.num_classes, s.num_public_classes, s.channels, s.image_size) == (5, 5, 1, 28)
+    assert len(s.private_train) + len(s.private_test) == 2500 and len(s.public) == 2500
+    assert len(s.private_test) == 250  # 10% per class, stratified
+    assert torch.bincount(labels_of(s.private_test)).tolist() == [50] * 5
+    assert s.private_class_names == ["0", "1", "2", "3", "4"] and s.public_class_names == ["5", "6", "7", "8", "9"]
+    x, _ = s.private_train[0]
+    assert x.shape == (1, 28, 28) and x.min() >= 0 and x.max() <= 1 and x.max() > 0.9
+    # real digits: mean ink coverage of MNIST is about 13%
+    imgs, _ = materialize(s.private_train)
+    assert 0.08 < imgs.float().div(255).mean() < 0.2
+    # no image is in both the private and public split (class-disjoint by construction)
+    pub, _ = materialize(s.public)
+    priv = {bytes(a.numpy()) for a in imgs[:300]}
+    assert not priv & {bytes(a.numpy()) for a in pub}
+    same = load_dataset("mnist5k", seed=0)
+    other = load_dataset("mnist5k", seed=1)
+    assert torch.equal(materialize(same.private_test)[0], materialize(s.private_test)[0])
+    assert not torch.equal(materialize(other.private_test)[0], materialize(s.private_test)[0])
+
+
+def test_resize_and_registry():
+    s = load_dataset("mnist5k", image_size=32)
+    assert s.image_size == 32 and s.private_train[0][0].shape == (1, 32, 32)
+    assert {"mnist5k", "fashion-mnist", "celeba", "facescrub", "stanford-dogs", "imagefolder"} <= set(list_datasets())
+    assert default_image_size("stanford-dogs") == 224
+    with pytest.raises(ReAnalysisError, match="unknown dataset 'mnist'.*mnist5k"):
+        load_dataset("mnist")
+
+
+@pytest.mark.skipif(not (__import__("pathlib").Path(FASHION_DEFAULT_ROOT).is_dir()),
+                    reason="Debian package dataset-fashion-mnist not installed (.ci/run installs it)")
+def test_fashion_mnist_from_debian_package():
+    s = load_dataset("fashion-mnist", max_per_class=300)
+    assert s.num_classes == 5 and len(s.public) == 1500 and len(s.private_train) == 1350
+    assert s.private_class_names[0] == "t-shirt"
+    full = load_dataset("fashion-mnist")
+    assert len(full.private_train) + len(full.private_test) + len(full.public) == 70000
+
+
+def test_missing_folders_say_what_where_and_how(tmp_path):
+    with pytest.raises(ReAnalysisError, match=r"does not exist; install Debian's package `dataset-fashion-mnist`"):
+        load_dataset("fashion-mnist", root=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReAnalysisError, match=r"train-images-idx3-ubyte\(\.gz\) not found in .*empty"):
+        load_dataset("fashion-mnist", root=tmp_path / "empty")
+    with pytest.raises(ReAnalysisError, match="celeba needs --root"):
+        load_dataset("celeba")
+    with pytest.raises(ReAnalysisError, match="identity_CelebA.txt is missing"):
+        load_dataset("celeba", root=tmp_path / "empty")
+    with pytest.raises(ReAnalysisError, match="found 0 class folders"):
+        load_dataset("imagefolder", root=tmp_path / "empty")
+
+
+def write_tree(root, counts, size=20):
+    rng = np.random.default_rng(0)
+    for name, n in counts.items():
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(d / f"{i}.png")
+
+
+def test_imagefolder_private_is_the_largest_classes(tmp_path):
+    write_tree(tmp_path, {"a": 3, "b": 12, "c": 10, "d": 4})
+    s = load_dataset("imagefolder", root=tmp_path, image_size=16)
+    assert s.private_class_names == ["b", "c"] and s.public_class_names == ["d", "a"]
+    x, y = s.private_train[0]
+    assert x.shape == (3, 16, 16) and 0 <= x.min() and x.max() <= 1
+    assert len(s.private_train) + len(s.private_test) == 22 and len(s.public) == 7
+    assert len(s.private_test) == 2
+
+
+def test_facescrub_and_stanford_dogs_layouts(tmp_path):
+    write_tree(tmp_path / "fs" / "actors" / "faces", {"Al_Pacino": 4, "Tom_Hanks": 3})
+    write_tree(tmp_path / "fs" / "actresses" / "faces", {"Meryl_Streep": 5, "Emma_Stone": 2})
+    s = load_dataset("facescrub", root=tmp_path / "fs", image_size=16)
+    assert s.num_classes + s.num_public_classes == 4 and s.private_class_names[0] == "Meryl_Streep"
+    write_tree(tmp_path / "dogs" / "Images", {"n02085620-Chihuahua": 3, "n02085782-Japanese_spaniel": 2})
+    d = load_dataset("stanford-dogs", root=tmp_path / "dogs", image_size=32)
+    assert d.private_class_names == ["n02085620-Chihuahua"] and d.private_train[0][0].shape == (3, 32, 32)
+
+
+def test_celeba_private_is_the_most_frequent_identities(tmp_path):
+    base = tmp_path / "celeba"
+    (base / "img_align_celeba").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows, k = [], 0
+    for pid, n in ((7, 5), (3, 2), (9, 4), (1, 1)):
+        for _ in range(n):
+            name = f"{k:06d}.jpg"
+            Image.fromarray(rng.integers(0, 255, (218, 178, 3), dtype=np.uint8)).save(base / "img_align_celeba" / name)
+            rows.append(f"{name} {pid}")
+            k += 1
+    (base / "identity_CelebA.txt").write_text("\n".join(rows) + "\n")
+    s = load_dataset("celeba", root=tmp_path, num_private=2)
+    assert s.private_class_names == ["7", "9"] and s.public_class_names == ["3", "1"]
+    assert s.image_size == 64 and s.private_train[0][0].shape == (3, 64, 64)
+    assert len(s.public) == 3

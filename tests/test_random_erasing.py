@@ -1,0 +1,108 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torchvision.transforms import v2
+
+from re_analysis import ReAnalysisError, RandomErasing, create_defense
+from re_analysis.defenses import MIDRE_FILL
+
+N, H, W = 4000, 100, 100
+
+
+def erased_boxes(eraser, n=N, h=H, w=W, seed=0):
+    """Boxes recovered from the erased pixels of a batch of zeros filled with 1."""
+    x = torch.zeros(n, 1, h, w)
+    out = eraser(x, generator=torch.Generator().manual_seed(seed))
+    mask = out[:, 0] == 1
+    rows, cols = mask.any(2), mask.any(1)
+    hh, ww = rows.sum(1), cols.sum(1)
+    top = rows.float().argmax(1)
+    left = cols.float().argmax(1)
+    assert torch.equal(mask.sum((1, 2)), hh * ww)  # each erased region is one rectangle
+    return top.numpy(), left.numpy(), hh.numpy(), ww.numpy()
+
+
+def test_each_image_gets_its_own_box_with_the_configured_area_and_shape():
+    top, left, h, w = erased_boxes(RandomErasing(value=1.0))
+    area = h * w / (H * W)
+    assert (h > 0).all()  # p = 1: every image erased
+    assert np.array_equal(h, w)  # ratio (1, 1): square boxes
+    assert area.min() >= 0.1 - 0.01 and area.max() <= 0.4 + 0.01
+    assert abs(area.mean() - 0.25) < 0.01  # uniform on (0.1, 0.4)
+    assert stats.kstest(area, stats.uniform(0.1, 0.3).cdf).pvalue > 1e-3
+    assert len({(a, b, c) for a, b, c in zip(top, left, h)}) > 0.9 * N  # boxes differ per image
+    # positions uniform over the valid range
+    rel_top = top / (H - h + 1)
+    assert abs(rel_top.mean() - 0.5) < 0.02 and stats.kstest(rel_top, "uniform").pvalue > 1e-3
+
+
+def test_matches_torchvision_box_distribution_per_image():
+    ours = erased_boxes(RandomErasing(scale=(0.02, 0.33), ratio=(0.3, 3.3), value=1.0), n=1500, seed=1)
+    tv = v2.RandomErasing(p=1.0, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=1.0)
+    torch.manual_seed(1)
+    ref = [tv(torch.zeros(1, H, W))[0] == 1 for _ in range(1500)]
+    ref_h = np.array([int(m.any(1).sum()) for m in ref])
+    ref_w = np.array([int(m.any(0).sum()) for m in ref])
+    assert stats.ks_2samp(ours[2] * ours[3], ref_h * ref_w).pvalue > 1e-3
+    assert stats.ks_2samp(np.log(ours[2] / ours[3]), np.log(ref_h / ref_w)).pvalue > 1e-3
+
+
+def test_torchvision_on_a_batch_erases_one_shared_box_and_ours_does_not():
+    x = torch.zeros(16, 1, 32, 32)
+    torch.manual_seed(0)
+    tv = v2.RandomErasing(p=1.0, value=1.0)(x)
+    assert all(torch.equal(tv[0], tv[i]) for i in range(16))
+    ours = RandomErasing(value=1.0)(x, generator=torch.Generator().manual_seed(0))
+    assert sum(torch.equal(ours[0], ours[i]) for i in range(1, 16)) < 3
+
+
+def test_probability_fixed_location_and_fill():
+    _, _, h, _ = erased_boxes(RandomErasing(value=1.0, p=0.5), n=2000)
+    assert abs((h > 0).mean() - 0.5) < 0.04
+    top, left, h, w = erased_boxes(RandomErasing(value=1.0, location="fixed"), n=500)
+    assert np.array_equal(top, (H - h) // 2) and np.array_equal(left, (W - w) // 2)
+    t2, l2, h2, _ = erased_boxes(RandomErasing(scale=(0.2, 0.2), value=1.0, location="fixed"), n=50)
+    assert len(set(zip(t2, l2, h2))) == 1  # one box for every image
+    x = torch.full((2, 3, 40, 40), -5.0)
+    out = RandomErasing()(x, generator=torch.Generator().manual_seed(0))
+    erased = out[0, :, out[0, 0] != -5.0]
+    assert torch.allclose(erased, torch.tensor(MIDRE_FILL).view(3, 1).expand_as(erased))
+    grey = RandomErasing()(torch.full((1, 1, 40, 40), -5.0), generator=torch.Generator().manual_seed(0))
+    assert math.isclose(float(grey[grey != -5.0].unique()), sum(MIDRE_FILL) / 3, rel_tol=1e-6)
+    noisy = RandomErasing(value="random")(torch.zeros(4, 3, 40, 40), generator=torch.Generator().manual_seed(0))
+    assert noisy.std() > 0.1
+
+
+def test_seeded_and_single_image():
+    e = RandomErasing()
+    x = torch.randn(8, 3, 32, 32)
+    a = e(x, generator=torch.Generator().manual_seed(3))
+    b = e(x, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert e(x[0], generator=torch.Generator().manual_seed(3)).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"scale": (0.5, 0.1)}, "scale"), ({"scale": (0.0, 0.4)}, "scale"), ({"ratio": (0, 1)}, "ratio"),
+    ({"p": 1.5}, "p must be"), ({"location": "corner"}, "location"), ({"value": "grey"}, "value"),
+    ({"value": (1.0, 2.0)}, None)])
+def test_parameters_validated_at_construction(kwargs, match):
+    if match is None:  # 2 fill values for 3 channels fails when called, naming the fix
+        with pytest.raises(ReAnalysisError, match="one per channel"):
+            RandomErasing(**kwargs)(torch.zeros(1, 3, 8, 8))
+    else:
+        with pytest.raises(ReAnalysisError, match=match):
+            RandomErasing(**kwargs)
+
+
+def test_defense_registry_and_parameters():
+    d = create_defense("random-erasing", scale=[0.1, 0.8], location="fixed")
+    assert d.params["scale"] == [0.1, 0.8] and d.params["location"] == "fixed"
+    assert d.params["ratio"] == [1.0, 1.0] and d.params["p"] == 1.0  # MIDRE official defaults
+    with pytest.raises(ReAnalysisError, match="bad parameter for defense 'random-erasing'"):
+        create_defense("random-erasing", area=0.3)
+    with pytest.raises(ReAnalysisError, match="takes no parameters"):
+        create_defense("none", p=1)
