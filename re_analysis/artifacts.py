@@ -28,6 +28,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_save_tensors",
     "load_tensors",
+    "save_state",
+    "load_state",
     "read_json",
     "config_hash",
     "claim_run_dir",
@@ -98,6 +100,58 @@ def load_tensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torc
     if not path.is_file():
         raise ReAnalysisError(f"no weights file at {path}; train the model first or pass the run directory that holds it")
     return load_file(str(path), device=device)
+
+
+def save_state(path: str | os.PathLike, modules: Mapping[str, Any], optimizers: Mapping[str, Any],
+               meta: Mapping[str, Any]) -> Path:
+    """Checkpoint modules (or plain tensors) and optimisers as ONE safetensors file.
+
+    Tensors go into the file, everything else (step counters, param groups, ``meta``) into
+    its JSON metadata, so a checkpoint loads without unpickling and is replaced atomically.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    for name, mod in modules.items():
+        if torch.is_tensor(mod):
+            tensors[f"tensor/{name}"] = mod
+        else:
+            tensors.update({f"module/{name}/{k}": v for k, v in mod.state_dict().items()})
+    optim_meta = {}
+    for name, opt in optimizers.items():
+        sd = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, state in sd["state"].items():
+            for k, v in state.items():
+                if torch.is_tensor(v):
+                    tensors[f"optim/{name}/{idx}/{k}"] = v
+                else:
+                    scalars.setdefault(str(idx), {})[k] = v
+        optim_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    blob = {"meta": dict(meta), "optimizers": optim_meta}
+    return atomic_save_tensors(path, tensors, {"state": json.dumps(blob, default=_json_default)})
+
+
+def load_state(path: str | os.PathLike, modules: Mapping[str, Any], optimizers: Mapping[str, Any]) -> dict:
+    """Restore what :func:`save_state` wrote; returns ``meta`` and ``tensors`` (plain tensors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        blob = json.loads(fh.metadata()["state"])
+    tensors = load_tensors(path)
+    for name, mod in modules.items():
+        prefix = f"module/{name}/"
+        mod.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, opt in optimizers.items():
+        prefix = f"optim/{name}/"
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith(prefix):
+                idx, key = k[len(prefix):].split("/", 1)
+                state.setdefault(int(idx), {})[key] = v
+        for idx, d in blob["optimizers"][name]["scalars"].items():
+            state.setdefault(int(idx), {}).update(d)
+        opt.load_state_dict({"state": state, "param_groups": blob["optimizers"][name]["param_groups"]})
+    plain = {k[len("tensor/"):]: v for k, v in tensors.items() if k.startswith("tensor/")}
+    return {"meta": blob["meta"], "tensors": plain}
 
 
 def config_hash(config: Mapping[str, Any], length: int = 12) -> str:

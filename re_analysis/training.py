@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, config_hash,
-                        environment_versions, load_tensors, read_json)
+                        environment_versions, load_state, load_tensors, read_json, save_state)
 from .config import TrainConfig
 from .data import load_dataset, materialize
 from .defenses import create_defense
@@ -108,40 +108,6 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                    history: list[dict]) -> None:
-    """Weights + optimiser state as one safetensors file (tensors) with JSON metadata."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, state in opt["state"].items():
-        for k, v in state.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{idx}.{k}"] = v
-            else:
-                scalars.setdefault(str(idx), {})[k] = v
-    meta = {"epoch": epoch, "param_groups": opt["param_groups"], "scalars": scalars, "history": history}
-    atomic_save_tensors(path, tensors, {"state": json.dumps(meta)})
-
-
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads(fh.metadata()["state"])
-    tensors = load_tensors(path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    for idx, d in meta["scalars"].items():
-        state.setdefault(int(idx), {}).update(d)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return int(meta["epoch"]), list(meta["history"])
-
-
 def save_weights(run_dir: Path, model: Classifier, extra: dict[str, Any]) -> Path:
     info = {"arch": model.arch, "num_classes": model.num_classes, "in_channels": model.in_channels,
             "image_size": model.image_size, "feature_dim": model.feature_dim, **extra}
@@ -203,7 +169,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     start_epoch, history = 0, []
     ckpt = run_dir / CHECKPOINT
     if ckpt.is_file():
-        start_epoch, history = load_checkpoint(ckpt, trained, optimizer)
+        meta = load_state(ckpt, {"model": trained}, {"optimizer": optimizer})["meta"]
+        start_epoch, history = int(meta["epoch"]), list(meta["history"])
 
     t0 = time.perf_counter()
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.arch}/{config.defense}",
@@ -214,7 +181,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         stats = train_one_epoch(trained, defense, optimizer, x_train, y_train, config, epoch, device)
         history.append({"epoch": epoch + 1, **stats})
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_accuracy']:.3f}")
-        save_checkpoint(ckpt, trained, optimizer, epoch + 1, history)
+        save_state(ckpt, {"model": trained}, {"optimizer": optimizer}, {"epoch": epoch + 1, "history": history})
 
     acc = natural_accuracy(model, x_test, y_test)
     metrics = {

@@ -86,7 +86,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert not (killed / "metrics.json").exists()
     from safetensors import safe_open
     with safe_open(str(ckpt), framework="pt") as fh:
-        done = json.loads(fh.metadata()["state"])["epoch"]
+        done = json.loads(fh.metadata()["state"])["meta"]["epoch"]
     assert 1 <= done < 4
     run_cli(*args, "--out", killed)
     m_ref = json.loads((reference / "metrics.json").read_text())

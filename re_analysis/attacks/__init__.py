@@ -1,0 +1,18 @@
+"""Model inversion attacks, registered by name, and their GAN priors.
+
+Example:
+    >>> from re_analysis.attacks import list_attacks
+    >>> "gmi" in list_attacks()
+    True
+"""
+
+from .base import (Attack, AttackResult, LabelOnlyTarget, LatentOptimizationAttack, attack_info,
+                   create_attack, list_attacks, register_attack)
+from . import gmi as _gmi  # noqa: F401
+from . import kedmi as _kedmi  # noqa: F401
+from .priors import Prior, PriorConfig, load_prior, train_prior
+from .runner import AttackConfig, load_attack_run, run_attack
+
+__all__ = ["Attack", "AttackResult", "AttackConfig", "LabelOnlyTarget", "LatentOptimizationAttack",
+           "Prior", "PriorConfig", "attack_info", "create_attack", "list_attacks", "load_attack_run",
+           "load_prior", "register_attack", "run_attack", "train_prior"]

@@ -1,0 +1,190 @@
+"""The shared attack pipeline: prior -> initial latents (with selection where the attack
+has it) -> optimisation -> final selection, returning an :class:`AttackResult`.
+
+Attacks batch all target classes and restarts together, checkpoint their optimisation
+state (latents and optimiser moments) every ``checkpoint_every`` iterations, and draw
+every random number from a generator seeded by ``(seed, iteration)``, so a killed attack
+resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..artifacts import load_state, save_state
+from ..errors import ReAnalysisError
+
+_ATTACKS: dict[str, type["Attack"]] = {}
+
+
+@dataclass
+class AttackResult:
+    """Reconstructions in normalised space [-1, 1], their target classes and latents."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    latents: torch.Tensor
+    loss_history: list[float] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class LabelOnlyTarget:
+    """Black-box, label-only access to a classifier: ``predict(x)`` returns class indices.
+
+    It holds the model privately and exposes neither logits nor features: a label-only
+    attack handed this object cannot read scores by accident.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.__model = model.eval()
+        self.num_classes = model.num_classes
+        self.queries = 0
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.queries += len(x)
+        return self.__model(x).argmax(1)
+
+
+class Attack:
+    """An MI attack. Subclasses set ``name``, ``prior_kind``, ``access`` and ``defaults``."""
+
+    name = "attack"
+    prior_kind = "wgan-gp"  # which prior the attack needs (see attacks.priors)
+    access = "logits"  # "logits" (white-box scores) or "label" (predicted label only)
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, **params: Any):
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ReAnalysisError(f"unknown parameter(s) {', '.join(sorted(unknown))} for attack {self.name!r}; "
+                                  f"known: {', '.join(sorted(self.defaults)) or 'none'}")
+        self.params = {**self.defaults, **params}
+        self.validate()
+
+    def validate(self) -> None:
+        for k, v in self.params.items():
+            if isinstance(self.defaults[k], (int, float)) and not isinstance(self.defaults[k], bool):
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v < 0:
+                    raise ReAnalysisError(f"attack {self.name!r}: {k} must be a non-negative number, got {v!r}")
+
+    def prepare(self, target, prior, public_images: torch.Tensor, device: torch.device, seed: int,
+                cache_dir: Path | None = None) -> None:
+        """Build what the attack needs beyond target and prior (LOMMA's augmented models)."""
+
+    def run(self, target, prior, labels: torch.Tensor, seed: int, state_path: Path | None = None,
+            progress: bool = True) -> AttackResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+
+
+class LatentOptimizationAttack(Attack):
+    """Gradient-based latent search, the loop GMI, KEDMI, LOMMA, PLG-MI and PPA share.
+
+    Subclasses define ``init_latents``, ``make_optimizer``, ``loss`` and ``finalize``.
+    """
+
+    defaults = {"iterations": 1500, "checkpoint_every": 100}
+
+    def init_latents(self, labels, prior, seed, device) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def make_optimizer(self, latents: dict[str, torch.Tensor]) -> torch.optim.Optimizer:  # pragma: no cover
+        raise NotImplementedError
+
+    def loss(self, latents, labels, target, prior, it: int, gen: torch.Generator) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def project(self, latents: dict[str, torch.Tensor]) -> None:
+        """Constraint after each step (GMI clips z to [-1, 1])."""
+
+    def finalize(self, latents, labels, target, prior, seed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (images, labels, latents) of the final reconstructions."""
+        z = latents["z"].detach()
+        with torch.no_grad():
+            return prior.generator(z).float(), labels, z
+
+    def run(self, target, prior, labels, seed, state_path=None, progress=True) -> AttackResult:
+        if isinstance(target, LabelOnlyTarget):
+            raise ReAnalysisError(f"attack {self.name!r} needs the target's logits; hand it the model itself")
+        device = labels.device
+        for p in list(target.parameters()) + list(prior.generator.parameters()) + list(prior.discriminator.parameters()):
+            p.requires_grad_(False)
+        target.eval(), prior.generator.eval(), prior.discriminator.eval()
+        latents = {k: v.detach().clone().requires_grad_(True) for k, v in self.init_latents(labels, prior, seed, device).items()}
+        opt = self.make_optimizer(latents)
+        start, history = 0, []
+        if state_path is not None and Path(state_path).is_file():
+            restored = load_state(state_path, {}, {"opt": opt})
+            with torch.no_grad():
+                for k, v in restored["tensors"].items():
+                    latents[k].copy_(v.to(device))
+            start, history = int(restored["meta"]["iteration"]), list(restored["meta"]["history"])
+        iters, every = int(self.params["iterations"]), int(self.params["checkpoint_every"])
+        bar = tqdm(range(start, iters), desc=self.name, initial=start, total=iters, disable=not progress, leave=False)
+        for it in bar:
+            gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + it)
+            loss = self.loss(latents, labels, target, prior, it, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                self.project(latents)
+            history.append(float(loss.detach()))
+            if it % 50 == 0:
+                bar.set_postfix(loss=f"{history[-1]:.3f}")
+            if state_path is not None and (it + 1) % every == 0 and it + 1 < iters:
+                save_state(state_path, {k: v.detach() for k, v in latents.items()}, {"opt": opt},
+                           {"iteration": it + 1, "history": history})
+        images, out_labels, z = self.finalize(latents, labels, target, prior, seed)
+        return AttackResult(images, out_labels, z, history)
+
+
+def register_attack(name: str):
+    """Register an :class:`Attack` subclass under ``name`` (timm-style registry)."""
+
+    def deco(cls):
+        cls.name = name
+        _ATTACKS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_attacks() -> list[str]:
+    return sorted(_ATTACKS)
+
+
+def attack_info() -> dict[str, str]:
+    return {k: (inspect.getdoc(_ATTACKS[k]) or "").split("\n")[0] for k in list_attacks()}
+
+
+def create_attack(name: str, **params: Any) -> Attack:
+    if name not in _ATTACKS:
+        raise ReAnalysisError(f"unknown attack {name!r}; choose one of {', '.join(list_attacks())}")
+    return _ATTACKS[name](**params)
+
+
+def attack_class(name: str) -> type[Attack]:
+    if name not in _ATTACKS:
+        raise ReAnalysisError(f"unknown attack {name!r}; choose one of {', '.join(list_attacks())}")
+    return _ATTACKS[name]
+
+
+def per_class_seeds(labels: torch.Tensor, seed: int, shape: tuple[int, ...], device) -> torch.Tensor:
+    """Normal draws where each class's rows depend only on (seed, class): chunking-independent."""
+    out = torch.empty((len(labels), *shape), device=device)
+    for k in labels.unique().tolist():
+        rows = (labels == k).nonzero().squeeze(1)
+        g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 7919 * (int(k) + 1))
+        out[rows] = torch.randn((len(rows), *shape), device=device, generator=g)
+    return out

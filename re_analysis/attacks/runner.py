@@ -1,0 +1,182 @@
+"""Run an attack end to end against a trained target: the function behind ``re-analysis attack``.
+
+``run_attack`` loads the target run, trains or reuses the attack's prior (cached by
+content), attacks the classes in chunks (default: all classes in one batch), saves each
+finished chunk (resume skips it) and a checkpoint of the running chunk's optimisation
+state, then merges the chunks into ``reconstructions.safetensors`` (images in [-1, 1],
+labels, latents), ``grid.png`` and ``attack.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import save_image
+
+from ..artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, config_hash,
+                         environment_versions, load_tensors, read_json)
+from ..data import load_dataset, materialize
+from ..errors import ReAnalysisError
+from ..training import load_classifier, predict_logits, resolve_device
+from .base import AttackResult, LabelOnlyTarget, attack_class, create_attack
+from .priors import PriorConfig, load_prior, train_prior
+
+RECON = "reconstructions.safetensors"
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("RE_ANALYSIS_CACHE", "runs"))
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """What determines an attack run. ``iterations=None`` keeps the attack's own default."""
+
+    attack: str = "gmi"
+    target: str = ""
+    prior: str | None = None
+    classes: tuple | None = None
+    per_class: int = 5
+    iterations: int | None = None
+    seed: int = 0
+    params: dict = field(default_factory=dict)
+    prior_steps: int = 1500
+    prior_seed: int = 0
+    classes_per_chunk: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        attack_class(self.attack)  # unknown name -> clear error
+        if not self.target:
+            raise ReAnalysisError("an attack needs --target, the run directory of a trained target model")
+        if self.per_class < 1:
+            raise ReAnalysisError(f"per_class must be at least 1, got {self.per_class}")
+        if self.iterations is not None and self.iterations < 1:
+            raise ReAnalysisError(f"iterations must be at least 1, got {self.iterations}")
+        object.__setattr__(self, "params", dict(self.params))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+
+
+def target_record(target_dir: Path) -> dict[str, Any]:
+    cfg_path = Path(target_dir) / "config.json"
+    if not cfg_path.is_file() or not (Path(target_dir) / "model.safetensors").is_file():
+        raise ReAnalysisError(f"{target_dir} is not a finished training run (config.json and model.safetensors); "
+                              "train a target first with `re-analysis train --out DIR`")
+    return read_json(cfg_path)
+
+
+def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model, device, cache_root: Path,
+                  progress: bool):
+    if cfg.prior is not None:
+        prior = load_prior(cfg.prior, device)
+        if prior.kind != attack_cls.prior_kind:
+            raise ReAnalysisError(f"attack {cfg.attack!r} needs a {attack_cls.prior_kind} prior but {cfg.prior} "
+                                  f"holds a {prior.kind} one; drop --prior to train the right one")
+        return prior
+    t = target_rec["config"]
+    pc = PriorConfig(kind=attack_cls.prior_kind, dataset=t["dataset"], root=t.get("root"),
+                     image_size=t.get("image_size"), seed=cfg.prior_seed, steps=cfg.prior_steps,
+                     target_hash=None if attack_cls.prior_kind == "wgan-gp" else target_rec["config_hash"])
+    return train_prior(pc, target=target_model, cache_root=cache_root / "priors", device=str(device),
+                       progress=progress)
+
+
+def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | None = None,
+               progress: bool = True, shard: tuple[int, int] = (0, 1)) -> AttackResult:
+    """Attack ``cfg.target`` and write the run to ``out_dir``; a finished run is reused.
+
+    ``shard=(rank, world)`` attacks only this rank's share of the class chunks (torchrun).
+    """
+    out_dir = Path(out_dir)
+    cache_root = Path(cache_root) if cache_root else default_cache()
+    device = resolve_device(cfg.device)
+    attack_cls = attack_class(cfg.attack)
+    params = dict(cfg.params)
+    if cfg.iterations is not None and "iterations" in attack_cls.defaults:
+        params["iterations"] = cfg.iterations
+    attack = create_attack(cfg.attack, **params)
+    rec = target_record(Path(cfg.target))
+    target = load_classifier(cfg.target, device)
+    classes = list(cfg.classes) if cfg.classes is not None else list(range(target.num_classes))
+    bad = [c for c in classes if not 0 <= c < target.num_classes]
+    if bad:
+        raise ReAnalysisError(f"classes {bad} do not exist: the target has classes 0-{target.num_classes - 1}")
+    key = {"attack": cfg.attack, "params": attack.params, "target": rec["config_hash"], "classes": classes,
+           "per_class": cfg.per_class, "seed": cfg.seed, "prior": cfg.prior or {"steps": cfg.prior_steps, "seed": cfg.prior_seed},
+           "classes_per_chunk": cfg.classes_per_chunk}
+    claim_run_dir(out_dir, key, kind="attack")
+    if (out_dir / "attack.json").is_file() and (out_dir / RECON).is_file():
+        return load_attack_run(out_dir)
+
+    t0 = time.perf_counter()
+    prior = resolve_prior(cfg, attack_cls, rec, target, device, cache_root, progress)
+    t = rec["config"]
+    splits = load_dataset(t["dataset"], root=t.get("root"), seed=t["seed"], image_size=t.get("image_size"))
+    public, _ = materialize(splits.public)
+    attack.prepare(target, prior, public, device, cfg.seed, cache_root / "augmented")
+    victim = LabelOnlyTarget(target) if attack_cls.access == "label" else target
+
+    size = cfg.classes_per_chunk or len(classes)
+    chunks = [classes[i:i + size] for i in range(0, len(classes), size)]
+    parts = out_dir / "parts"
+    parts.mkdir(exist_ok=True)
+    rank, world = shard
+    for ci, chunk in enumerate(chunks):
+        if ci % world != rank:
+            continue
+        part = parts / f"chunk-{ci:04d}.safetensors"
+        if part.is_file():
+            continue  # finished before a kill: not redone
+        labels = torch.tensor(chunk, device=device).repeat_interleave(cfg.per_class)
+        res = attack.run(victim, prior, labels, cfg.seed, state_path=parts / f"state-{ci:04d}.safetensors",
+                         progress=progress)
+        atomic_save_tensors(part, {"images": res.images, "labels": res.labels, "latents": res.latents.flatten(1),
+                                   "loss_history": torch.tensor(res.loss_history or [float("nan")])})
+        (parts / f"state-{ci:04d}.safetensors").unlink(missing_ok=True)
+    if world > 1:
+        return None  # rank 0 merges once every rank is done (see re_analysis.distributed)
+    return merge_attack_run(out_dir, cfg, attack, rec, target, prior, classes, len(chunks), time.perf_counter() - t0,
+                            getattr(victim, "queries", None))
+
+
+def merge_attack_run(out_dir: Path, cfg: AttackConfig, attack, rec, target, prior, classes, n_chunks: int,
+                     seconds: float, queries=None) -> AttackResult:
+    parts = [load_tensors(out_dir / "parts" / f"chunk-{ci:04d}.safetensors") for ci in range(n_chunks)]
+    images = torch.cat([p["images"] for p in parts])
+    labels = torch.cat([p["labels"] for p in parts]).long()
+    latents = torch.cat([p["latents"] for p in parts])
+    history = [p["loss_history"].tolist() for p in parts]
+    with torch.no_grad():
+        pred = predict_logits(target, images.to(next(target.parameters()).device)).argmax(1)
+    target_acc = float((pred == labels).float().mean())
+    atomic_save_tensors(out_dir / RECON, {"images": images, "labels": labels, "latents": latents})
+    grid_path = out_dir / "grid.png"
+    order = torch.argsort(labels, stable=True)
+    tmp = out_dir / ".grid.tmp.png"
+    save_image(images[order] * 0.5 + 0.5, tmp, nrow=cfg.per_class, padding=1)
+    os.replace(tmp, grid_path)
+    info = {"attack": cfg.attack, "params": attack.params, "classes": classes, "per_class": cfg.per_class,
+            "seed": cfg.seed, "target": str(cfg.target), "target_config_hash": rec["config_hash"],
+            "target_defense": rec["config"].get("defense"), "dataset": rec["config"].get("dataset"),
+            "prior": str(prior.run_dir) if prior.run_dir else None, "prior_kind": prior.kind,
+            "target_accuracy_on_reconstructions": target_acc, "loss_history": history,
+            "label_queries": queries, "seconds": round(seconds, 3), "versions": environment_versions()}
+    atomic_write_json(out_dir / "attack.json", info)
+    return AttackResult(images, labels, latents, history[0] if len(history) == 1 else sum(history, []), info)
+
+
+def load_attack_run(run_dir: str | Path) -> AttackResult:
+    """Reconstructions and record of a finished attack run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECON).is_file() or not (run_dir / "attack.json").is_file():
+        raise ReAnalysisError(f"{run_dir} holds no finished attack (reconstructions.safetensors, attack.json); "
+                              "run `re-analysis attack --out DIR` first")
+    t = load_tensors(run_dir / RECON)
+    info = read_json(run_dir / "attack.json")
+    return AttackResult(t["images"], t["labels"].long(), t["latents"], [], info)

@@ -1,0 +1,132 @@
+"""FID and precision / recall / density / coverage between reconstructions and private images.
+
+Both are computed on features the caller chooses; the suite uses the evaluation model's
+penultimate features, since Inception weights cannot be downloaded here (``inception_fid``
+takes a local weights file when the user has one).
+
+PRDC follows Naeem et al., "Reliable Fidelity and Diversity Metrics for Generative
+Models", ICML 2020: k-NN radii of real points (k = 5). Unlike the ``prdc`` package, which
+holds full N x M distance matrices, the distances are processed in row blocks, so memory
+grows with ``block * N`` instead of ``N * M``; the k-NN radii come from faiss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from ..errors import ReAnalysisError
+from ._arrays import as_features, same_width
+from .knn import faiss_module
+
+
+def frechet_distance(feats_a, feats_b) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (FID when the
+    features are Inception pool features; Heusel et al., NeurIPS 2017)."""
+    a = as_features(feats_a, "reconstruction features").astype(np.float64)
+    b = as_features(feats_b, "private features").astype(np.float64)
+    same_width(a, b, "reconstruction features", "private features")
+    if len(a) < 2 or len(b) < 2:
+        raise ReAnalysisError("FID needs at least 2 samples in each set")
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    if not np.isfinite(covmean).all():  # singular product: regularise as pytorch-fid does
+        off = np.eye(len(s1)) * 1e-6
+        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
+    """Euclidean distance of each row to its k-th nearest OTHER row (faiss, exact)."""
+    faiss = faiss_module()
+    if len(x) <= k:
+        raise ReAnalysisError(f"PRDC with k={k} needs more than {k} points per set, got {len(x)}; lower nearest_k")
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    d, _ = index.search(x, k + 1)  # the first hit is the point itself
+    return np.sqrt(np.maximum(d[:, k], 0)).astype(np.float64)
+
+
+def _block_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2 * a @ b.T).clamp_min_(0)
+
+
+def prdc(real_features, fake_features, nearest_k: int = 5, block: int = 4096) -> dict[str, float]:
+    """Precision, recall, density and coverage of ``fake`` against ``real`` (Naeem et al. 2020).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> r = rng.normal(size=(200, 8)).astype("float32")
+        >>> m = prdc(r, r + 0.01)
+        >>> round(m["precision"], 2), round(m["coverage"], 2)
+        (1.0, 1.0)
+    """
+    real = as_features(real_features, "real features")
+    fake = as_features(fake_features, "fake features")
+    same_width(real, fake, "fake features", "real features")
+    r_rad = torch.from_numpy(knn_radii(real, nearest_k))
+    f_rad = torch.from_numpy(knn_radii(fake, nearest_k))
+    R, Fk = torch.from_numpy(real).double(), torch.from_numpy(fake).double()
+    r_rad2, f_rad2 = r_rad ** 2, f_rad ** 2
+    precision_hit = torch.zeros(len(Fk), dtype=torch.bool)
+    density_count = torch.zeros(len(Fk), dtype=torch.float64)
+    recall_hit = torch.zeros(len(R), dtype=torch.bool)
+    nearest_fake = torch.full((len(R),), float("inf"), dtype=torch.float64)
+    for i in range(0, len(R), block):
+        d = _block_sq_dists(R[i:i + block], Fk)  # (block of real, all fake)
+        inside_real = d <= r_rad2[i:i + block, None]
+        precision_hit |= inside_real.any(0)
+        density_count += inside_real.sum(0)
+        recall_hit[i:i + block] = (d <= f_rad2[None, :]).any(1)
+        nearest_fake[i:i + block] = d.min(1).values
+    return {"precision": float(precision_hit.double().mean()),
+            "recall": float(recall_hit.double().mean()),
+            "density": float(density_count.sum() / (nearest_k * len(Fk))),
+            "coverage": float((nearest_fake <= r_rad2).double().mean())}
+
+
+def inception_fid(recon_images: torch.Tensor, private_images: torch.Tensor, weights_path: str,
+                  batch_size: int = 64, device: str = "cpu") -> float:
+    """FID in torchvision Inception-v3 pool features, from a LOCAL weights file only.
+
+    Images are float in [-1, 1] or [0, 1] (grey images are repeated to 3 channels) and are
+    resized to 299 px. Nothing is downloaded: pass the path of a torchvision
+    ``inception_v3`` state dict (safetensors or a ``weights_only`` torch file).
+    """
+    from pathlib import Path
+
+    from torchvision.models import inception_v3
+
+    p = Path(weights_path)
+    if not p.is_file():
+        raise ReAnalysisError(f"Inception weights {p} not found; pass the path of a local inception_v3 state dict, "
+                              "or use the evaluation-model FID the suite reports by default")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(p))
+    else:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    net.load_state_dict(state)
+    net.fc = torch.nn.Identity()
+    net = net.to(device).eval()
+
+    @torch.no_grad()
+    def feats(x):
+        out = []
+        for i in range(0, len(x), batch_size):
+            b = x[i:i + batch_size].float().to(device)
+            b = b * 0.5 + 0.5 if b.min() < 0 else b
+            if b.shape[1] == 1:
+                b = b.repeat(1, 3, 1, 1)
+            b = torch.nn.functional.interpolate(b, size=(299, 299), mode="bilinear", align_corners=False)
+            mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+            std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+            out.append(net((b - mean) / std).cpu())
+        return torch.cat(out).numpy()
+
+    return frechet_distance(feats(recon_images), feats(private_images))
