@@ -40,7 +40,36 @@ def build_parser() -> ArgumentParser:
     t.add_argument("--out", required=True, help="run directory (metrics.json, model.safetensors)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    for name, what in (("datasets", "dataset"), ("models", "model"), ("defenses", "defense")):
+    a = sub.add_parser("attack", help="run a model inversion attack against a trained target")
+    a.add_argument("--attack", default="gmi")
+    a.add_argument("--target", required=True, help="run directory of the trained target")
+    a.add_argument("--prior", default=None, help="run directory of a trained prior (default: train or reuse one)")
+    a.add_argument("--classes", default=None, help="classes to attack, e.g. 0,1,2 or 0-4 (default: all)")
+    a.add_argument("--per-class", type=int, default=5, help="reconstructions per class (restarts)")
+    a.add_argument("--iterations", type=int, default=None, help="optimisation iterations (default: the attack's own)")
+    a.add_argument("--prior-steps", type=int, default=600, help="generator steps when a prior must be trained")
+    a.add_argument("--attack-param", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument("--classes-per-chunk", type=int, default=0, help="attack classes in chunks (0: all at once)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", default="auto")
+    a.add_argument("--cache", default=None, help="cache folder for priors (default: $RE_ANALYSIS_CACHE or runs)")
+    a.add_argument("--out", required=True)
+    a.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("evaluate", help="privacy metrics of an attack run (attack accuracy, KNN distance, FID, PRDC)")
+    e.add_argument("--attack-run", required=True)
+    e.add_argument("--eval-model", required=True, help="run directory of the evaluation model (--role eval)")
+    e.add_argument("--out", required=True)
+    e.add_argument("--device", default="cpu")
+
+    z = sub.add_parser("analyze", help="feature-space gap: private vs erased vs reconstructed features")
+    z.add_argument("--target", required=True)
+    z.add_argument("--attack-run", required=True)
+    z.add_argument("--out", required=True)
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--device", default="cpu")
+
+    for name, what in (("datasets", "dataset"), ("models", "model"), ("defenses", "defense"), ("attacks", "attack")):
         sub.add_parser(name, help=f"list the registered {what}s")
     return p
 
@@ -61,8 +90,58 @@ def cmd_train(args) -> int:
     return 0
 
 
+def parse_classes(text: str | None):
+    if text is None:
+        return None
+    out = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                out += list(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise ReAnalysisError(f"--classes {text!r} is not a list like 0,1,2 or 0-4") from None
+    return tuple(out)
+
+
+def cmd_attack(args) -> int:
+    from .attacks import AttackConfig, run_attack
+    from .config import parse_params
+
+    cfg = AttackConfig(attack=args.attack, target=args.target, prior=args.prior, classes=parse_classes(args.classes),
+                       per_class=args.per_class, iterations=args.iterations, seed=args.seed,
+                       params=parse_params(args.attack_param), prior_steps=args.prior_steps,
+                       classes_per_chunk=args.classes_per_chunk, device=args.device)
+    res = run_attack(cfg, args.out, cache_root=args.cache, progress=not args.quiet)
+    if res is not None:
+        print(json.dumps({"out": args.out, "attack": args.attack, "classes": res.info["classes"],
+                          "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"]}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_attack
+
+    m = evaluate_attack(args.attack_run, args.eval_model, args.out, device=args.device)
+    print(json.dumps({k: m[k] for k in ("attack_accuracy_top1", "attack_accuracy_top5", "knn_distance", "fid")}))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .evaluation import analyze_gap
+
+    g = analyze_gap(args.target, args.attack_run, args.out, seed=args.seed, device=args.device)
+    print(json.dumps({k: g[k] for k in ("mean_dist_private", "mean_dist_erased", "fraction_nearer_erased",
+                                        "coverage_private", "hull_overlap_recon_private")}))
+    return 0
+
+
 def cmd_list(kind: str) -> int:
-    if kind == "datasets":
+    if kind == "attacks":
+        from .attacks import attack_info as info
+    elif kind == "datasets":
         from .data import dataset_info as info
     elif kind == "models":
         from .models import model_info as info
@@ -78,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
+        if args.command in ("attack", "evaluate", "analyze"):
+            return {"attack": cmd_attack, "evaluate": cmd_evaluate, "analyze": cmd_analyze}[args.command](args)
         return cmd_list(args.command)
     except ReAnalysisError as exc:
         print(f"re-analysis: error: {exc}", file=sys.stderr)
