@@ -10,6 +10,10 @@ from .base import (Attack, AttackResult, LabelOnlyTarget, LatentOptimizationAtta
                    create_attack, list_attacks, register_attack)
 from . import gmi as _gmi  # noqa: F401
 from . import kedmi as _kedmi  # noqa: F401
+from . import lomma as _lomma  # noqa: F401
+from . import plgmi as _plgmi  # noqa: F401
+from . import brepmi as _brepmi  # noqa: F401
+from . import ppa as _ppa  # noqa: F401
 from .priors import Prior, PriorConfig, load_prior, train_prior
 from .runner import AttackConfig, load_attack_run, run_attack
 

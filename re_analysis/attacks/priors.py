@@ -128,7 +128,7 @@ def random_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
     dev = x.device
     scale = 0.8 + 0.2 * torch.rand(n, device=dev, generator=generator)
-    shift = (1 - scale) * (2 * torch.rand(n, 2, device=dev, generator=generator) - 1)
+    shift = (1 - scale)[:, None] * (2 * torch.rand(n, 2, device=dev, generator=generator) - 1)
     theta = torch.zeros(n, 2, 3, device=dev, dtype=x.dtype)
     theta[:, 0, 0], theta[:, 1, 1] = scale, scale
     theta[:, :, 2] = shift

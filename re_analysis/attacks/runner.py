@@ -119,7 +119,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
     t = rec["config"]
     splits = load_dataset(t["dataset"], root=t.get("root"), seed=t["seed"], image_size=t.get("image_size"))
     public, _ = materialize(splits.public)
-    attack.prepare(target, prior, public, device, cfg.seed, cache_root / "augmented")
+    attack.prepare(target, prior, public, device, cfg.seed, cache_root / "augmented" / rec["config_hash"])
     victim = LabelOnlyTarget(target) if attack_cls.access == "label" else target
 
     size = cfg.classes_per_chunk or len(classes)

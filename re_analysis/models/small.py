@@ -129,3 +129,31 @@ def vgg16(num_classes, in_channels=3, image_size=64):
 def resnet18(num_classes, in_channels=3, image_size=224):
     check_size("resnet18", image_size, 32)
     return ResNet18(num_classes, in_channels, image_size)
+
+
+class MLP28(Classifier):
+    """Two-hidden-layer MLP (512, 128): a structurally different model, used as one of
+    LOMMA's augmented (distilled) models at 28 px."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, 512), nn.ReLU(),
+                                  nn.Linear(512, 128), nn.ReLU())
+        self.fc = nn.Linear(128, num_classes)
+        self.feature_dim, self.num_classes = 128, num_classes
+
+    def features(self, x):
+        return self.body(x)
+
+    def head(self, f):
+        return self.fc(f)
+
+
+@register_model("cnn28s", "narrow CNN (16/32 channels) for 28 px, a LOMMA augmented model")
+def cnn28s(num_classes, in_channels=1, image_size=28):
+    return CNN28(num_classes, in_channels, image_size, width=16)
+
+
+@register_model("mlp28", "MLP for 28 px images (128-d features), a LOMMA augmented model")
+def mlp28(num_classes, in_channels=1, image_size=28):
+    return MLP28(num_classes, in_channels, image_size)
