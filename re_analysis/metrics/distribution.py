@@ -30,8 +30,9 @@ def frechet_distance(feats_a, feats_b) -> float:
     if len(a) < 2 or len(b) < 2:
         raise ReAnalysisError("FID needs at least 2 samples in each set")
     mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    with np.errstate(all="ignore"):
+        covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():  # singular product: regularise as pytorch-fid does
         off = np.eye(len(s1)) * 1e-6
         covmean = linalg.sqrtm((s1 + off) @ (s2 + off))

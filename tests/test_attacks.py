@@ -1,0 +1,183 @@
+"""Attacks on the real embedded digits against a trained undefended target (small budgets)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from re_analysis import ReAnalysisError
+from re_analysis.artifacts import load_tensors
+from re_analysis.attacks import (AttackConfig, LabelOnlyTarget, create_attack, list_attacks, load_attack_run,
+                                 load_prior, run_attack)
+from re_analysis.attacks.brepmi import BREPMI
+from re_analysis.metrics import attack_accuracy
+from re_analysis.training import load_classifier
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+SMALL = {  # (iterations, extra CLI args): budgets that keep CI short but still beat chance clearly
+    "gmi": (300, []),
+    "kedmi": (300, []),
+    "lomma-gmi": (200, ["--attack-param", "distill_epochs=3"]),
+    "lomma-kedmi": (200, ["--attack-param", "distill_epochs=3"]),
+    "plg-mi": (200, []),
+    "brep-mi": (40, ["--attack-param", "sphere_points=16"]),
+    "ppa": (100, ["--attack-param", "candidates=200", "--attack-param", "final_transforms=20"]),
+}
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def attacked(trained, cache, tmp_path_factory):
+    """Every attack run once from the CLI against the undefended target."""
+    root = tmp_path_factory.mktemp("attacks")
+    runs = {}
+    for name, (iters, extra) in SMALL.items():
+        out = root / name
+        run_cli("attack", "--attack", name, "--target", trained["none"], "--iterations", iters, "--per-class", 3,
+                "--prior-steps", 200, "--cache", cache, "--out", out, "--quiet", *extra)
+        runs[name] = out
+    return runs
+
+
+def test_every_registered_attack_is_exercised():
+    assert set(SMALL) == set(list_attacks())
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_target_classifies_reconstructions_as_their_class(attacked, name):
+    info = json.loads((attacked[name] / "attack.json").read_text())
+    assert info["classes"] == [0, 1, 2, 3, 4]
+    assert info["target_accuracy_on_reconstructions"] >= 0.6, info["target_accuracy_on_reconstructions"]  # chance 0.2
+    res = load_attack_run(attacked[name])
+    assert res.images.shape == (15, 1, 28, 28) and res.images.min() >= -1 and res.images.max() <= 1
+    assert (attacked[name] / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["gmi", "kedmi"])
+def test_gmi_and_kedmi_fool_the_independent_evaluation_model(attacked, trained, name, tmp_path):
+    run_cli("evaluate", "--attack-run", attacked[name], "--eval-model", trained["eval"], "--out", tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["attack_accuracy_top1"] > 0.4, m  # chance: 0.2
+    assert m["attack_accuracy_top5"] == 1.0  # 5 classes: top-5 is every class
+    assert m["knn_distance"] > 0 and m["fid"] > 0 and 0 <= m["coverage"] <= 1
+
+
+def test_priors_are_cached_and_shared(attacked, cache):
+    priors = sorted(p.name for p in (cache / "priors").iterdir())
+    kinds = [p.split("-")[1] for p in priors]
+    assert kinds.count("wgan") == 1  # one GMI prior shared by gmi, lomma-gmi, brep-mi, ppa
+    assert "kedmi" in kinds and "plg" in kinds
+    prior = load_prior(next((cache / "priors").glob("prior-wgan-gp-*")))
+    assert prior.kind == "wgan-gp" and prior.generator(torch.randn(2, prior.z_dim)).shape == (2, 1, 28, 28)
+
+
+def test_brep_mi_is_label_only(trained, cache):
+    model = load_classifier(trained["none"])
+    prior = load_prior(next((cache / "priors").glob("prior-wgan-gp-*")))
+    labels = torch.arange(2)
+    with pytest.raises(ReAnalysisError, match="label-only"):
+        BREPMI(iterations=1).run(model, prior, labels, seed=0, progress=False)
+    oracle = LabelOnlyTarget(model)
+    assert not hasattr(oracle, "forward") and not hasattr(oracle, "features")
+    res = BREPMI(iterations=2, sphere_points=4).run(oracle, prior, labels, seed=0, progress=False)
+    assert oracle.queries > 0 and res.images.shape[0] == 2
+    with pytest.raises(ReAnalysisError, match="needs the target's logits"):
+        create_attack("gmi", iterations=1).run(oracle, prior, labels, seed=0, progress=False)
+
+
+def test_attack_optimisation_resumes_from_its_checkpoint(trained, cache, tmp_path):
+    """Interrupt GMI mid-optimisation; the resumed run must equal an uninterrupted one."""
+    model = load_classifier(trained["none"])
+    prior = load_prior(next((cache / "priors").glob("prior-wgan-gp-*")))
+    labels = torch.arange(5).repeat_interleave(2)
+    full = create_attack("gmi", iterations=40, checkpoint_every=10).run(model, prior, labels, 3, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    attack = create_attack("gmi", iterations=40, checkpoint_every=10)
+    original = attack.loss
+
+    def dying(latents, labels, target, prior, it, gen):
+        if it == 25:
+            raise Killed
+        return original(latents, labels, target, prior, it, gen)
+
+    attack.loss = dying
+    state = tmp_path / "state.safetensors"
+    with pytest.raises(Killed):
+        attack.run(model, prior, labels, 3, state_path=state, progress=False)
+    assert state.is_file()
+    calls = []
+    attack.loss = lambda *a: calls.append(a[4]) or original(*a)
+    resumed = attack.run(model, prior, labels, 3, state_path=state, progress=False)
+    assert calls[0] == 20  # restarted from the checkpoint at iteration 20, not from 0
+    assert torch.equal(resumed.images, full.images) and resumed.loss_history == full.loss_history
+
+
+def test_killed_attack_skips_finished_classes(trained, cache, tmp_path):
+    args = ["attack", "--target", str(trained["none"]), "--iterations", "150", "--per-class", "2",
+            "--classes-per-chunk", "1", "--prior-steps", "200", "--cache", str(cache), "--quiet"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "re_analysis.cli", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "parts" / "chunk-0000.safetensors"
+    deadline = time.time() + 300
+    while not first.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.is_file() and not (out / "attack.json").exists()
+    stamp = first.stat().st_mtime_ns
+    run_cli(*args, "--out", out)
+    assert first.stat().st_mtime_ns == stamp  # the finished class was not redone
+    info = json.loads((out / "attack.json").read_text())
+    assert info["classes"] == [0, 1, 2, 3, 4]
+    ref = tmp_path / "ref"
+    run_cli(*args, "--out", ref)
+    assert torch.equal(load_tensors(out / "reconstructions.safetensors")["images"],
+                       load_tensors(ref / "reconstructions.safetensors")["images"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attack", "dmi"], "unknown attack 'dmi'"),
+    (["--classes", "7"], "classes [7] do not exist"),
+    (["--classes", "a-b"], "is not a list"),
+    (["--attack-param", "lamda=3"], "unknown parameter(s) lamda"),
+    (["--attack-param", "lr=-1"], "lr must be a non-negative number"),
+])
+def test_bad_attack_input(trained, tmp_path, args, message):
+    out = tmp_path / "x"
+    proc = run_cli("attack", "--target", trained["none"], "--out", out, *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_missing_target_is_explained(tmp_path):
+    proc = run_cli("attack", "--target", tmp_path / "nothing", "--out", tmp_path / "x", check=False)
+    assert proc.returncode == 2 and "is not a finished training run" in proc.stderr
+
+
+def test_analyze_writes_gap_and_figure_on_embedded_data(attacked, trained, tmp_path):
+    proc = run_cli("analyze", "--target", trained["none"], "--attack-run", attacked["gmi"], "--out", tmp_path)
+    gap = json.loads((tmp_path / "gap.json").read_text())
+    for k in ("mean_dist_private", "mean_dist_erased", "fraction_nearer_erased", "coverage_private",
+              "hull_overlap_recon_private", "per_class"):
+        assert k in gap
+    assert 0 <= gap["fraction_nearer_erased"] <= 1 and set(gap["per_class"]) == {"0", "1", "2", "3", "4"}
+    from PIL import Image
+    with Image.open(tmp_path / "feature_space.png") as im:
+        assert im.width > 300 and im.height > 100
+        assert len(set(im.convert("L").getdata())) > 20  # a drawn figure, not a blank canvas
+    assert json.loads(proc.stdout)["mean_dist_private"] == gap["mean_dist_private"]

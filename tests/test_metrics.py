@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+import torch
+
+from re_analysis import ReAnalysisError
+from re_analysis.features import feature_gap, hull_overlap, umap_embed
+from re_analysis.metrics import PrivateIndex, attack_accuracy, frechet_distance, knn_distance, prdc
+
+
+def anchors_knn(recon, recon_y, priv, priv_y):
+    """The anchors' convention: per class, torch.cdist(...) ** 2, min over private, mean."""
+    out = []
+    for c in np.unique(recon_y):
+        d = torch.cdist(torch.from_numpy(recon[recon_y == c]).double(), torch.from_numpy(priv[priv_y == c]).double()) ** 2
+        out.append(d.min(1).values)
+    return torch.cat(out).numpy()
+
+
+def random_set(seed, n=600, d=64, classes=6):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype("float32"), rng.integers(0, classes, n)
+
+
+def test_knn_distance_equals_brute_force():
+    priv, py = random_set(0)
+    rec, ry = random_set(1, n=90)
+    ours = knn_distance(rec, ry, priv, py, per_sample=True)
+    order = np.argsort(ry, kind="stable")
+    ref = anchors_knn(rec[order], ry[order], priv, py)
+    np.testing.assert_allclose(ours[order], ref, rtol=1e-12)
+    assert knn_distance(rec, ry, priv, py) == pytest.approx(ref.mean(), rel=1e-12)
+    # torch tensors are accepted too, and a reused index gives the same answer
+    index = PrivateIndex(torch.from_numpy(priv), torch.from_numpy(py))
+    assert knn_distance(torch.from_numpy(rec), torch.from_numpy(ry), index=index) == pytest.approx(ref.mean(), rel=1e-12)
+
+
+def test_knn_distance_is_squared_and_same_class_only():
+    priv = np.array([[0.0, 0.0], [10.0, 0.0]], "float32")
+    assert knn_distance(np.array([[3.0, 4.0]], "float32"), [0], priv, [0, 1]) == 25.0  # squared, not 5
+    assert knn_distance(np.array([[9.0, 0.0]], "float32"), [0], priv, [0, 1]) == 81.0  # class 1 point ignored
+
+
+def test_hnsw_index_recall_is_measured():
+    priv, py = random_set(2, n=3000, d=32, classes=3)
+    rec, ry = random_set(3, n=200, d=32, classes=3)
+    approx = PrivateIndex(priv, py, kind="hnsw")
+    assert approx.recall_against_exact(rec, ry) >= 0.9
+    assert PrivateIndex(priv, py).recall_against_exact(rec, ry) == 1.0
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p, r: (r[:, :5], p), "has 5 dimensions but private features has 64"),
+    (lambda p, r: (np.where(np.arange(r.size).reshape(r.shape) == 7, np.nan, r), p), "NaN or infinite values in 1 row"),
+    (lambda p, r: (np.where(np.arange(r.size).reshape(r.shape) == 7, np.inf, r), p), "NaN or infinite"),
+    (lambda p, r: (r[0], p), "must be a 2-D"),
+])
+def test_knn_distance_bad_input(make, message):
+    priv, py = random_set(0)
+    rec, ry = random_set(1, n=10)
+    r, p = make(priv, rec)
+    with pytest.raises(ReAnalysisError, match=message):
+        knn_distance(r, ry if r.ndim == 2 else ry[:1], p, py)
+
+
+def test_reconstruction_labels_absent_from_private_set():
+    priv, py = random_set(0, classes=3)
+    rec, _ = random_set(1, n=4)
+    with pytest.raises(ReAnalysisError, match=r"labels \[7\] have no private features"):
+        knn_distance(rec, [0, 1, 7, 7], priv, py)
+
+
+def test_prdc_matches_the_prdc_package():
+    prdc_pkg = pytest.importorskip("prdc")
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 16)).astype("float32")
+    fake = (rng.normal(size=(300, 16)) * 1.3 + 0.4).astype("float32")
+    ours = prdc(real, fake, nearest_k=5, block=64)
+    ref = prdc_pkg.compute_prdc(real_features=real, fake_features=fake, nearest_k=5)
+    for k in ("precision", "recall", "density", "coverage"):
+        assert ours[k] == pytest.approx(float(ref[k]), abs=1e-9), k
+
+
+def test_frechet_distance_hand_computed():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    # same covariance, mean shifted by (1, 2, 2): FID = |shift|^2 = 9
+    assert frechet_distance(a, a + np.array([1, 2, 2])) == pytest.approx(9, rel=1e-6)
+    # 1-D: (mu1-mu2)^2 + s1 + s2 - 2 sqrt(s1 s2)
+    x, y = rng.normal(0, 1, size=(20000, 1)), rng.normal(0, 2, size=(20000, 1))
+    s1, s2 = np.var(x, ddof=1), np.var(y, ddof=1)
+    hand = (x.mean() - y.mean()) ** 2 + s1 + s2 - 2 * np.sqrt(s1 * s2)
+    assert frechet_distance(x, y) == pytest.approx(hand, rel=1e-6)
+
+
+def test_feature_gap_separates_known_cases():
+    rng = np.random.default_rng(0)
+    priv = rng.normal(size=(300, 8)).astype("float32")
+    y = np.repeat(np.arange(3), 100)
+    erased = priv + np.float32(4.0)  # the "erased" cloud sits elsewhere
+    near_erased = erased[::10] + rng.normal(scale=0.05, size=(30, 8)).astype("float32")
+    near_priv = priv[::10] + rng.normal(scale=0.05, size=(30, 8)).astype("float32")
+    g_e = feature_gap(priv, y, erased, y, near_erased, y[::10])
+    g_p = feature_gap(priv, y, erased, y, near_priv, y[::10])
+    assert g_e["fraction_nearer_erased"] == 1.0 and g_p["fraction_nearer_erased"] == 0.0
+    assert g_e["mean_dist_private"] > g_e["mean_dist_erased"] and g_p["mean_dist_private"] < g_p["mean_dist_erased"]
+    assert g_p["coverage_private"] > g_e["coverage_private"]
+    assert set(g_e["per_class"]) == {0, 1, 2}
+
+
+def test_hull_overlap_known_squares():
+    sq = np.array([[0, 0], [2, 0], [2, 2], [0, 2]], float)
+    assert hull_overlap(sq, sq) == pytest.approx(1.0)
+    assert hull_overlap(sq, sq + [1, 0]) == pytest.approx(2 / 6)  # overlap 2, union 6
+    assert hull_overlap(sq, sq + [5, 5]) == 0.0
+
+
+def test_umap_is_seeded():
+    x = np.random.default_rng(0).normal(size=(80, 10))
+    a, b = umap_embed(x, seed=1), umap_embed(x, seed=1)
+    assert a.shape == (80, 2) and np.array_equal(a, b)
+
+
+def test_attack_accuracy_hand_computed():
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):  # logits = mean intensity per class prototype
+            m = x.flatten(1).mean(1, keepdim=True)
+            return torch.cat([-m, m, torch.zeros_like(m)], 1) + self.w
+
+    imgs = torch.stack([torch.full((1, 4, 4), v) for v in (-0.9, 0.9, 0.9, -0.9)])
+    acc = attack_accuracy(Fixed(), imgs, torch.tensor([0, 1, 0, 2]), topk=(1, 2))
+    # predictions: 0, 1, 1, 0 -> top-1 hits 2/4; top-2 sets {0,2},{1,2},{1,2},{0,2} -> hits 0,1,no,2 -> 3/4
+    assert acc == {"top1": 0.5, "top2": 0.75}
