@@ -69,7 +69,21 @@ def build_parser() -> ArgumentParser:
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--device", default="cpu")
 
-    for name, what in (("datasets", "dataset"), ("models", "model"), ("defenses", "defense"), ("attacks", "attack")):
+    s = sub.add_parser("study", help="run the grid of a preset: train, attack, evaluate, analyse -> results.csv")
+    s.add_argument("--preset", default="quick", help="smoke, quick, full, fashion, paper-celeba, paper-facescrub or a YAML path")
+    s.add_argument("--out", default=None, help="run directory (default: runs/PRESET)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--quiet", action="store_true")
+
+    b = sub.add_parser("book", help="the main job: study, then every notebook through papermill, then the HTML book")
+    b.add_argument("--preset", default="quick")
+    b.add_argument("--run-dir", default=None, help="study run directory (default: runs/PRESET)")
+    b.add_argument("--source", default=None, help="repository root holding _config.yml (default: current folder)")
+    b.add_argument("--build-dir", default="_build")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--quiet", action="store_true")
+
+    for name, what in (("datasets", "dataset"), ("presets", "preset"), ("models", "model"), ("defenses", "defense"), ("attacks", "attack")):
         sub.add_parser(name, help=f"list the registered {what}s")
     return p
 
@@ -138,7 +152,31 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from .study import load_preset, run_study, summarize
+
+    preset = load_preset(args.preset, device=args.device)
+    out = args.out or f"runs/{preset['name']}"
+    results = run_study(preset, out, progress=not args.quiet)
+    print(summarize(results).to_string(index=False, max_cols=8))
+    print(f"tables: {out}/results.csv, {out}/summary.csv, {out}/tradeoff.csv")
+    return 0
+
+
+def cmd_book(args) -> int:
+    from .book import build_book
+
+    index = build_book(args.preset, args.run_dir, args.source, args.build_dir, args.device, progress=not args.quiet)
+    print(f"book: {index}")
+    return 0
+
+
 def cmd_list(kind: str) -> int:
+    if kind == "presets":
+        from .study import list_presets
+        for name in list_presets():
+            print(name)
+        return 0
     if kind == "attacks":
         from .attacks import attack_info as info
     elif kind == "datasets":
@@ -157,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
-        if args.command in ("attack", "evaluate", "analyze"):
-            return {"attack": cmd_attack, "evaluate": cmd_evaluate, "analyze": cmd_analyze}[args.command](args)
+        if args.command in ("attack", "evaluate", "analyze", "study", "book"):
+            return {"attack": cmd_attack, "evaluate": cmd_evaluate, "analyze": cmd_analyze, "study": cmd_study,
+                    "book": cmd_book}[args.command](args)
         return cmd_list(args.command)
     except ReAnalysisError as exc:
         print(f"re-analysis: error: {exc}", file=sys.stderr)

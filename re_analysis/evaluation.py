@@ -85,8 +85,12 @@ def erasing_for(target_dir: str | Path) -> RandomErasing:
 
 def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | Path | None = None,
                 seed: int = 0, max_private_per_class: int = 200, device: str = "cpu",
-                figure: bool = True) -> dict[str, Any]:
-    """Feature-space gap between private, erased and reconstructed images in the TARGET's features."""
+                embed: bool = True) -> dict[str, Any]:
+    """Feature-space gap between private, erased and reconstructed images in the TARGET's features.
+
+    ``embed=False`` skips the UMAP embedding, hull overlaps and figure (the statistics in
+    the full feature space are still computed; UMAP is the slow part).
+    """
     from .plots import feature_space_figure, save_figure
 
     res = load_attack_run(attack_run)
@@ -105,6 +109,13 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     f_rec = extract_features(model, res.images.float()).numpy()
     y_np, yr = y.numpy(), res.labels.numpy()
     gap = feature_gap(f_priv, y_np, f_re, y_np, f_rec, yr)
+    gap.update({"target": str(target_dir), "attack_run": str(attack_run), "target_defense": res.info.get("target_defense"),
+                "attack": res.info["attack"], "feature_space": "target-model penultimate features",
+                "erasing": repr(erasing_for(target_dir))})
+    if not embed:
+        if out_dir is not None:
+            atomic_write_json(Path(out_dir) / "gap.json", gap)
+        return gap
     emb = umap_embed(np.concatenate([f_priv, f_re, f_rec]), seed=seed)
     n1, n2 = len(f_priv), len(f_priv) + len(f_re)
     groups = ["private"] * n1 + ["erased"] * len(f_re) + ["reconstruction"] * len(f_rec)
@@ -118,17 +129,13 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     for c, v in overlap.items():
         gap["per_class"][c].update({"hull_overlap_recon_private": v["recon_private"],
                                     "hull_overlap_recon_erased": v["recon_erased"]})
-    gap.update({"target": str(target_dir), "attack_run": str(attack_run), "target_defense": res.info.get("target_defense"),
-                "attack": res.info["attack"], "feature_space": "target-model penultimate features",
-                "erasing": repr(erasing_for(target_dir))})
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_json(out / "gap.json", gap)
         buf = io.BytesIO()
         np.savez(buf, embedding=emb, labels=labels, groups=np.array(groups))
         atomic_write_bytes(out / "embedding.npz", buf.getvalue())
-        if figure:
-            fig = feature_space_figure(emb, groups, labels, splits.private_class_names,
-                                       title=f"{res.info['attack']} vs {res.info.get('target_defense')}")
-            save_figure(fig, out / "feature_space.png")
+        fig = feature_space_figure(emb, groups, labels, splits.private_class_names,
+                                   title=f"{res.info['attack']} vs {res.info.get('target_defense')}")
+        save_figure(fig, out / "feature_space.png")
     return gap

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, config_hash,
                         environment_versions, load_state, load_tensors, read_json, save_state)

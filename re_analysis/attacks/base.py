@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..artifacts import load_state, save_state
 from ..errors import ReAnalysisError

@@ -23,7 +23,7 @@ def umap_embed(features, seed: int = 0, **umap_kwargs) -> np.ndarray:
     x = as_features(features, "features")
     if len(x) < 4:
         raise ReAnalysisError(f"UMAP needs at least 4 points, got {len(x)}")
-    kw = {"n_neighbors": min(15, len(x) - 1), "min_dist": 0.1, "random_state": seed, **umap_kwargs}
+    kw = {"n_neighbors": min(15, len(x) - 1), "min_dist": 0.1, "random_state": seed, "n_jobs": 1, **umap_kwargs}
     return umap.UMAP(**kw).fit_transform(x).astype(np.float64)
 
 

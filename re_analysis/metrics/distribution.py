@@ -12,6 +12,8 @@ grows with ``block * N`` instead of ``N * M``; the k-NN radii come from faiss.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy import linalg
@@ -31,7 +33,8 @@ def frechet_distance(feats_a, feats_b) -> float:
         raise ReAnalysisError("FID needs at least 2 samples in each set")
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular products are handled below
         covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():  # singular product: regularise as pytorch-fid does
         off = np.eye(len(s1)) * 1e-6

@@ -1,0 +1,85 @@
+"""The main job: run the study, execute every notebook through papermill into a staging
+copy of the book (the sources stay unchanged) and render it with Jupyter Book 1.x.
+
+Example:
+    >>> from re_analysis.book import build_book
+    >>> build_book("smoke")  # doctest: +SKIP  (-> _build/html/index.html)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import ReAnalysisError
+
+NOTEBOOKS = ["01_training", "02_attacks", "03_feature_gap", "04_tradeoff", "05_ablations", "06_conclusions"]
+
+
+def find_source(source: str | Path | None) -> Path:
+    src = Path(source) if source else Path.cwd()
+    if not (src / "_config.yml").is_file() or not (src / "notebooks").is_dir():
+        raise ReAnalysisError(f"{src.resolve()} holds no book (_config.yml and notebooks/); run from the repository "
+                              "root or pass --source to it")
+    return src
+
+
+def execute_notebooks(src: Path, stage: Path, params: dict, progress: bool = True) -> list[Path]:
+    """papermill each notebook into ``stage/notebooks`` with ``params``; returns the outputs."""
+    import papermill as pm
+
+    out = []
+    (stage / "notebooks").mkdir(parents=True, exist_ok=True)
+    for name in NOTEBOOKS:
+        target = stage / "notebooks" / f"{name}.ipynb"
+        t0 = time.perf_counter()
+        pm.execute_notebook(str(src / "notebooks" / f"{name}.ipynb"), str(target), parameters=params,
+                            kernel_name="python3", cwd=str(src), progress_bar=False)
+        if progress:
+            print(f"executed {name} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        out.append(target)
+    return out
+
+
+def build_book(preset: str = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,
+               build_dir: str | Path = "_build", device: str = "auto", progress: bool = True) -> Path:
+    """Study -> notebooks -> HTML in ``build_dir/html``; returns the path of ``index.html``."""
+    from .study import load_preset, run_study
+
+    src = find_source(source)
+    run_dir = Path(run_dir or src / "runs" / preset).resolve()
+    build_dir = Path(build_dir).resolve()
+    p = load_preset(preset, device=device)
+    run_study(p, run_dir, progress=progress)
+    stage = build_dir / "stage"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for item in ("_config.yml", "_toc.yml", "book", "README.md"):
+        if (src / item).is_dir():
+            shutil.copytree(src / item, stage / item)
+        elif (src / item).is_file():
+            shutil.copy2(src / item, stage / item)
+    execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress)
+    exe = shutil.which("jupyter-book") or shutil.which("jb")
+    if exe is None:
+        raise ReAnalysisError("jupyter-book is not installed; install it with `pip install 'jupyter-book>=1,<2'`")
+    out = build_dir / "book-output"
+    proc = subprocess.run([exe, "build", str(stage), "--path-output", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0 or not (out / "_build" / "html" / "index.html").is_file():
+        raise ReAnalysisError(f"jupyter-book build failed (exit {proc.returncode}); its last lines: "
+                              + " | ".join(proc.stdout.strip().splitlines()[-5:] + proc.stderr.strip().splitlines()[-5:]))
+    html = build_dir / "html"
+    tmp = build_dir / ".html.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(out / "_build" / "html", tmp)
+    if html.exists():
+        shutil.rmtree(html)
+    os.replace(tmp, html)
+    return html / "index.html"

@@ -1,0 +1,292 @@
+"""The grid runner: datasets x defenses x attacks x seeds -> one tidy results table.
+
+A study preset (YAML, ``re_analysis/presets/``) names the dataset, the seeds, the
+training/attack budgets, the defense variants (a label -> defense + parameters, which is
+also how the ablations are expressed) and which (defense, attack) pairs to run. Every
+step is cached in the run directory (targets, priors, attacks, metrics), so a re-run
+recomputes nothing finished and a killed run resumes.
+
+Outputs in ``out_dir``: ``results.csv`` (one row per dataset/defense/attack/seed),
+``summary.csv`` (mean and standard deviation over seeds), ``tradeoff.csv`` (privacy-utility
+trade-off against no defense) and ``study.json`` (the resolved preset).
+
+Example:
+    >>> from re_analysis.study import load_preset, run_study
+    >>> results = run_study(load_preset("smoke"), "runs/smoke")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from tqdm import tqdm
+
+from .artifacts import atomic_write_json, atomic_write_text, read_json
+from .errors import ReAnalysisError
+
+PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
+               "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params", "embed"}
+RESULT_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "natural_accuracy",
+                  "attack_accuracy_top1", "attack_accuracy_top5", "knn_distance", "fid", "precision", "recall",
+                  "density", "coverage", "mean_dist_private", "mean_dist_erased", "fraction_nearer_erased",
+                  "coverage_private", "target_accuracy_on_reconstructions", "epsilon"]
+METRICS = RESULT_COLUMNS[6:]
+
+
+def list_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("re_analysis.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
+    """A preset by name (``smoke``, ``quick``, ...) or YAML path, validated, with overrides applied."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    elif str(name_or_path) in list_presets():
+        text = resources.files("re_analysis.presets").joinpath(f"{name_or_path}.yaml").read_text()
+    else:
+        raise ReAnalysisError(f"unknown preset {str(name_or_path)!r}; choose one of {', '.join(list_presets())} "
+                              "or pass the path of a YAML file")
+    preset = yaml.safe_load(text)
+    for k, v in overrides.items():
+        if v is not None:
+            preset[k] = v
+    return validate_preset(preset)
+
+
+def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
+    from .attacks import list_attacks
+    from .data import list_datasets
+    from .defenses import list_defenses
+
+    p = copy.deepcopy(p)
+    unknown = set(p) - PRESET_KEYS
+    if unknown:
+        raise ReAnalysisError(f"unknown preset key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(PRESET_KEYS))}")
+    if p.get("dataset") not in list_datasets():
+        raise ReAnalysisError(f"preset dataset {p.get('dataset')!r} is not one of {', '.join(list_datasets())}")
+    seeds = p.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ReAnalysisError(f"preset seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    defenses = p.get("defenses") or {"none": {"defense": "none"}}
+    for label, spec in defenses.items():
+        spec = spec or {}
+        for name in str(spec.get("defense", label)).split("+"):
+            if name not in list_defenses():
+                raise ReAnalysisError(f"preset defense {label!r} uses unknown defense {name!r}; "
+                                      f"choose from {', '.join(list_defenses())}")
+        defenses[label] = {"defense": spec.get("defense", label), "params": dict(spec.get("params") or {})}
+    attacks = p.get("attacks") or {"gmi": {}}
+    for name in attacks:
+        if name not in list_attacks():
+            raise ReAnalysisError(f"preset attack {name!r} is not one of {', '.join(list_attacks())}")
+        attacks[name] = dict(attacks[name] or {})
+    grid = p.get("grid") or [{"defenses": "all", "attacks": "all"}]
+    pairs = []
+    for block in grid:
+        ds = list(defenses) if block.get("defenses", "all") == "all" else list(block["defenses"])
+        ats = list(attacks) if block.get("attacks", "all") == "all" else list(block["attacks"])
+        for d in ds:
+            if d not in defenses:
+                raise ReAnalysisError(f"grid names defense {d!r}, which the preset's defenses do not define")
+            for a in ats:
+                if a not in attacks:
+                    raise ReAnalysisError(f"grid names attack {a!r}, which the preset's attacks do not define")
+                if (d, a) not in pairs:
+                    pairs.append((d, a))
+    if "none" not in defenses:
+        raise ReAnalysisError("a study needs the 'none' defense as its baseline; add `none: {}` to defenses")
+    p.update({"seeds": seeds, "defenses": defenses, "attacks": attacks, "grid": grid, "pairs": pairs})
+    p.setdefault("per_class", 5)
+    p.setdefault("train", {})
+    p.setdefault("eval_model", {})
+    p.setdefault("prior", {})
+    p.setdefault("gap_figures", [])
+    p.setdefault("device", "auto")
+    p.setdefault("embed", True)
+    p.setdefault("name", "custom")
+    return p
+
+
+def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) -> dict[str, Any]:
+    """The preset limited to some defense labels / attacks / seeds (a notebook's parameters)."""
+    p = copy.deepcopy(preset)
+    if seeds is not None:
+        p["seeds"] = list(seeds)
+    keep_d = set(defenses) | {"none"} if defenses is not None else set(p["defenses"])
+    keep_a = set(attacks) if attacks is not None else set(p["attacks"])
+    for d in keep_d - set(p["defenses"]):
+        p["defenses"][d] = {"defense": d}
+    for a in keep_a - set(p["attacks"]):
+        p["attacks"][a] = {}
+    p["defenses"] = {k: v for k, v in p["defenses"].items() if k in keep_d}
+    p["attacks"] = {k: v for k, v in p["attacks"].items() if k in keep_a}
+    grid = [{"defenses": [d for d in (p["defenses"] if b.get("defenses", "all") == "all" else b["defenses"]) if d in keep_d],
+             "attacks": [a for a in (p["attacks"] if b.get("attacks", "all") == "all" else b["attacks"]) if a in keep_a]}
+            for b in p["grid"]]
+    if defenses is not None or attacks is not None:
+        grid.append({"defenses": sorted(keep_d), "attacks": sorted(keep_a)})
+    p["grid"] = grid
+    p.pop("pairs", None)
+    return validate_preset(p)
+
+
+@dataclass
+class StudyPaths:
+    root: Path
+
+    def target(self, label: str, seed: int) -> Path:
+        return self.root / "targets" / f"{label}-s{seed}"
+
+    def eval_model(self) -> Path:
+        return self.root / "targets" / "eval-model"
+
+    def attack(self, label: str, attack: str, seed: int) -> Path:
+        return self.root / "attacks" / f"{label}--{attack}-s{seed}"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+
+def train_target(preset, paths: StudyPaths, label: str, seed: int, progress: bool):
+    from .config import TrainConfig
+    from .training import train
+
+    spec = preset["defenses"][label]
+    cfg = TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
+                      defense=spec["defense"], defense_params=spec["params"], seed=seed, device=preset["device"],
+                      **preset["train"])
+    return train(cfg, paths.target(label, seed), progress=progress)
+
+
+def train_eval_model(preset, paths: StudyPaths, progress: bool):
+    from .config import TrainConfig
+    from .training import train
+
+    opts = {"epochs": 8, **preset["eval_model"]}
+    cfg = TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
+                      role="eval", seed=opts.pop("seed", 0), device=preset["device"], **opts)
+    return train(cfg, paths.eval_model(), progress=progress)
+
+
+def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: int, progress: bool) -> dict:
+    from .attacks import AttackConfig, run_attack
+    from .evaluation import analyze_gap, evaluate_attack
+
+    out = paths.attack(label, attack, seed)
+    params = dict(preset["attacks"][attack])
+    iterations = params.pop("iterations", None)
+    prior = preset["prior"]
+    cfg = AttackConfig(attack=attack, target=str(paths.target(label, seed)), per_class=preset["per_class"],
+                       iterations=iterations, seed=seed, params=params, prior_steps=prior.get("steps", 600),
+                       prior_seed=prior.get("seed", 0), device=preset["device"])
+    res = run_attack(cfg, out, cache_root=paths.cache, progress=progress)
+    metrics_path = out / "metrics.json"
+    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+    if "attack_accuracy_top1" not in metrics:
+        metrics = evaluate_attack(out, paths.eval_model(), out)
+    figure = [label, attack] in [list(x) for x in preset["gap_figures"]] and seed == preset["seeds"][0]
+    gap_path = out / "gap.json"
+    gap = read_json(gap_path) if gap_path.is_file() else None
+    if gap is None or (figure and preset["embed"] and not (out / "feature_space.png").is_file()):
+        gap = analyze_gap(paths.target(label, seed), out, out, seed=seed, embed=figure and preset["embed"])
+    return {**metrics, **{k: gap[k] for k in ("mean_dist_private", "mean_dist_erased", "fraction_nearer_erased",
+                                               "coverage_private")},
+            "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"]}
+
+
+def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
+    """Run (or resume) the whole grid and write the tables; returns the results table."""
+    if isinstance(preset, (str, Path)):
+        preset = load_preset(preset)
+    preset = validate_preset({k: v for k, v in preset.items() if k != "pairs"})
+    paths = StudyPaths(Path(out_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train_eval_model(preset, paths, progress)
+    labels_needed = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
+    rows = []
+    steps = [(d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
+    bar = tqdm(total=len(labels_needed) * len(preset["seeds"]) + len(steps), desc=f"study {preset['name']}",
+               disable=not progress)
+    trained = {}
+    for seed in preset["seeds"]:
+        for label in labels_needed:
+            trained[label, seed] = train_target(preset, paths, label, seed, progress=False).metrics
+            bar.update()
+    for label, attack, seed in steps:
+        m = attack_evaluate(preset, paths, label, attack, seed, progress=False)
+        t = trained[label, seed]
+        spec = preset["defenses"][label]
+        rows.append({"dataset": preset["dataset"], "defense": label, "defense_name": spec["defense"],
+                     "defense_params": yaml.safe_dump(spec["params"], default_flow_style=True).strip() if spec["params"] else "",
+                     "attack": attack, "seed": seed, "natural_accuracy": t["natural_accuracy"],
+                     "epsilon": t.get("epsilon"), **{k: m.get(k) for k in RESULT_COLUMNS if k in m}})
+        bar.update()
+    bar.close()
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    write_tables(results, paths.root)
+    record = {k: v for k, v in preset.items() if k != "pairs"}
+    record["seconds_this_call"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(paths.root / "study.json", record)
+    return results
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per dataset/defense/attack."""
+    num = [c for c in METRICS if c in results and results[c].notna().any()]
+    g = results.groupby(["dataset", "defense", "attack"], sort=False)[num]
+    mean, std = g.mean().add_suffix("_mean"), g.std(ddof=1).add_suffix("_std")
+    out = pd.concat([mean, std], axis=1)
+    out["n_seeds"] = g.size()
+    cols = [c for m in num for c in (f"{m}_mean", f"{m}_std")] + ["n_seeds"]
+    return out[cols].reset_index()
+
+
+def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
+    """Privacy-utility trade-off against no defense, per attack and seed, then averaged.
+
+    ``attack_acc_drop`` and ``natural_acc_drop`` are in percentage points;
+    ``tradeoff`` = attack-accuracy drop per point of natural-accuracy drop (higher is
+    better; undefined when natural accuracy did not drop).
+    """
+    base = results[results["defense"] == "none"].set_index(["dataset", "attack", "seed"])
+    rows = []
+    for _, r in results[results["defense"] != "none"].iterrows():
+        key = (r["dataset"], r["attack"], r["seed"])
+        if key not in base.index:
+            continue
+        b = base.loc[key]
+        da = 100 * (b["attack_accuracy_top1"] - r["attack_accuracy_top1"])
+        dn = 100 * (b["natural_accuracy"] - r["natural_accuracy"])
+        rows.append({"dataset": r["dataset"], "defense": r["defense"], "attack": r["attack"], "seed": r["seed"],
+                     "attack_acc_drop": da, "natural_acc_drop": dn,
+                     "tradeoff": da / dn if dn > 0 else float("nan")})
+    df = pd.DataFrame(rows, columns=["dataset", "defense", "attack", "seed", "attack_acc_drop", "natural_acc_drop", "tradeoff"])
+    if df.empty:
+        return df
+    g = df.groupby(["dataset", "defense", "attack"], sort=False)
+    out = g[["attack_acc_drop", "natural_acc_drop", "tradeoff"]].mean()
+    out = out.join(g[["attack_acc_drop", "natural_acc_drop"]].std(ddof=1).add_suffix("_std"))
+    return out.reset_index()
+
+
+def write_tables(results: pd.DataFrame, root: Path) -> None:
+    atomic_write_text(root / "results.csv", results.to_csv(index=False))
+    atomic_write_text(root / "summary.csv", summarize(results).to_csv(index=False))
+    atomic_write_text(root / "tradeoff.csv", tradeoff(results).to_csv(index=False))
+
+
+def load_results(out_dir: str | Path) -> pd.DataFrame:
+    path = Path(out_dir) / "results.csv"
+    if not path.is_file():
+        raise ReAnalysisError(f"no results.csv in {out_dir}; run `re-analysis study --out {out_dir}` first")
+    return pd.read_csv(path)
