@@ -129,6 +129,9 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
     with safe_open(str(path), framework="pt") as fh:
         info = json.loads(fh.metadata()["model"])
     model = create_model(info["arch"], info["num_classes"], info["in_channels"], info["image_size"])
+    if info.get("wrapper"):  # defenses that change the architecture (MID's bottleneck, DP-SGD's GroupNorm)
+        w = info["wrapper"]
+        model = create_defense(w["defense"], **w.get("params", {})).wrap_model(model)
     model.load_state_dict(load_tensors(path))
     model.train_info = info
     return model.to(device).eval()
@@ -154,20 +157,18 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     if (run_dir / "metrics.json").is_file() and (run_dir / WEIGHTS).is_file():
         return TrainResult(run_dir, read_json(run_dir / "metrics.json"), load_classifier(run_dir, device))
 
-    model = model.to(device)
+    model = defense.wrap_model(model.to(device)).to(device)  # the classifier that is trained and saved
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    trained = defense.wrap_model(model)
-    optimizer = make_optimizer(config, trained.parameters())
+    optimizer = make_optimizer(config, model.parameters())
     x_train, y_train = materialize(splits.private_train)
     x_test, y_test = materialize(splits.private_test)
     x_train, y_train = x_train.to(device), y_train.to(device)
-    trained, optimizer = defense.configure(trained, optimizer, {"num_samples": len(y_train),
-                                                                "batch_size": config.batch_size,
-                                                                "epochs": config.epochs})
-
-    start_epoch, history = 0, []
     ckpt = run_dir / CHECKPOINT
+    trained, optimizer = defense.configure(model, optimizer, {
+        "num_samples": len(y_train), "batch_size": config.batch_size, "epochs": config.epochs, "config": config,
+        "splits": splits, "device": device, "resuming": ckpt.is_file()})
+    start_epoch, history = 0, []
     if ckpt.is_file():
         meta = load_state(ckpt, {"model": trained}, {"optimizer": optimizer})["meta"]
         start_epoch, history = int(meta["epoch"]), list(meta["history"])
@@ -195,7 +196,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         "device": str(device), "config_hash": config_hash(key), "versions": environment_versions(),
         **defense.report(),
     }
-    save_weights(run_dir, model, {"dataset": config.dataset, "defense": config.defense, "role": config.role})
+    save_weights(run_dir, model, {"dataset": config.dataset, "defense": config.defense, "role": config.role,
+                                  "wrapper": defense.wrapper_info()})
     atomic_write_json(run_dir / "metrics.json", metrics)
     ckpt.unlink(missing_ok=True)
     return TrainResult(run_dir, metrics, model.eval())

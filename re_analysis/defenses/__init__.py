@@ -13,6 +13,7 @@ Example:
 from .base import Defense, create_defense, defense_info, list_defenses, register_defense
 from .random_erasing import MIDRE_FILL, RandomErasing, RandomErasingDefense
 from . import base as _base  # noqa: F401  (registers "none")
+from . import bido, dpsgd, mid, nls, tldmi  # noqa: F401  (register the baselines)
 
 __all__ = ["Defense", "create_defense", "list_defenses", "register_defense", "defense_info",
            "RandomErasing", "RandomErasingDefense", "MIDRE_FILL"]

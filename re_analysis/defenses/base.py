@@ -49,6 +49,10 @@ class Defense:
     def report(self) -> dict[str, Any]:
         return {}
 
+    def wrapper_info(self) -> dict[str, Any] | None:
+        """How to rebuild the trained architecture when ``wrap_model`` changed it (None: unchanged)."""
+        return None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
@@ -74,7 +78,14 @@ def defense_info() -> dict[str, str]:
 
 
 def create_defense(name: str, **params: Any) -> Defense:
-    """Instantiate a registered defense; parameters are validated at once."""
+    """Instantiate a registered defense; parameters are validated at once.
+
+    ``"random-erasing+nls"`` composes defenses (see :class:`ComposedDefense`).
+    """
+    if "+" in name:
+        from .compose import ComposedDefense
+
+        return ComposedDefense(name, **params)
     if name not in _DEFENSES:
         raise ReAnalysisError(f"unknown defense {name!r}; choose one of {', '.join(list_defenses())}")
     try:

@@ -1,0 +1,86 @@
+"""Composition of defenses, e.g. ``random-erasing+nls`` (Random Erasing is data-side, so it
+composes with any model- or loss-side defense, as the MIDRE paper suggests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ReAnalysisError
+from .base import Defense, create_defense
+
+
+class ComposedDefense(Defense):
+    """Apply several defenses' hooks in order: batch transforms chained, model wrappers
+    chained, engines configured in turn; at most one member may override the loss.
+
+    Parameters go to the member whose name prefixes them (``nls.alpha=-0.1``) or, unprefixed,
+    to the one member that accepts that name.
+    """
+
+    def __init__(self, name: str, **params: Any):
+        names = name.split("+")
+        if len(set(names)) != len(names):
+            raise ReAnalysisError(f"defense {name!r} names a defense twice")
+        routed: dict[str, dict[str, Any]] = {n: {} for n in names}
+        for key, value in params.items():
+            if "." in key and key.split(".", 1)[0].replace("_", "-") in routed:
+                owner, sub = key.split(".", 1)
+                routed[owner.replace("_", "-")][sub] = value
+                continue
+            owners = [n for n in names if key in defaults_of(n)]
+            if len(owners) != 1:
+                raise ReAnalysisError(f"parameter {key!r} of {name!r} matches {len(owners)} member defenses; "
+                                      f"prefix it with the member's name, e.g. {names[-1]}.{key}=...")
+            routed[owners[0]][key] = value
+        self.members = [create_defense(n, **routed[n]) for n in names]
+        self.name = name
+        loss_owners = [m.name for m in self.members if type(m).loss is not Defense.loss]
+        if len(loss_owners) > 1:
+            raise ReAnalysisError(f"defenses {', '.join(loss_owners)} both change the loss and cannot be composed")
+        self.params = {f"{m.name}.{k}": v for m in self.members for k, v in m.params.items()}
+
+    def transform_batch(self, x, y, generator=None):
+        for m in self.members:
+            x = m.transform_batch(x, y, generator)
+        return x
+
+    def wrap_model(self, model):
+        for m in self.members:
+            model = m.wrap_model(model)
+        return model
+
+    def loss(self, model, x, y, epoch):
+        for m in self.members:
+            if type(m).loss is not Defense.loss:
+                return m.loss(model, x, y, epoch)
+        return super().loss(model, x, y, epoch)
+
+    def configure(self, model, optimizer, data):
+        for m in self.members:
+            model, optimizer = m.configure(model, optimizer, data)
+        return model, optimizer
+
+    def report(self):
+        out = {}
+        for m in self.members:
+            out.update(m.report())
+        return out
+
+    def wrapper_info(self):
+        infos = [m.wrapper_info() for m in self.members if m.wrapper_info()]
+        if not infos:
+            return None
+        if len(infos) == 1:
+            return infos[0]
+        return {"defense": "+".join(i["defense"] for i in infos),
+                "params": {f"{i['defense']}.{k}": v for i in infos for k, v in i.get("params", {}).items()}}
+
+
+def defaults_of(name: str) -> set[str]:
+    import inspect
+
+    from .base import _DEFENSES
+
+    if name not in _DEFENSES:
+        raise ReAnalysisError(f"unknown defense {name!r}")
+    return set(inspect.signature(_DEFENSES[name]).parameters)
