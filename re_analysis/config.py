@@ -68,6 +68,7 @@ class TrainConfig:
     dataset: str = "mnist5k"
     root: str | None = None
     image_size: int | None = None
+    dataset_params: dict = field(default_factory=dict)
     arch: str | None = None
     role: str = "target"
     defense: str = "none"
@@ -103,6 +104,7 @@ class TrainConfig:
             raise ReAnalysisError("the evaluation model is trained without a defense; drop --defense or use --role target")
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
         object.__setattr__(self, "defense_params", dict(self.defense_params))
+        object.__setattr__(self, "dataset_params", dict(self.dataset_params))
 
     def resolved(self) -> "TrainConfig":
         """Fill ``image_size`` and ``arch`` from the dataset's defaults."""
@@ -116,6 +118,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        if not d["dataset_params"]:
+            d.pop("dataset_params")  # keeps the hashes of runs made before the field existed
         d.pop("device")  # where it ran does not change what it is (CPU/GPU numerics aside)
         return d
 

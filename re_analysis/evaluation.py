@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from .artifacts import atomic_write_bytes, atomic_write_json, read_json
-from .attacks.runner import load_attack_run, target_record
-from .data import load_dataset, materialize
+from .attacks.runner import load_attack_run, target_record, target_splits
+from .data import materialize
 from .defenses import RandomErasing
 from .errors import ReAnalysisError
 from .features import extract_features, feature_gap, hull_overlap, umap_embed
@@ -31,8 +31,7 @@ from .training import load_classifier, normalize
 
 def private_train_images(target_dir: str | Path, classes=None) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """The target's private training images (uint8) and labels, limited to ``classes``."""
-    t = target_record(Path(target_dir))["config"]
-    splits = load_dataset(t["dataset"], root=t.get("root"), seed=t["seed"], image_size=t.get("image_size"))
+    splits = target_splits(target_record(Path(target_dir)))
     x, y = materialize(splits.private_train)
     if classes is not None:
         keep = torch.isin(y, torch.as_tensor(list(classes)))

@@ -162,7 +162,7 @@ def train_target(preset, paths: StudyPaths, label: str, seed: int, progress: boo
 
     spec = preset["defenses"][label]
     cfg = TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
-                      defense=spec["defense"], defense_params=spec["params"], seed=seed, device=preset["device"],
+                      dataset_params=preset.get("dataset_params", {}), defense=spec["defense"], defense_params=spec["params"], seed=seed, device=preset["device"],
                       **preset["train"])
     return train(cfg, paths.target(label, seed), progress=progress)
 
@@ -173,7 +173,7 @@ def train_eval_model(preset, paths: StudyPaths, progress: bool):
 
     opts = {"epochs": 8, **preset["eval_model"]}
     cfg = TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
-                      role="eval", seed=opts.pop("seed", 0), device=preset["device"], **opts)
+                      dataset_params=preset.get("dataset_params", {}), role="eval", seed=opts.pop("seed", 0), device=preset["device"], **opts)
     return train(cfg, paths.eval_model(), progress=progress)
 
 

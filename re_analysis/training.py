@@ -150,7 +150,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     run_dir = Path(out_dir) if out_dir is not None else Path(cache_root) / f"train-{config_hash(key)}"
     device = resolve_device(config.device)
     defense = create_defense(config.defense, **config.defense_params)
-    splits = load_dataset(config.dataset, root=config.root, seed=config.seed, image_size=config.image_size)
+    splits = load_dataset(config.dataset, root=config.root, seed=config.seed, image_size=config.image_size,
+                          **config.dataset_params)
     torch.manual_seed(config.seed)
     model = create_model(config.arch, splits.num_classes, splits.channels, splits.image_size)
     claim_run_dir(run_dir, key, kind="train")  # only once every input is known to be valid

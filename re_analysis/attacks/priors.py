@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class PriorConfig:
     dataset: str = "mnist5k"
     root: str | None = None
     image_size: int | None = None
+    dataset_params: dict = field(default_factory=dict)
     seed: int = 0
     steps: int = 1500
     batch_size: int = 64
@@ -72,6 +73,8 @@ class PriorConfig:
     def key(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("checkpoint_every")
+        if not d["dataset_params"]:
+            d.pop("dataset_params")
         return d
 
 
@@ -154,7 +157,7 @@ def train_prior(cfg: PriorConfig, out_dir: str | Path | None = None, target=None
     """Train (or reuse) the prior ``cfg`` describes on the public split."""
     if cfg.kind != "wgan-gp" and target is None:
         raise ReAnalysisError(f"a {cfg.kind} prior needs the target model (it learns from the target's outputs)")
-    splits = load_dataset(cfg.dataset, root=cfg.root, seed=cfg.seed, image_size=cfg.image_size)
+    splits = load_dataset(cfg.dataset, root=cfg.root, seed=cfg.seed, image_size=cfg.image_size, **cfg.dataset_params)
     cfg = replace(cfg, image_size=splits.image_size)
     run_dir = Path(out_dir) if out_dir else Path(cache_root) / f"prior-{cfg.kind}-{config_hash(cfg.key())}"
     dev = resolve_device(device)

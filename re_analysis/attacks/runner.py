@@ -71,6 +71,13 @@ def target_record(target_dir: Path) -> dict[str, Any]:
     return read_json(cfg_path)
 
 
+def target_splits(target_rec: dict):
+    """The dataset splits a target was trained on (same dataset, root, size, seed and options)."""
+    t = target_rec["config"]
+    return load_dataset(t["dataset"], root=t.get("root"), seed=t["seed"], image_size=t.get("image_size"),
+                        **t.get("dataset_params", {}))
+
+
 def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model, device, cache_root: Path,
                   progress: bool):
     if cfg.prior is not None:
@@ -81,7 +88,8 @@ def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model,
         return prior
     t = target_rec["config"]
     pc = PriorConfig(kind=attack_cls.prior_kind, dataset=t["dataset"], root=t.get("root"),
-                     image_size=t.get("image_size"), seed=cfg.prior_seed, steps=cfg.prior_steps,
+                     image_size=t.get("image_size"), dataset_params=t.get("dataset_params", {}),
+                     seed=cfg.prior_seed, steps=cfg.prior_steps,
                      target_hash=None if attack_cls.prior_kind == "wgan-gp" else target_rec["config_hash"])
     return train_prior(pc, target=target_model, cache_root=cache_root / "priors", device=str(device),
                        progress=progress)
@@ -117,7 +125,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
     t0 = time.perf_counter()
     prior = resolve_prior(cfg, attack_cls, rec, target, device, cache_root, progress)
     t = rec["config"]
-    splits = load_dataset(t["dataset"], root=t.get("root"), seed=t["seed"], image_size=t.get("image_size"))
+    splits = target_splits(rec)
     public, _ = materialize(splits.public)
     attack.prepare(target, prior, public, device, cfg.seed, cache_root / "augmented" / rec["config_hash"])
     victim = LabelOnlyTarget(target) if attack_cls.access == "label" else target
