@@ -99,9 +99,16 @@ def cmd_train(args) -> int:
                       seed=args.seed, device=args.device, **opts)
     result = train(cfg, args.out, progress=not args.quiet)
     m = result.metrics
-    print(json.dumps({"run_dir": str(result.run_dir), "natural_accuracy": m["natural_accuracy"],
-                      "arch": m["arch"], "defense": m["defense"], "seed": m["seed"]}))
+    if is_main():
+            print(json.dumps({"run_dir": str(result.run_dir), "natural_accuracy": m["natural_accuracy"],
+                          "arch": m["arch"], "defense": m["defense"], "seed": m["seed"]}))
     return 0
+
+
+def is_main() -> bool:
+    from .distributed import dist_info
+
+    return dist_info().is_main
 
 
 def parse_classes(text: str | None):
@@ -129,7 +136,7 @@ def cmd_attack(args) -> int:
                        params=parse_params(args.attack_param), prior_steps=args.prior_steps,
                        classes_per_chunk=args.classes_per_chunk, device=args.device)
     res = run_attack(cfg, args.out, cache_root=args.cache, progress=not args.quiet)
-    if res is not None:
+    if is_main():
         print(json.dumps({"out": args.out, "attack": args.attack, "classes": res.info["classes"],
                           "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"]}))
     return 0
@@ -202,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     except ReAnalysisError as exc:
         print(f"re-analysis: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

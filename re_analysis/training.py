@@ -32,6 +32,7 @@ from .artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, c
 from .config import TrainConfig
 from .data import load_dataset, materialize
 from .defenses import create_defense
+from .distributed import all_sum, barrier, rank_device, setup
 from .errors import ReAnalysisError
 from .models import Classifier, create_model
 
@@ -154,7 +155,14 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
                           **config.dataset_params)
     torch.manual_seed(config.seed)
     model = create_model(config.arch, splits.num_classes, splits.channels, splits.image_size)
-    claim_run_dir(run_dir, key, kind="train")  # only once every input is known to be valid
+    dist_ = setup(device)
+    device = rank_device(device)
+    if dist_.enabled and {"dp-sgd", "bido"} & set(config.defense.split("+")):
+        raise ReAnalysisError(f"defense {config.defense!r} is not supported under torchrun yet (per-sample "
+                              "clipping and HSIC need the whole batch in one process); run it without torchrun")
+    if dist_.is_main:
+        claim_run_dir(run_dir, key, kind="train")  # only once every input is known to be valid
+    barrier()
     if (run_dir / "metrics.json").is_file() and (run_dir / WEIGHTS).is_file():
         return TrainResult(run_dir, read_json(run_dir / "metrics.json"), load_classifier(run_dir, device))
 
@@ -169,21 +177,28 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     trained, optimizer = defense.configure(model, optimizer, {
         "num_samples": len(y_train), "batch_size": config.batch_size, "epochs": config.epochs, "config": config,
         "splits": splits, "device": device, "resuming": ckpt.is_file()})
+    if dist_.enabled:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            trained, device_ids=[device.index] if device.type == "cuda" else None)
     start_epoch, history = 0, []
     if ckpt.is_file():
-        meta = load_state(ckpt, {"model": trained}, {"optimizer": optimizer})["meta"]
+        meta = load_state(ckpt, {"model": unwrap_ddp(trained)}, {"optimizer": optimizer})["meta"]
         start_epoch, history = int(meta["epoch"]), list(meta["history"])
 
     t0 = time.perf_counter()
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.arch}/{config.defense}",
-               initial=start_epoch, total=config.epochs, disable=not progress, leave=False)
+               initial=start_epoch, total=config.epochs, disable=not progress or not dist_.is_main, leave=False)
     for epoch in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, epoch)
-        stats = train_one_epoch(trained, defense, optimizer, x_train, y_train, config, epoch, device)
+        stats = train_one_epoch(trained, defense, optimizer, x_train, y_train, config, epoch, device,
+                                rank=dist_.rank, world=dist_.world)
         history.append({"epoch": epoch + 1, **stats})
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_accuracy']:.3f}")
-        save_state(ckpt, {"model": trained}, {"optimizer": optimizer}, {"epoch": epoch + 1, "history": history})
+        if dist_.is_main:
+            save_state(ckpt, {"model": unwrap_ddp(trained)}, {"optimizer": optimizer},
+                       {"epoch": epoch + 1, "history": history})
+        barrier()
 
     acc = natural_accuracy(model, x_test, y_test)
     metrics = {
@@ -194,28 +209,42 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         "epochs": config.epochs, "num_classes": splits.num_classes,
         "train_size": len(y_train), "test_size": len(y_test),
         "history": history, "train_seconds_this_call": round(time.perf_counter() - t0, 3),
-        "device": str(device), "config_hash": config_hash(key), "versions": environment_versions(),
-        **defense.report(),
+        "device": str(device), "world_size": dist_.world, "config_hash": config_hash(key),
+        "versions": environment_versions(), **defense.report(),
     }
-    save_weights(run_dir, model, {"dataset": config.dataset, "defense": config.defense, "role": config.role,
-                                  "wrapper": defense.wrapper_info()})
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    ckpt.unlink(missing_ok=True)
+    if dist_.is_main:
+        save_weights(run_dir, model, {"dataset": config.dataset, "defense": config.defense, "role": config.role,
+                                      "wrapper": defense.wrapper_info()})
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        ckpt.unlink(missing_ok=True)
+    barrier()
     return TrainResult(run_dir, metrics, model.eval())
 
 
+def unwrap_ddp(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def train_one_epoch(model: nn.Module, defense, optimizer, x_train: torch.Tensor, y_train: torch.Tensor,
-                    config: TrainConfig, epoch: int, device: torch.device) -> dict[str, float]:
-    """One pass over the private training split; randomness seeded from (seed, epoch)."""
+                    config: TrainConfig, epoch: int, device: torch.device, rank: int = 0,
+                    world: int = 1) -> dict[str, float]:
+    """One pass over the private training split; randomness seeded from (seed, epoch).
+
+    Under DDP (``world > 1``) every rank draws the same global order, takes every
+    ``world``-th batch slot (a global batch of ``batch_size`` split across ranks), and
+    draws its own Random Erasing boxes and dropout from ``(seed, epoch, rank)``.
+    """
     s = epoch_seed(config.seed, epoch)
-    torch.manual_seed(s)
+    torch.manual_seed(s + 7919 * rank)
     order_gen = torch.Generator().manual_seed(s)
-    aug_gen = torch.Generator(device=device).manual_seed(s + 1)
+    aug_gen = torch.Generator(device=device).manual_seed(s + 1 + 7919 * rank)
     perm = torch.randperm(len(y_train), generator=order_gen).to(device)
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     for i in range(0, len(perm), config.batch_size):
-        idx = perm[i:i + config.batch_size]
+        if world > 1 and len(perm[i:i + config.batch_size]) < world:
+            break  # a last global batch too small to give every rank a sample is dropped on all ranks
+        idx = perm[i:i + config.batch_size][rank::world]
         x, y = normalize(x_train[idx]), y_train[idx]
         x = defense.transform_batch(x, y, generator=aug_gen)
         if device.type == "cuda":
@@ -228,6 +257,7 @@ def train_one_epoch(model: nn.Module, defense, optimizer, x_train: torch.Tensor,
         total_loss += float(loss.detach()) * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
+    total_loss, correct, seen = all_sum([total_loss, correct, seen], device)
     if seen == 0 or not torch.isfinite(torch.tensor(total_loss)):
         raise ReAnalysisError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr")
     return {"loss": total_loss / seen, "train_accuracy": correct / seen, "lr": optimizer.param_groups[0]["lr"]}

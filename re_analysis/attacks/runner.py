@@ -22,6 +22,7 @@ from ..artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, 
                          environment_versions, load_tensors, read_json)
 from ..data import load_dataset, materialize
 from ..errors import ReAnalysisError
+from ..distributed import barrier, rank_device, setup
 from ..training import load_classifier, predict_logits, resolve_device
 from .base import AttackResult, LabelOnlyTarget, attack_class, create_attack
 from .priors import PriorConfig, load_prior, train_prior
@@ -96,14 +97,17 @@ def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model,
 
 
 def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | None = None,
-               progress: bool = True, shard: tuple[int, int] = (0, 1)) -> AttackResult:
+               progress: bool = True) -> AttackResult:
     """Attack ``cfg.target`` and write the run to ``out_dir``; a finished run is reused.
 
-    ``shard=(rank, world)`` attacks only this rank's share of the class chunks (torchrun).
+    Under ``torchrun`` every rank attacks its share of the class chunks (by default one
+    chunk per rank), rank 0 merges them into one run, and every rank returns the result.
     """
     out_dir = Path(out_dir)
     cache_root = Path(cache_root) if cache_root else default_cache()
     device = resolve_device(cfg.device)
+    dist_ = setup(device, backend="gloo")  # barriers only: the ranks never exchange tensors
+    device = rank_device(device)
     attack_cls = attack_class(cfg.attack)
     params = dict(cfg.params)
     if cfg.iterations is not None and "iterations" in attack_cls.defaults:
@@ -115,28 +119,33 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
     bad = [c for c in classes if not 0 <= c < target.num_classes]
     if bad:
         raise ReAnalysisError(f"classes {bad} do not exist: the target has classes 0-{target.num_classes - 1}")
+    size = cfg.classes_per_chunk or -(-len(classes) // dist_.world)
     key = {"attack": cfg.attack, "params": attack.params, "target": rec["config_hash"], "classes": classes,
            "per_class": cfg.per_class, "seed": cfg.seed, "prior": cfg.prior or {"steps": cfg.prior_steps, "seed": cfg.prior_seed},
-           "classes_per_chunk": cfg.classes_per_chunk}
-    claim_run_dir(out_dir, key, kind="attack")
+           "classes_per_chunk": 0 if size >= len(classes) else size}
+    if dist_.is_main:
+        claim_run_dir(out_dir, key, kind="attack")
+    barrier()
     if (out_dir / "attack.json").is_file() and (out_dir / RECON).is_file():
         return load_attack_run(out_dir)
 
     t0 = time.perf_counter()
-    prior = resolve_prior(cfg, attack_cls, rec, target, device, cache_root, progress)
+    if dist_.is_main:  # one rank trains (or loads) the prior; the others then load it from the cache
+        prior = resolve_prior(cfg, attack_cls, rec, target, device, cache_root, progress)
+    barrier()
+    if not dist_.is_main:
+        prior = resolve_prior(cfg, attack_cls, rec, target, device, cache_root, False)
     t = rec["config"]
     splits = target_splits(rec)
     public, _ = materialize(splits.public)
     attack.prepare(target, prior, public, device, cfg.seed, cache_root / "augmented" / rec["config_hash"])
     victim = LabelOnlyTarget(target) if attack_cls.access == "label" else target
 
-    size = cfg.classes_per_chunk or len(classes)
     chunks = [classes[i:i + size] for i in range(0, len(classes), size)]
     parts = out_dir / "parts"
     parts.mkdir(exist_ok=True)
-    rank, world = shard
     for ci, chunk in enumerate(chunks):
-        if ci % world != rank:
+        if ci % dist_.world != dist_.rank:
             continue
         part = parts / f"chunk-{ci:04d}.safetensors"
         if part.is_file():
@@ -147,10 +156,12 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
         atomic_save_tensors(part, {"images": res.images, "labels": res.labels, "latents": res.latents.flatten(1),
                                    "loss_history": torch.tensor(res.loss_history or [float("nan")])})
         (parts / f"state-{ci:04d}.safetensors").unlink(missing_ok=True)
-    if world > 1:
-        return None  # rank 0 merges once every rank is done (see re_analysis.distributed)
-    return merge_attack_run(out_dir, cfg, attack, rec, target, prior, classes, len(chunks), time.perf_counter() - t0,
-                            getattr(victim, "queries", None))
+    barrier()
+    if dist_.is_main:
+        merge_attack_run(out_dir, cfg, attack, rec, target, prior, classes, len(chunks), time.perf_counter() - t0,
+                         getattr(victim, "queries", None))
+    barrier()
+    return load_attack_run(out_dir)
 
 
 def merge_attack_run(out_dir: Path, cfg: AttackConfig, attack, rec, target, prior, classes, n_chunks: int,

@@ -40,7 +40,9 @@ def normalized_hsic(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
 
 def hidden_modules(model: nn.Module) -> list[nn.Module]:
     """Downsampling blocks of the model's body (max-pools, else stride-2 residual units)."""
-    inner = getattr(model, "_module", model)
+    from ..distributed import unwrap
+
+    inner = unwrap(model)
     mods = [m for m in inner.modules() if isinstance(m, nn.MaxPool2d) and m.kernel_size != 1]
     if not mods:
         body = getattr(inner, "body", inner)
@@ -66,7 +68,9 @@ class BiDODefense(Defense):
         acts: list[torch.Tensor] = []
         handles = [m.register_forward_hook(lambda _m, _i, out: acts.append(out)) for m in hidden_modules(model)]
         try:
-            inner = getattr(model, "_module", model)
+            from ..distributed import unwrap
+
+            inner = unwrap(model)
             feats = inner.features(x)
             logits = inner.head(feats)
         finally:

@@ -69,8 +69,9 @@ class MIDDefense(Defense):
 
     def loss(self, model, x, y, epoch):
         logits = model(x)
-        vib = model._module if hasattr(model, "_module") else model
-        return F.cross_entropy(logits, y) + self.beta * vib.last_kl, logits
+        from ..distributed import unwrap
+
+        return F.cross_entropy(logits, y) + self.beta * unwrap(model).last_kl, logits
 
     def wrapper_info(self):
         return {"defense": "mid", "params": self.params}
