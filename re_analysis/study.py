@@ -116,25 +116,30 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) -> dict[str, Any]:
-    """The preset limited to some defense labels / attacks / seeds (a notebook's parameters)."""
-    p = copy.deepcopy(preset)
+    """The preset limited to some defense labels / attacks / seeds (a notebook's parameters).
+
+    Pairs of the preset's grid that survive the filter are kept; a requested defense or
+    attack the preset does not pair at all is run against every kept attack / defense.
+    ``none`` always stays: it is the baseline.
+    """
+    p = copy.deepcopy(validate_preset({k: v for k, v in preset.items() if k != "pairs"}))
     if seeds is not None:
         p["seeds"] = list(seeds)
-    keep_d = set(defenses) | {"none"} if defenses is not None else set(p["defenses"])
-    keep_a = set(attacks) if attacks is not None else set(p["attacks"])
-    for d in keep_d - set(p["defenses"]):
-        p["defenses"][d] = {"defense": d}
-    for a in keep_a - set(p["attacks"]):
-        p["attacks"][a] = {}
+    keep_d = list(dict.fromkeys(["none", *defenses])) if defenses is not None else list(p["defenses"])
+    keep_a = list(attacks) if attacks is not None else list(p["attacks"])
+    for d in keep_d:
+        p["defenses"].setdefault(d, {"defense": d})
+    for a in keep_a:
+        p["attacks"].setdefault(a, {})
+    pairs = [(d, a) for d, a in p["pairs"] if d in keep_d and a in keep_a]
+    for d in keep_d:
+        for a in keep_a:
+            if (not any(x == d for x, _ in pairs) or not any(y == a for _, y in pairs)) and (d, a) not in pairs:
+                pairs.append((d, a))
     p["defenses"] = {k: v for k, v in p["defenses"].items() if k in keep_d}
     p["attacks"] = {k: v for k, v in p["attacks"].items() if k in keep_a}
-    grid = [{"defenses": [d for d in (p["defenses"] if b.get("defenses", "all") == "all" else b["defenses"]) if d in keep_d],
-             "attacks": [a for a in (p["attacks"] if b.get("attacks", "all") == "all" else b["attacks"]) if a in keep_a]}
-            for b in p["grid"]]
-    if defenses is not None or attacks is not None:
-        grid.append({"defenses": sorted(keep_d), "attacks": sorted(keep_a)})
-    p["grid"] = grid
-    p.pop("pairs", None)
+    p["grid"] = [{"defenses": [d], "attacks": [a]} for d, a in pairs]
+    p.pop("pairs")
     return validate_preset(p)
 
 

@@ -1,0 +1,63 @@
+import re
+
+import pandas as pd
+import pytest
+
+from re_analysis import ReAnalysisError
+from re_analysis.study import list_presets, load_preset, restrict, summarize, tradeoff
+
+
+def test_presets_load_and_cover_what_the_book_says():
+    assert {"smoke", "quick", "full", "fashion", "paper-celeba", "paper-facescrub"} <= set(list_presets())
+    q = load_preset("quick")
+    assert len(q["seeds"]) >= 3
+    attacks = set(q["attacks"])
+    for d in ("none", "random-erasing"):
+        assert {a for x, a in q["pairs"] if x == d} == attacks  # against every attack
+    for d in ("mid", "bido", "nls", "tl-dmi", "dp-sgd"):
+        assert {"gmi", "lomma-gmi"} <= {a for x, a in q["pairs"] if x == d}
+    assert {"re-p0.5", "re-fixed", "re-area0.8"} <= {x for x, a in q["pairs"] if a == "gmi"}
+    assert load_preset("paper-celeba")["dataset"] == "celeba"
+
+
+def test_restrict_keeps_the_baseline_and_adds_new_pairs():
+    q = load_preset("quick")
+    r = restrict(q, defenses=["random-erasing"], attacks=["gmi"], seeds=[0])
+    assert r["pairs"] == [("none", "gmi"), ("random-erasing", "gmi")] and r["seeds"] == [0]
+    r2 = restrict(q, defenses=["random-erasing+nls"], attacks=["gmi"])
+    assert ("random-erasing+nls", "gmi") in r2["pairs"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dataset": "imagenet"}, "preset dataset 'imagenet'"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"defenses": {"none": {}, "x": {"defense": "magic"}}}, "unknown defense 'magic'"),
+    ({"attacks": {"dmi": {}}}, "preset attack 'dmi'"),
+    ({"defenses": {"random-erasing": {}}}, "needs the 'none' defense"),
+    ({"epochs": 3}, "unknown preset key(s) epochs"),
+])
+def test_bad_presets(change, message):
+    with pytest.raises(ReAnalysisError, match=re.escape(message)):
+        load_preset("smoke", **change)
+
+
+def test_unknown_preset_name():
+    with pytest.raises(ReAnalysisError, match="unknown preset 'quik'"):
+        load_preset("quik")
+
+
+def test_summary_and_tradeoff_hand_computed():
+    rows = []
+    for seed, (nat0, att0, nat1, att1) in enumerate([(0.98, 1.0, 0.96, 0.6), (0.99, 0.9, 0.97, 0.5)]):
+        rows.append({"dataset": "d", "defense": "none", "attack": "gmi", "seed": seed, "natural_accuracy": nat0,
+                     "attack_accuracy_top1": att0})
+        rows.append({"dataset": "d", "defense": "re", "attack": "gmi", "seed": seed, "natural_accuracy": nat1,
+                     "attack_accuracy_top1": att1})
+    df = pd.DataFrame(rows)
+    s = summarize(df).set_index("defense")
+    assert s.loc["re", "attack_accuracy_top1_mean"] == pytest.approx(0.55)
+    assert s.loc["re", "attack_accuracy_top1_std"] == pytest.approx(0.0707107, rel=1e-5)
+    t = tradeoff(df).set_index("defense")
+    assert t.loc["re", "attack_acc_drop"] == pytest.approx(40.0)  # (40 + 40) / 2 points
+    assert t.loc["re", "natural_acc_drop"] == pytest.approx(2.0)
+    assert t.loc["re", "tradeoff"] == pytest.approx(20.0)
