@@ -19,12 +19,22 @@ __all__ = ["ReAnalysisError", "RandomErasing", "create_defense", "list_defenses"
            "list_models", "load_dataset", "list_datasets", "__version__"]
 
 
+_LAZY = {
+    "train": "training", "load_classifier": "training", "natural_accuracy": "training", "TrainConfig": "config",
+    "extract_features": "features", "feature_gap": "features", "umap_embed": "features", "hull_overlap": "features",
+    "attack_accuracy": "metrics", "knn_distance": "metrics", "PrivateIndex": "metrics", "prdc": "metrics",
+    "frechet_distance": "metrics", "inception_fid": "metrics",
+    "run_attack": "attacks", "AttackConfig": "attacks", "create_attack": "attacks", "list_attacks": "attacks",
+    "run_study": "study", "load_preset": "study", "build_book": "book",
+}
+__all__ += sorted(_LAZY)
+
+
 def __getattr__(name):
-    # Heavier entry points load on first use, so `import re_analysis` stays light.
-    if name in ("train", "load_classifier", "natural_accuracy"):
-        from . import training
-        return getattr(training, name)
-    if name == "TrainConfig":
-        from .config import TrainConfig
-        return TrainConfig
+    # Heavier entry points load on first use, so `import re_analysis` stays light
+    # (no faiss, umap, papermill or attack code until asked for).
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 're_analysis' has no attribute {name!r}")
