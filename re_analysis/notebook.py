@@ -63,7 +63,6 @@ def mean_std(df: pd.DataFrame, by: list[str], cols: list[str], digits: int = 3) 
     return out.reset_index()
 
 
-def attack_dir(run_dir: str, defense: str, attack: str, seed: int) -> Path:
-    from .study import StudyPaths
-
-    return StudyPaths(Path(run_dir)).attack(defense, attack, seed)
+def run_path(run_dir: str, relative: str) -> Path:
+    """A run folder named in results.csv (``target_dir`` / ``attack_dir``), under ``run_dir``."""
+    return Path(run_dir) / relative

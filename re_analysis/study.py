@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,16 +28,17 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
-from .artifacts import atomic_write_json, atomic_write_text, read_json
+from .artifacts import atomic_write_json, atomic_write_text, config_hash, read_json
 from .errors import ReAnalysisError
 
 PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
                "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params", "embed"}
-RESULT_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "natural_accuracy",
+RESULT_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "target_dir", "attack_dir",
+                  "natural_accuracy",
                   "attack_accuracy_top1", "attack_accuracy_top5", "knn_distance", "fid", "precision", "recall",
                   "density", "coverage", "mean_dist_private", "mean_dist_erased", "fraction_nearer_erased",
                   "coverage_private", "target_accuracy_on_reconstructions", "epsilon"]
-METRICS = RESULT_COLUMNS[6:]
+METRICS = RESULT_COLUMNS[8:]
 
 
 def list_presets() -> list[str]:
@@ -145,67 +146,94 @@ def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) ->
 
 @dataclass
 class StudyPaths:
+    """Where a study keeps its runs. Names carry a short hash of the config that made them,
+    so changing a preset's budget makes new runs instead of clashing with finished ones."""
+
     root: Path
 
-    def target(self, label: str, seed: int) -> Path:
-        return self.root / "targets" / f"{label}-s{seed}"
+    def target(self, label: str, seed: int, cfg) -> Path:
+        return self.root / "targets" / f"{label}-s{seed}-{config_hash(cfg.resolved().to_dict(), 8)}"
 
-    def eval_model(self) -> Path:
-        return self.root / "targets" / "eval-model"
+    def eval_model(self, cfg) -> Path:
+        return self.root / "targets" / f"eval-model-{config_hash(cfg.resolved().to_dict(), 8)}"
 
-    def attack(self, label: str, attack: str, seed: int) -> Path:
-        return self.root / "attacks" / f"{label}--{attack}-s{seed}"
+    def attack(self, label: str, attack: str, seed: int, cfg) -> Path:
+        key = {k: v for k, v in asdict(cfg).items() if k != "device"}
+        key["target"] = Path(cfg.target).name
+        return self.root / "attacks" / f"{label}--{attack}-s{seed}-{config_hash(key, 8)}"
 
     @property
     def cache(self) -> Path:
         return self.root / "cache"
 
 
-def train_target(preset, paths: StudyPaths, label: str, seed: int, progress: bool):
+def target_config(preset, label: str, seed: int):
     from .config import TrainConfig
-    from .training import train
 
     spec = preset["defenses"][label]
-    cfg = TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
-                      dataset_params=preset.get("dataset_params", {}), defense=spec["defense"], defense_params=spec["params"], seed=seed, device=preset["device"],
-                      **preset["train"])
-    return train(cfg, paths.target(label, seed), progress=progress)
+    return TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
+                       dataset_params=preset.get("dataset_params", {}), defense=spec["defense"],
+                       defense_params=spec["params"], seed=seed, device=preset["device"], **preset["train"])
 
 
-def train_eval_model(preset, paths: StudyPaths, progress: bool):
+def eval_config(preset):
     from .config import TrainConfig
-    from .training import train
 
     opts = {"epochs": 8, **preset["eval_model"]}
-    cfg = TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
-                      dataset_params=preset.get("dataset_params", {}), role="eval", seed=opts.pop("seed", 0), device=preset["device"], **opts)
-    return train(cfg, paths.eval_model(), progress=progress)
+    return TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
+                       dataset_params=preset.get("dataset_params", {}), role="eval", seed=opts.pop("seed", 0),
+                       device=preset["device"], **opts)
 
 
-def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: int, progress: bool) -> dict:
-    from .attacks import AttackConfig, run_attack
-    from .evaluation import analyze_gap, evaluate_attack
+def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int):
+    from .attacks import AttackConfig
+    from .attacks.base import attack_class
 
-    out = paths.attack(label, attack, seed)
     params = dict(preset["attacks"][attack])
     iterations = params.pop("iterations", None)
     prior = preset["prior"]
-    cfg = AttackConfig(attack=attack, target=str(paths.target(label, seed)), per_class=preset["per_class"],
-                       iterations=iterations, seed=seed, params=params, prior_steps=prior.get("steps", 600),
-                       prior_seed=prior.get("seed", 0), device=preset["device"])
+    steps = prior.get("steps", 600)
+    if attack_class(attack).prior_kind != "wgan-gp":  # KEDMI/PLG priors are trained per target
+        steps = prior.get("target_steps", steps)
+    return AttackConfig(attack=attack, target=str(paths.target(label, seed, target_config(preset, label, seed))),
+                        per_class=preset["per_class"], iterations=iterations, seed=seed, params=params,
+                        prior_steps=steps, prior_seed=prior.get("seed", 0), device=preset["device"])
+
+
+def train_target(preset, paths: StudyPaths, label: str, seed: int, progress: bool):
+    from .training import train
+
+    cfg = target_config(preset, label, seed)
+    return train(cfg, paths.target(label, seed, cfg), progress=progress)
+
+
+def train_eval_model(preset, paths: StudyPaths, progress: bool):
+    from .training import train
+
+    cfg = eval_config(preset)
+    return train(cfg, paths.eval_model(cfg), progress=progress)
+
+
+def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: int, progress: bool) -> dict:
+    from .attacks import run_attack
+    from .evaluation import analyze_gap, evaluate_attack
+
+    cfg = attack_config(preset, paths, label, attack, seed)
+    out = paths.attack(label, attack, seed, cfg)
     res = run_attack(cfg, out, cache_root=paths.cache, progress=progress)
     metrics_path = out / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     if "attack_accuracy_top1" not in metrics:
-        metrics = evaluate_attack(out, paths.eval_model(), out)
+        metrics = evaluate_attack(out, paths.eval_model(eval_config(preset)), out)
     figure = [label, attack] in [list(x) for x in preset["gap_figures"]] and seed == preset["seeds"][0]
     gap_path = out / "gap.json"
     gap = read_json(gap_path) if gap_path.is_file() else None
     if gap is None or (figure and preset["embed"] and not (out / "feature_space.png").is_file()):
-        gap = analyze_gap(paths.target(label, seed), out, out, seed=seed, embed=figure and preset["embed"])
+        gap = analyze_gap(cfg.target, out, out, seed=seed, embed=figure and preset["embed"])
     return {**metrics, **{k: gap[k] for k in ("mean_dist_private", "mean_dist_erased", "fraction_nearer_erased",
                                                "coverage_private")},
-            "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"]}
+            "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"],
+            "target_dir": str(Path(cfg.target).relative_to(paths.root)), "attack_dir": str(out.relative_to(paths.root))}
 
 
 def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
