@@ -7,7 +7,8 @@ takes a local weights file when the user has one).
 PRDC follows Naeem et al., "Reliable Fidelity and Diversity Metrics for Generative
 Models", ICML 2020: k-NN radii of real points (k = 5). Unlike the ``prdc`` package, which
 holds full N x M distance matrices, the distances are processed in row blocks, so memory
-grows with ``block * N`` instead of ``N * M``; the k-NN radii come from faiss.
+grows with ``block * M`` (about ``block_bytes``, 256 MiB by default) instead of
+``N * M``; the k-NN radii come from faiss.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def _block_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2 * a @ b.T).clamp_min_(0)
 
 
-def prdc(real_features, fake_features, nearest_k: int = 5, block: int = 4096) -> dict[str, float]:
+def prdc(real_features, fake_features, nearest_k: int = 5, block: int | None = None,
+         block_bytes: int = 256 * 2**20) -> dict[str, float]:
     """Precision, recall, density and coverage of ``fake`` against ``real`` (Naeem et al. 2020).
 
     Example:
@@ -75,6 +77,8 @@ def prdc(real_features, fake_features, nearest_k: int = 5, block: int = 4096) ->
     r_rad = torch.from_numpy(knn_radii(real, nearest_k))
     f_rad = torch.from_numpy(knn_radii(fake, nearest_k))
     R, Fk = torch.from_numpy(real).double(), torch.from_numpy(fake).double()
+    # rows per block so that one (block x M) float64 distance matrix stays near block_bytes
+    block = block or max(1, block_bytes // (8 * len(Fk)))
     r_rad2, f_rad2 = r_rad ** 2, f_rad ** 2
     precision_hit = torch.zeros(len(Fk), dtype=torch.bool)
     density_count = torch.zeros(len(Fk), dtype=torch.float64)
