@@ -102,7 +102,8 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     keep = torch.cat([torch.nonzero(y == c).squeeze(1)[torch.randperm(int((y == c).sum()), generator=g)[:max_private_per_class]]
                       for c in y.unique()])
     x, y = x[keep], y[keep]
-    erased = erasing_for(target_dir)(normalize(x), generator=torch.Generator().manual_seed(seed + 1))
+    eraser = erasing_for(target_dir)
+    erased = eraser(normalize(x), generator=torch.Generator().manual_seed(seed + 1))
     f_priv = extract_features(model, x).numpy()
     f_re = extract_features(model, erased).numpy()
     f_rec = extract_features(model, res.images.float()).numpy()
@@ -110,7 +111,7 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     gap = feature_gap(f_priv, y_np, f_re, y_np, f_rec, yr)
     gap.update({"target": str(target_dir), "attack_run": str(attack_run), "target_defense": res.info.get("target_defense"),
                 "attack": res.info["attack"], "feature_space": "target-model penultimate features",
-                "erasing": repr(erasing_for(target_dir))})
+                "erasing": repr(eraser)})
     if not embed:
         if out_dir is not None:
             atomic_write_json(Path(out_dir) / "gap.json", gap)
