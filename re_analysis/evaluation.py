@@ -20,13 +20,15 @@ import numpy as np
 import torch
 
 from .artifacts import atomic_write_bytes, atomic_write_json, read_json
-from .attacks.runner import load_attack_run, target_record, target_splits
+from .attacks.runner import load_attack_run
+from .runs import target_record, target_splits
 from .data import materialize
 from .defenses import RandomErasing
 from .errors import ReAnalysisError
 from .features import extract_features, feature_gap, hull_overlap, umap_embed
 from .metrics import attack_accuracy, frechet_distance, knn_distance, prdc
-from .training import load_classifier, normalize
+from .models.inputs import normalize
+from .training import load_classifier
 
 
 def private_train_images(target_dir: str | Path, classes=None) -> tuple[torch.Tensor, torch.Tensor, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ from .defenses import create_defense
 from .distributed import all_sum, barrier, rank_device, setup
 from .errors import ReAnalysisError
 from .models import Classifier, create_model
+from .models.inputs import autocast, normalize, predict_logits, resolve_device
+from .optim import lr_at, make_optimizer
 
 __all__ = ["train", "TrainResult", "load_classifier", "natural_accuracy", "resolve_device",
            "normalize", "predict_logits"]
@@ -50,44 +51,8 @@ class TrainResult:
     model: Classifier
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ReAnalysisError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
-    return torch.device(name)
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [0, 1] images -> float in [-1, 1] (``Normalize(0.5, 0.5)``)."""
-    x = images.float().div(255) if images.dtype == torch.uint8 else images.float()
-    return x.sub(0.5).div(0.5)
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
-
-
-def autocast(device: torch.device):
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512,
-                   device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits of ``model`` (in eval mode) on uint8 or [0, 1] images, or already-normalised
-    floats in [-1, 1] when ``images`` is float and has negative values. Returns CPU float."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
-        x = normalize(x) if x.dtype == torch.uint8 else x.float()
-        with autocast(device):
-            out.append(model(x).float().cpu())
-    model.train(was)
-    return torch.cat(out) if out else torch.empty(0)
 
 
 def natural_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -95,18 +60,6 @@ def natural_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     """Top-1 accuracy on uint8 images (the private test split)."""
     logits = predict_logits(model, images, batch_size)
     return float((logits.argmax(1) == labels.cpu()).float().mean())
-
-
-def lr_at(config: TrainConfig, epoch: int) -> float:
-    """Step decay: ``lr * gamma ** (number of milestones passed)`` (MultiStepLR semantics)."""
-    marks = sorted(round(m * config.epochs) for m in config.milestones)
-    return config.lr * config.gamma ** bisect_right(marks, epoch)
-
-
-def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
 def save_weights(run_dir: Path, model: Classifier, extra: dict[str, Any]) -> Path:

@@ -6,7 +6,7 @@ Example:
     True
 """
 
-from .base import (Attack, AttackResult, LabelOnlyTarget, LatentOptimizationAttack, attack_info,
+from .base import (ATTACKS, Attack, AttackResult, LabelOnlyTarget, LatentOptimizationAttack, attack_info,
                    create_attack, list_attacks, register_attack)
 from . import gmi as _gmi  # noqa: F401
 from . import kedmi as _kedmi  # noqa: F401
@@ -17,6 +17,6 @@ from . import ppa as _ppa  # noqa: F401
 from .priors import Prior, PriorConfig, load_prior, train_prior
 from .runner import AttackConfig, load_attack_run, run_attack
 
-__all__ = ["Attack", "AttackResult", "AttackConfig", "LabelOnlyTarget", "LatentOptimizationAttack",
+__all__ = ["ATTACKS", "Attack", "AttackResult", "AttackConfig", "LabelOnlyTarget", "LatentOptimizationAttack",
            "Prior", "PriorConfig", "attack_info", "create_attack", "list_attacks", "load_attack_run",
            "load_prior", "register_attack", "run_attack", "train_prior"]

@@ -9,7 +9,6 @@ resumes to the same result.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,8 +19,9 @@ from tqdm import tqdm
 
 from ..artifacts import load_state, save_state
 from ..errors import ReAnalysisError
+from ..registry import Registry
 
-_ATTACKS: dict[str, type["Attack"]] = {}
+ATTACKS = Registry("attack")
 
 
 @dataclass
@@ -154,30 +154,25 @@ def register_attack(name: str):
 
     def deco(cls):
         cls.name = name
-        _ATTACKS[name] = cls
-        return cls
+        return ATTACKS.register(name)(cls)
 
     return deco
 
 
 def list_attacks() -> list[str]:
-    return sorted(_ATTACKS)
+    return ATTACKS.names()
 
 
 def attack_info() -> dict[str, str]:
-    return {k: (inspect.getdoc(_ATTACKS[k]) or "").split("\n")[0] for k in list_attacks()}
+    return ATTACKS.info()
 
 
 def create_attack(name: str, **params: Any) -> Attack:
-    if name not in _ATTACKS:
-        raise ReAnalysisError(f"unknown attack {name!r}; choose one of {', '.join(list_attacks())}")
-    return _ATTACKS[name](**params)
+    return ATTACKS.get(name)(**params)
 
 
 def attack_class(name: str) -> type[Attack]:
-    if name not in _ATTACKS:
-        raise ReAnalysisError(f"unknown attack {name!r}; choose one of {', '.join(list_attacks())}")
-    return _ATTACKS[name]
+    return ATTACKS.get(name)
 
 
 def per_class_seeds(labels: torch.Tensor, seed: int, shape: tuple[int, ...], device) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..artifacts import atomic_save_tensors, config_hash, load_tensors
 from ..models import create_model
-from ..training import normalize, predict_logits
+from ..models.inputs import normalize, predict_logits
 from .base import register_attack
 from .gmi import GMI
 from .kedmi import KEDMI

@@ -33,7 +33,7 @@ from ..artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, 
                          environment_versions, load_state, load_tensors, read_json, save_state)
 from ..data import load_dataset, materialize
 from ..errors import ReAnalysisError
-from ..training import autocast, normalize, predict_logits, resolve_device
+from ..models.inputs import autocast, normalize, predict_logits, resolve_device
 from .gan import Discriminator, Generator
 
 PRIOR_KINDS = ("wgan-gp", "kedmi", "plg")

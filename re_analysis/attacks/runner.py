@@ -23,7 +23,9 @@ from ..artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, 
 from ..data import load_dataset, materialize
 from ..errors import ReAnalysisError
 from ..distributed import barrier, rank_device, setup
-from ..training import load_classifier, predict_logits, resolve_device
+from ..runs import target_record, target_splits
+from ..models.inputs import predict_logits, resolve_device
+from ..training import load_classifier
 from .base import AttackResult, LabelOnlyTarget, attack_class, create_attack
 from .priors import PriorConfig, load_prior, train_prior
 
@@ -62,21 +64,6 @@ class AttackConfig:
         object.__setattr__(self, "params", dict(self.params))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
-
-
-def target_record(target_dir: Path) -> dict[str, Any]:
-    cfg_path = Path(target_dir) / "config.json"
-    if not cfg_path.is_file() or not (Path(target_dir) / "model.safetensors").is_file():
-        raise ReAnalysisError(f"{target_dir} is not a finished training run (config.json and model.safetensors); "
-                              "train a target first with `re-analysis train --out DIR`")
-    return read_json(cfg_path)
-
-
-def target_splits(target_rec: dict):
-    """The dataset splits a target was trained on (same dataset, root, size, seed and options)."""
-    t = target_rec["config"]
-    return load_dataset(t["dataset"], root=t.get("root"), seed=t["seed"], image_size=t.get("image_size"),
-                        **t.get("dataset_params", {}))
 
 
 def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model, device, cache_root: Path,

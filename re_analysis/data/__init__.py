@@ -12,8 +12,8 @@ Example:
     (5, 2250, 2500)
 """
 
-from .registry import (MISplits, dataset_info, default_image_size, list_datasets,
-                       load_dataset, materialize, register_dataset)
+from .registry import (DATASETS, MISplits, dataset_info, default_image_size, hflip_preserves_labels,
+                       list_datasets, load_dataset, materialize, register_dataset)
 from .tensors import TensorImageDataset
 from .folders import FolderImageDataset
 from . import digits as _digits  # noqa: F401  (registers mnist5k, fashion-mnist)
@@ -21,4 +21,4 @@ from . import folders as _folders  # noqa: F401  (registers celeba, facescrub, .
 
 __all__ = ["MISplits", "TensorImageDataset", "FolderImageDataset", "load_dataset",
            "list_datasets", "register_dataset", "dataset_info",
-           "default_image_size", "materialize"]
+           "default_image_size", "hflip_preserves_labels", "materialize", "DATASETS"]

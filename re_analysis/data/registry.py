@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import ReAnalysisError
+from ..registry import Registry
 
-_DATASETS: dict[str, Callable[..., "MISplits"]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
-_SIZES: dict[str, int] = {}
+DATASETS = Registry("dataset")
 
 
 @dataclass
@@ -31,42 +28,45 @@ class MISplits:
     image_size: int
     private_class_names: list[str] = field(default_factory=list)
     public_class_names: list[str] = field(default_factory=list)
+    hflip_preserves_labels: bool = False
+    manifest: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         return {"name": self.name, "private_train": len(self.private_train),
                 "private_test": len(self.private_test), "public": len(self.public),
                 "num_classes": self.num_classes, "num_public_classes": self.num_public_classes,
-                "channels": self.channels, "image_size": self.image_size}
+                "channels": self.channels, "image_size": self.image_size,
+                "hflip_preserves_labels": self.hflip_preserves_labels}
 
 
-def register_dataset(name: str, description: str = "", image_size: int = 64):
+def register_dataset(name: str, description: str = "", image_size: int = 64, hflip: bool | None = False):
     """Register a loader ``fn(root, seed, image_size, **kw) -> MISplits`` under ``name``.
 
-    ``image_size`` is the side length the loader uses when none is asked for.
+    ``image_size`` is the side length the loader uses when none is asked for; ``hflip``
+    declares whether a horizontal flip keeps an image's label (faces, dogs, clothes: yes;
+    digits and glyphs: no, a mirrored 2 is not a 2). Priors, attacks and training flip
+    only where it does.
     """
-
-    def deco(fn):
-        _DATASETS[name] = fn
-        _SIZES[name] = image_size
-        _DESCRIPTIONS[name] = description or (inspect.getdoc(fn) or "").split("\n")[0]
-        return fn
-
-    return deco
+    return DATASETS.register(name, description, image_size=image_size, hflip=hflip)
 
 
 def list_datasets() -> list[str]:
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def default_image_size(name: str) -> int:
     """The side length ``load_dataset(name)`` returns when no ``image_size`` is given."""
-    if name not in _DATASETS:
-        raise ReAnalysisError(f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}")
-    return _SIZES[name]
+    return DATASETS.meta(name)["image_size"]
+
+
+def hflip_preserves_labels(name: str) -> bool | None:
+    """Whether a horizontal flip keeps the labels of dataset ``name`` (declared at registration;
+    None: it depends on the data and the loader says so on the splits it returns)."""
+    return DATASETS.meta(name)["hflip"]
 
 
 def dataset_info() -> dict[str, str]:
-    return {k: _DESCRIPTIONS[k] for k in list_datasets()}
+    return DATASETS.info()
 
 
 def load_dataset(name: str, root: str | None = None, seed: int = 0,
@@ -79,11 +79,13 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0,
         seed: seeds the private train/test split.
         image_size: resize images to this side length (default: the dataset's own).
     """
-    if name not in _DATASETS:
-        raise ReAnalysisError(f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}")
+    loader = DATASETS.get(name)
     if image_size is not None and (not isinstance(image_size, int) or image_size < 8):
         raise ReAnalysisError(f"image_size must be an integer >= 8, got {image_size!r}")
-    return _DATASETS[name](root=root, seed=seed, image_size=image_size, **kwargs)
+    splits = loader(root=root, seed=seed, image_size=image_size, **kwargs)
+    if hflip_preserves_labels(name) is not None:  # None: the loader decides (imagefolder's `hflip` option)
+        splits.hflip_preserves_labels = hflip_preserves_labels(name)
+    return splits
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,10 +10,10 @@ Example:
     >>> d = create_defense("random-erasing", scale=(0.1, 0.8))
 """
 
-from .base import Defense, create_defense, defense_info, list_defenses, register_defense
+from .base import DEFENSES, Defense, create_defense, defense_info, list_defenses, register_defense
 from .random_erasing import MIDRE_FILL, RandomErasing, RandomErasingDefense
 from . import base as _base  # noqa: F401  (registers "none")
 from . import bido, dpsgd, mid, nls, tldmi  # noqa: F401  (register the baselines)
 
-__all__ = ["Defense", "create_defense", "list_defenses", "register_defense", "defense_info",
+__all__ = ["DEFENSES", "Defense", "create_defense", "list_defenses", "register_defense", "defense_info",
            "RandomErasing", "RandomErasingDefense", "MIDRE_FILL"]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ReAnalysisError
+from ..registry import Registry
 
-_DEFENSES: dict[str, Callable[..., "Defense"]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+DEFENSES = Registry("defense")
 
 
 class Defense:
@@ -60,21 +59,15 @@ class Defense:
 
 def register_defense(name: str, description: str = ""):
     """Register a :class:`Defense` subclass (or factory) under ``name``."""
-
-    def deco(cls):
-        _DEFENSES[name] = cls
-        _DESCRIPTIONS[name] = description or (inspect.getdoc(cls) or "").split("\n")[0]
-        return cls
-
-    return deco
+    return DEFENSES.register(name, description)
 
 
 def list_defenses() -> list[str]:
-    return sorted(_DEFENSES)
+    return DEFENSES.names()
 
 
 def defense_info() -> dict[str, str]:
-    return {k: _DESCRIPTIONS[k] for k in list_defenses()}
+    return DEFENSES.info()
 
 
 def create_defense(name: str, **params: Any) -> Defense:
@@ -86,10 +79,9 @@ def create_defense(name: str, **params: Any) -> Defense:
         from .compose import ComposedDefense
 
         return ComposedDefense(name, **params)
-    if name not in _DEFENSES:
-        raise ReAnalysisError(f"unknown defense {name!r}; choose one of {', '.join(list_defenses())}")
+    factory = DEFENSES.get(name)
     try:
-        return _DEFENSES[name](**params)
+        return factory(**params)
     except TypeError as exc:
         raise ReAnalysisError(f"bad parameter for defense {name!r}: {exc}; see `re-analysis defenses`") from None
 

@@ -79,8 +79,6 @@ class ComposedDefense(Defense):
 def defaults_of(name: str) -> set[str]:
     import inspect
 
-    from .base import _DEFENSES
+    from .base import DEFENSES
 
-    if name not in _DEFENSES:
-        raise ReAnalysisError(f"unknown defense {name!r}")
-    return set(inspect.signature(_DEFENSES[name]).parameters)
+    return set(inspect.signature(DEFENSES.get(name)).parameters)

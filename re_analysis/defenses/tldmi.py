@@ -50,7 +50,7 @@ class TLDMIDefense(Defense):
     def pretrain(self, model, data) -> None:
         """Train all layers on the public split with a temporary head for the public classes."""
         from ..data import materialize
-        from ..training import normalize
+        from ..models.inputs import normalize
 
         cfg, splits, device = data["config"], data["splits"], data["device"]
         x, y = materialize(splits.public)
@@ -78,6 +78,6 @@ class TLDMIDefense(Defense):
         self.frozen, trainable = split_frozen(model, self.finetune_layers)
         for p in self.frozen:
             p.requires_grad_(False)
-        from ..training import make_optimizer
+        from ..optim import make_optimizer
 
         return model, make_optimizer(data["config"], trainable)

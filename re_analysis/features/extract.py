@@ -5,16 +5,22 @@ from __future__ import annotations
 import torch
 
 from ..errors import ReAnalysisError
-from ..training import autocast, normalize
+from ..models.inputs import as_model_input, autocast
 
 
 @torch.no_grad()
 def extract_features(model, images, batch_size: int = 256, device=None) -> torch.Tensor:
     """Penultimate features (N, D) as CPU float32.
 
-    ``images``: uint8 (N, C, H, W), float in [0, 1], or float already normalised to
-    [-1, 1] (reconstructions). A float tensor with negative values is taken as normalised;
-    otherwise it is mapped from [0, 1].
+    ``images`` follow the suite's input convention (:mod:`re_analysis.models.inputs`):
+    uint8 pixels, or floats already normalised to [-1, 1] (reconstructions, erased images).
+
+    Example:
+        >>> import torch
+        >>> from re_analysis.models import create_model
+        >>> m = create_model("cnn28", 5, 1, 28)
+        >>> extract_features(m, torch.zeros(3, 1, 28, 28, dtype=torch.uint8)).shape
+        torch.Size([3, 128])
     """
     if not hasattr(model, "features"):
         raise ReAnalysisError("extract_features needs a model with a features(x) method "
@@ -23,13 +29,11 @@ def extract_features(model, images, batch_size: int = 256, device=None) -> torch
     if images.ndim != 4:
         raise ReAnalysisError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     device = torch.device(device) if device else next(model.parameters()).device
-    already = images.dtype != torch.uint8 and bool((images < 0).any())
     was = model.training
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
-        x = x.float() if already else normalize(x)
+        x = as_model_input(images[i:i + batch_size]).to(device)
         with autocast(device):
             out.append(model.features(x).float().cpu())
     model.train(was)

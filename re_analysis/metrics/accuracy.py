@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ReAnalysisError
-from ..training import predict_logits
+from ..models.inputs import predict_logits
 
 
 def attack_accuracy(eval_model, images, labels, topk=(1, 5), batch_size: int = 256) -> dict[str, float]:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
-
 import torch
 from torch import nn
 
 from ..errors import ReAnalysisError
+from ..registry import Registry
 
-_MODELS: dict[str, Callable[..., "Classifier"]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+MODELS = Registry("model")
 
 
 class Classifier(nn.Module):
@@ -31,29 +28,24 @@ class Classifier(nn.Module):
 
 
 def register_model(name: str, description: str = ""):
-    def deco(fn):
-        _MODELS[name] = fn
-        _DESCRIPTIONS[name] = description or (inspect.getdoc(fn) or "").split("\n")[0]
-        return fn
-
-    return deco
+    """Register a factory ``fn(num_classes, in_channels, image_size) -> Classifier``."""
+    return MODELS.register(name, description)
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def model_info() -> dict[str, str]:
-    return {k: _DESCRIPTIONS[k] for k in list_models()}
+    return MODELS.info()
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 64) -> Classifier:
     """Build a registered classifier with random weights (nothing is downloaded)."""
-    if name not in _MODELS:
-        raise ReAnalysisError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    factory = MODELS.get(name)
     if num_classes < 2:
         raise ReAnalysisError(f"num_classes must be at least 2, got {num_classes}")
-    model = _MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    model = factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     model.arch = name
     model.in_channels = in_channels
     model.image_size = image_size
