@@ -28,6 +28,30 @@ def find_source(source: str | Path | None) -> Path:
     return src
 
 
+PLUMBING_TAGS = {"parameters", "injected-parameters"}
+
+
+def hide_plumbing(notebook: Path, replace: dict[str, str] | None = None) -> None:
+    """Make an executed notebook read like a chapter: papermill's parameter cells are removed
+    from the rendered page (the re-run page documents the parameters), and local paths in
+    outputs (``replace``: absolute path -> what the reader sees) are rewritten."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if PLUMBING_TAGS & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        for old, new in (replace or {}).items():
+            for out in cell.get("outputs", []):
+                if "text" in out:
+                    out["text"] = out["text"].replace(old, new)
+                for mime, value in out.get("data", {}).items():
+                    if mime.startswith("text/") and isinstance(value, str):
+                        out["data"][mime] = value.replace(old, new)
+    nbformat.write(nb, str(notebook))
+
+
 def execute_notebooks(src: Path, stage: Path, params: dict, progress: bool = True) -> list[Path]:
     """papermill each notebook into ``stage/notebooks`` with ``params``; returns the outputs."""
     import papermill as pm
@@ -39,10 +63,23 @@ def execute_notebooks(src: Path, stage: Path, params: dict, progress: bool = Tru
         t0 = time.perf_counter()
         pm.execute_notebook(str(src / "notebooks" / f"{name}.ipynb"), str(target), parameters=params,
                             kernel_name="python3", cwd=str(src), progress_bar=False)
+        hide_plumbing(target, {str(params["run_dir"]): f"runs/{params['preset']}", str(src.resolve()): "."})
         if progress:
             print(f"executed {name} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         out.append(target)
     return out
+
+
+def stage_tables(run_dir: Path, stage: Path) -> list[Path]:
+    """Copy the study's tables next to the notebooks (``notebooks/data/``) so every chapter
+    links its full table as a download."""
+    data = stage / "notebooks" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for csv in sorted(run_dir.glob("*.csv")):
+        shutil.copy2(csv, data / csv.name)
+        copied.append(data / csv.name)
+    return copied
 
 
 def build_book(preset: str = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,
@@ -65,6 +102,7 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
         elif (src / item).is_file():
             shutil.copy2(src / item, stage / item)
     execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress)
+    stage_tables(run_dir, stage)
     exe = shutil.which("jupyter-book") or shutil.which("jb")
     if exe is None:
         raise ReAnalysisError("jupyter-book is not installed; install it with `pip install 'jupyter-book>=1,<2'`")

@@ -66,3 +66,24 @@ def mean_std(df: pd.DataFrame, by: list[str], cols: list[str], digits: int = 3) 
 def run_path(run_dir: str, relative: str) -> Path:
     """A run folder named in results.csv (``target_dir`` / ``attack_dir``), under ``run_dir``."""
     return Path(run_dir) / relative
+
+
+def show_figure(fig, caption: str, run_dir: str | None = None, preset: str | None = None) -> None:
+    """Display a matplotlib figure with a caption saying what it shows and which run it came
+    from (the rendered book has no other way to tell a reader where a figure came from)."""
+    import base64
+    import io
+
+    from IPython.display import HTML, display
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    source = ""
+    if preset is not None:
+        source = f" Source: study preset <code>{preset}</code>"
+        source += f", run <code>{Path(run_dir).name}</code>." if run_dir else "."
+    img = base64.b64encode(buf.getvalue()).decode("ascii")
+    display(HTML(f'<figure style="margin:1em 0"><img src="data:image/png;base64,{img}" style="max-width:100%"/>'
+                 f'<figcaption style="font-size:90%"><em>{caption}</em>{source}</figcaption></figure>'))
