@@ -74,6 +74,7 @@ def test_selection_rules_fire_on_real_fonts(small_fonts):
     assert len(kept) == 11 and len({i["family"] for i in m["identities"]}) == 11
     assert {f["font"] for f in m["fonts"]} == {f"{n}.ttf" for n in SMALL}  # every file, kept or not, with its checksum
     assert all(len(f["sha256"]) == 64 for f in m["fonts"])
+    assert m["params"]["renderer"] == G.renderer_versions()  # another FreeType draws other pixels: another hash
 
 
 def test_rendering_is_deterministic_cached_and_independent_of_workers(small_fonts, tmp_path, monkeypatch):

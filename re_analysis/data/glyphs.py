@@ -34,9 +34,9 @@ glyph is not the same glyph: horizontal flips are not label-preserving.
 
 The rendering is built once per font set and parameters, cached under
 ``$RE_ANALYSIS_DATA/glyphs`` (default ``~/.cache/re-analysis/glyphs``), and described by a
-manifest (font files with their sha256, package versions, what was dropped and why) whose
-``hash`` keys the cache; :func:`re_analysis.data.manifest_hash` returns it so that it can
-enter a run's config hash.
+manifest (font files with their sha256, package versions, Pillow and FreeType versions,
+what was dropped and why) whose ``hash`` keys the cache; :func:`re_analysis.data.manifest_hash`
+returns it, so that it can enter a run's config hash.
 
 Example:
     >>> from re_analysis.data import load_dataset
@@ -137,6 +137,15 @@ def package_versions(packages) -> dict[str, str | None]:
         except (OSError, subprocess.SubprocessError):
             out[pkg] = None
     return out
+
+
+def renderer_versions() -> dict[str, str]:
+    """Pillow's and FreeType's versions: another rasteriser may draw other pixels, so they
+    enter the build hash along with the fonts."""
+    import PIL
+    from PIL import features
+
+    return {"pillow": PIL.__version__, "freetype2": features.version("freetype2") or "unknown"}
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -382,7 +391,8 @@ def build_glyphs(root: str | os.PathLike | None = None, image_size: int = 32, co
     fonts = find_fonts(root)
     params = {"image_size": image_size, "copies": copies, "render_seed": render_seed,
               "supersample": SUPERSAMPLE, "fill": FILL, "jitter": JITTER,
-              "max_shared_drawing": MAX_SHARED_DRAWING, "duplicate_threshold": DUPLICATE_THRESHOLD}
+              "max_shared_drawing": MAX_SHARED_DRAWING, "duplicate_threshold": DUPLICATE_THRESHOLD,
+              "renderer": renderer_versions()}
     key = build_key(fonts, params)
     return cached_build(key, tuple(fonts), json.dumps(params, sort_keys=True),
                         str(Path(cache_dir) if cache_dir else cache_root()), workers or min(8, os.cpu_count() or 1))
