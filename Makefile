@@ -1,11 +1,20 @@
 # The two commands of the README. Both install what they need, so they work on a fresh machine.
 PYTHON ?= python3
 PRESET ?= quick
+# Debian font packages whose faces are the identities of the glyphs benchmark (the book's dataset).
+FONT_PACKAGES = fonts-aenigma
 
-.PHONY: book test install system-deps
+.PHONY: book test install fonts system-deps
 
-# System packages: Fashion-MNIST (second real dataset) and Chromium (browser test of the book).
-# Installed when apt-get is available and we are root; skipped (with a note) otherwise.
+# Installed with apt-get when we are root and they are missing; otherwise a note says what to install.
+fonts:
+	@if dpkg -s $(FONT_PACKAGES) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FONT_PACKAGES) >/dev/null) \
+	  || echo "note: apt-get could not install $(FONT_PACKAGES); the glyphs dataset and its tests need them"; \
+	else echo "note: not root: install the glyphs fonts yourself (sudo apt-get install $(FONT_PACKAGES))"; fi
+
+# Fashion-MNIST (second real dataset) and Chromium (browser test of the book), for the full test suite.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist chromium chromium-driver >/dev/null) \
@@ -15,9 +24,9 @@ system-deps:
 install:
 	$(PYTHON) -m pip install -q -e ".[dev]"
 
-# Main job: the study on the embedded mnist5k data, then the Jupyter Book in _build/html.
-book: install
+# Main job: the study of the preset, then the Jupyter Book in _build/html.
+book: fonts install
 	re-analysis book --preset $(PRESET)
 
-test: system-deps install
+test: fonts system-deps install
 	$(PYTHON) -m pytest -q

@@ -20,6 +20,28 @@ from .errors import ReAnalysisError
 NOTEBOOKS = ["01_training", "02_attacks", "03_feature_gap", "04_tradeoff", "05_ablations", "06_conclusions"]
 
 
+def builder_command() -> list[str]:
+    """The Jupyter Book command line, run by the interpreter that runs the suite.
+
+    Resolved from the ``jupyter-book`` console-script entry point of this environment, not
+    from ``PATH``: an unactivated virtual environment or a pipx install (which exposes only
+    ``re-analysis``) has the builder installed but not on ``PATH``.
+
+    Example:
+        >>> builder_command()[:2] == [sys.executable, "-c"]
+        True
+    """
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group="console_scripts", name="jupyter-book"))
+    if not found:
+        raise ReAnalysisError(f"jupyter-book is not installed in the Python environment of {sys.executable}; install "
+                              f"it there with `{sys.executable} -m pip install 'jupyter-book>=1,<2'`")
+    run = (f"import sys; from importlib.metadata import EntryPoint; sys.argv[0] = 'jupyter-book'; "
+           f"sys.exit(EntryPoint(name='jupyter-book', value={found[0].value!r}, group='console_scripts').load()())")
+    return [sys.executable, "-c", run]
+
+
 def find_source(source: str | Path | None) -> Path:
     src = Path(source) if source else Path.cwd()
     if not (src / "_config.yml").is_file() or not (src / "notebooks").is_dir():
@@ -103,12 +125,9 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
             shutil.copy2(src / item, stage / item)
     execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress)
     stage_tables(run_dir, stage)
-    exe = shutil.which("jupyter-book") or shutil.which("jb")
-    if exe is None:
-        raise ReAnalysisError("jupyter-book is not installed; install it with `pip install 'jupyter-book>=1,<2'`")
     out = build_dir / "book-output"
-    proc = subprocess.run([exe, "build", str(stage), "--path-output", str(out)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(builder_command() + ["build", str(stage), "--path-output", str(out)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0 or not (out / "_build" / "html" / "index.html").is_file():
         raise ReAnalysisError(f"jupyter-book build failed (exit {proc.returncode}); its last lines: "
                               + " | ".join(proc.stdout.strip().splitlines()[-5:] + proc.stderr.strip().splitlines()[-5:]))

@@ -2,15 +2,16 @@
 headless Chromium (every page loads, every figure has a size, no internal link is broken)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 
-from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -18,14 +19,35 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
+SCRIPTS = Path(sysconfig.get_path("scripts"))  # the environment's bin, where pip put `re-analysis`
+BARE_PATH = "/usr/bin:/bin"  # lacks it: an unactivated virtual environment, or a pipx install
+
+
 @pytest.fixture(scope="session")
 def book(tmp_path_factory):
+    """The smoke book, built by the console script called by its full path with a PATH that
+    lacks the environment's bin (so jupyter-book is not on PATH either)."""
     root = tmp_path_factory.mktemp("book")
-    proc = run_cli("book", "--preset", "smoke", "--run-dir", root / "run", "--build-dir", root / "build",
-                   "--source", REPO, "--quiet", timeout=1500)
+    script = SCRIPTS / "re-analysis"
+    assert script.is_file(), f"no console script at {script}; install the package with `pip install -e .`"
+    assert shutil.which("jupyter-book", path=BARE_PATH) is None
+    proc = subprocess.run([str(script), "book", "--preset", "smoke", "--run-dir", str(root / "run"),
+                           "--build-dir", str(root / "build"), "--source", str(REPO), "--quiet"],
+                          capture_output=True, text=True, timeout=1500, env={**os.environ, "PATH": BARE_PATH})
+    assert proc.returncode == 0, proc.stderr[-3000:]
     index = root / "build" / "html" / "index.html"
     assert index.is_file() and str(index) in proc.stdout
     return root
+
+
+def test_builder_runs_through_this_interpreter_without_path():
+    from re_analysis.book import builder_command
+
+    cmd = builder_command()
+    assert cmd[0] == sys.executable
+    proc = subprocess.run(cmd + ["--version"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PATH": BARE_PATH})
+    assert proc.returncode == 0 and "Jupyter Book" in proc.stdout and "1." in proc.stdout
 
 
 def test_sources_stay_without_outputs(book):

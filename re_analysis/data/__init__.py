@@ -13,12 +13,13 @@ Example:
 """
 
 from .registry import (DATASETS, MISplits, dataset_info, default_image_size, hflip_preserves_labels,
-                       list_datasets, load_dataset, materialize, register_dataset)
+                       list_datasets, load_dataset, manifest_hash, materialize, register_dataset)
 from .tensors import TensorImageDataset
 from .folders import FolderImageDataset
 from . import digits as _digits  # noqa: F401  (registers mnist5k, fashion-mnist)
 from . import folders as _folders  # noqa: F401  (registers celeba, facescrub, ...)
+from . import glyphs as _glyphs  # noqa: F401  (registers glyphs)
 
 __all__ = ["MISplits", "TensorImageDataset", "FolderImageDataset", "load_dataset",
            "list_datasets", "register_dataset", "dataset_info",
-           "default_image_size", "hflip_preserves_labels", "materialize", "DATASETS"]
+           "default_image_size", "hflip_preserves_labels", "manifest_hash", "materialize", "DATASETS"]

@@ -117,3 +117,15 @@ def materialize(ds: Dataset, batch_size: int = 256, num_workers: int = 0) -> tup
     if not xs:
         raise ReAnalysisError("the dataset is empty; check the data folder and the split")
     return torch.cat(xs), torch.cat(ys).long()
+
+
+def manifest_hash(splits: MISplits) -> str | None:
+    """The content hash of the data ``splits`` were built from (its manifest's ``hash``), or
+    None for a dataset without a manifest. Put it into a run's config hash, so that runs on
+    other data (say, other font versions of ``glyphs``) never mix.
+
+    Example:
+        >>> manifest_hash(load_dataset("mnist5k")) is None
+        True
+    """
+    return splits.manifest.get("hash") if splits.manifest else None
