@@ -110,31 +110,41 @@ def test_every_artifact_of_a_study_is_recorded_with_its_checksum(reference):
 
 # --------------------------------------------------------------------------- damaged artifacts, one line each
 
-@pytest.mark.parametrize("damage, problem", [
-    (truncate, "size differs"),
-    (flip_byte, "checksum differs"),
-    (Path.unlink, "missing"),
-])
-def test_damaged_weights_stop_the_cli_with_one_line_and_the_fix(reference, tmp_path, damage, problem):
+def test_truncated_weights_stop_the_cli_with_one_line_and_the_fix(reference, tmp_path):
+    """The issue's case: a target's weights cut to half, then `re-analysis attack --target DIR`."""
     target = copy_run(reference[0], "targets/none-*", tmp_path)
-    damage(target / "model.safetensors")
-    proc = run_cli("attack", "--target", target, "--out", tmp_path / "attack", "--quiet", check=False)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"{target / 'model.safetensors'} is damaged ({problem}" in lines[0]
-    assert f"re-run `re-analysis train --out {target}`" in lines[0]
-    assert not (tmp_path / "attack" / "reconstructions.safetensors").exists()
-
-
-def test_truncated_weights_without_a_manifest_still_give_one_line(reference, tmp_path):
-    """A run made before manifests: the safetensors header check catches the truncation."""
-    target = copy_run(reference[0], "targets/none-*", tmp_path)
-    (target / "manifest.json").unlink()
     truncate(target / "model.safetensors")
     proc = run_cli("attack", "--target", target, "--out", tmp_path / "attack", "--quiet", check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "model.safetensors is damaged (unreadable: Error while deserializing header" in lines[0]
+    assert f"{target / 'model.safetensors'} is damaged (size differs" in lines[0]
+    assert f"re-run `re-analysis train --out {target}`" in lines[0]
+    assert not (tmp_path / "attack" / "reconstructions.safetensors").exists()
+
+
+@pytest.mark.parametrize("damage, problem", [(flip_byte, "checksum differs"), (Path.unlink, "missing")])
+def test_altered_or_missing_weights_are_named(reference, tmp_path, capsys, damage, problem):
+    from re_analysis.cli import main
+
+    target = copy_run(reference[0], "targets/none-*", tmp_path)
+    damage(target / "model.safetensors")
+    assert main(["attack", "--target", str(target), "--out", str(tmp_path / "attack"), "--cache",
+                 str(tmp_path / "cache"), "--device", "cpu", "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{target / 'model.safetensors'} is damaged ({problem}" in line
+
+
+def test_truncated_weights_without_a_manifest_still_give_one_line(reference, tmp_path, capsys):
+    """A run made before manifests: the safetensors header check catches the truncation."""
+    from re_analysis.cli import main
+
+    target = copy_run(reference[0], "targets/none-*", tmp_path)
+    (target / "manifest.json").unlink()
+    truncate(target / "model.safetensors")
+    assert main(["attack", "--target", str(target), "--out", str(tmp_path / "attack"), "--cache",
+                 str(tmp_path / "cache"), "--device", "cpu", "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "model.safetensors is damaged (unreadable: Error while deserializing header" in line
 
 
 def test_each_kind_of_artifact_names_its_damage(reference, tmp_path):
@@ -197,19 +207,20 @@ def test_a_damaged_checkpoint_is_named_when_training_resumes(tmp_path, monkeypat
 
 # --------------------------------------------------------------------------- verify
 
-def test_verify_reports_damage_and_unrecorded_files(reference, tmp_path):
+def test_verify_reports_damage_and_unrecorded_files(reference, tmp_path, capsys):
+    from re_analysis.cli import main
+
     root = Path(shutil.copytree(reference[0], tmp_path / "study"))
-    ok = run_cli("verify", root)
-    assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1].startswith("clean: ")
+    assert main(["verify", str(root)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "clean: 32 files in 7 runs match their manifests"
     weights = one_run(root, "targets/random-erasing-*") / "model.safetensors"
     truncate(weights)
     gap = one_run(root, "attacks/none--gmi-*") / "gap.json"
     gap.unlink()
     stray = one_run(root, "attacks/none--gmi-*") / "notes.txt"
     stray.write_text("written by hand")
-    bad = run_cli("verify", root, check=False)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    out = bad.stdout.splitlines()
+    assert main(["verify", str(root)]) == 2
+    out = capsys.readouterr().out.splitlines()
     assert f"damaged: {weights}: size differs: {weights.stat().st_size} bytes" in "\n".join(out)
     assert f"damaged: {gap}: missing" in out
     assert any(line.startswith(f"unrecorded: {stray}") for line in out)
@@ -293,17 +304,19 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def test_a_busy_run_names_its_holder_and_a_killed_holder_leaves_no_lock(tmp_path):
+def test_a_busy_run_names_its_holder_and_a_killed_holder_leaves_no_lock(tmp_path, monkeypatch, capsys):
+    from re_analysis.cli import main
+
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
         with claim_scope(), pytest.raises(RunBusyError, match=f"being computed by process {proc.pid} on "):
             lock_run_dir(run, timeout=0)
-        cli = run_cli("train", "--epochs", "1", "--out", run, "--quiet", check=False,
-                      env={"RE_ANALYSIS_LOCK_TIMEOUT": "0"})
-        assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1
-        assert f"being computed by process {proc.pid}" in cli.stderr
+        monkeypatch.setenv("RE_ANALYSIS_LOCK_TIMEOUT", "0")
+        assert main(["train", "--epochs", "1", "--out", str(run), "--device", "cpu", "--quiet"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{run.absolute()} is being computed by process {proc.pid}" in line
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -332,7 +345,7 @@ def test_a_study_killed_at_random_moments_resumes_to_identical_results(reference
     kills = 0
     for _ in range(3):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(5, 5 + reference[2]))
+        time.sleep(rng.uniform(3, 3 + 0.7 * reference[2]))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
