@@ -117,15 +117,17 @@ def _abs(path: str | os.PathLike) -> Path:
 
 
 def _is_run_dir(folder: Path) -> bool:
-    if (folder / MANIFEST).is_file():
-        return True
-    record = folder / RUN_RECORD
-    if not record.is_file():
-        return False
-    try:  # another tool's config.json up the tree is not a run record
-        return "config_hash" in json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
+    # A run record, or our manifest (which still vouches for the files when the record itself
+    # is damaged). Another tool's config.json or manifest.json up the tree is neither.
+    for name, keys in ((RUN_RECORD, ("kind", "config_hash")), (MANIFEST, ("format", "artifacts"))):
+        if (folder / name).is_file():
+            try:
+                data = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and all(k in data for k in keys):
+                return True
+    return False
 
 
 def _run_kind(run_dir: Path) -> str | None:

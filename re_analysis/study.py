@@ -278,7 +278,7 @@ def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool 
 @contextlib.contextmanager
 def study_log(root: Path):
     """Log warnings (damage set aside, waiting for a busy run) to ``root/study.log`` and stderr."""
-    handlers = [logging.FileHandler(root / STUDY_LOG, encoding="utf-8")]
+    handlers = [logging.FileHandler(root / STUDY_LOG, encoding="utf-8", delay=True)]  # created on the first incident
     handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     if not logging.getLogger().handlers:  # nobody configured logging: say it on stderr too
         handlers.append(logging.StreamHandler(sys.stderr))
