@@ -1,7 +1,7 @@
 """The ``re-analysis`` command. Thin: every command calls the public Python API.
 
-Bad input (unknown name, bad value, missing file) exits with code 2 and one line on
-stderr, no traceback.
+Bad input (unknown name, bad value, missing file) and damaged artifacts exit with code 2 and
+one line on stderr, no traceback. ``verify`` prints what is damaged and exits 2 when anything is.
 """
 
 from __future__ import annotations
@@ -82,6 +82,10 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--build-dir", default="_build")
     b.add_argument("--device", default="auto")
     b.add_argument("--quiet", action="store_true")
+
+    v = sub.add_parser("verify", help="check every artifact of a study or run directory against its manifest "
+                                      "(exit 0 clean, 2 damaged)")
+    v.add_argument("run_dir", metavar="RUN_DIR", help="study or run directory (e.g. runs/quick)")
 
     for name, what in (("datasets", "dataset"), ("presets", "preset"), ("models", "model"), ("defenses", "defense"), ("attacks", "attack")):
         sub.add_parser(name, help=f"list the registered {what}s")
@@ -178,6 +182,22 @@ def cmd_book(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from .artifacts import repair_hint, verify_runs
+
+    report = verify_runs(args.run_dir)
+    for note in report.notes:
+        print(f"note: {note}")
+    for problem in report.problems:
+        print(f"{'damaged' if problem.recorded else 'unrecorded'}: {problem}")
+    if report.clean:
+        print(f"clean: {report.files} files in {report.runs} runs match their manifests")
+        return 0
+    print(f"{len(report.problems)} problem(s) in {report.runs} runs; to repair: "
+          f"{repair_hint(report.problems[0].run_dir)}")
+    return 2
+
+
 def cmd_list(kind: str) -> int:
     if kind == "presets":
         from .study import list_presets
@@ -202,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
-        if args.command in ("attack", "evaluate", "analyze", "study", "book"):
+        if args.command in ("attack", "evaluate", "analyze", "study", "book", "verify"):
             return {"attack": cmd_attack, "evaluate": cmd_evaluate, "analyze": cmd_analyze, "study": cmd_study,
-                    "book": cmd_book}[args.command](args)
+                    "book": cmd_book, "verify": cmd_verify}[args.command](args)
         return cmd_list(args.command)
     except ReAnalysisError as exc:
         print(f"re-analysis: error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import atomic_write_bytes, atomic_write_json, read_json
+from .artifacts import atomic_write_bytes, atomic_write_json, claim_scope, lock_run_dir, read_json
 from .attacks.runner import load_attack_run
 from .runs import target_record, target_splits
 from .data import materialize
@@ -41,9 +41,12 @@ def private_train_images(target_dir: str | Path, classes=None) -> tuple[torch.Te
     return x, y, splits
 
 
+@claim_scope()
 def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str | Path | None = None,
                     device: str = "cpu") -> dict[str, Any]:
     """Privacy metrics of one attack run, written to ``out_dir/metrics.json`` when given."""
+    if out_dir is not None:
+        lock_run_dir(out_dir)  # one writer of out_dir at a time
     res = load_attack_run(attack_run)
     ev = load_classifier(eval_model, device)
     info = res.info
@@ -84,6 +87,7 @@ def erasing_for(target_dir: str | Path) -> RandomErasing:
     return RandomErasing()
 
 
+@claim_scope()
 def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | Path | None = None,
                 seed: int = 0, max_private_per_class: int = 200, device: str = "cpu",
                 embed: bool = True) -> dict[str, Any]:
@@ -94,6 +98,8 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     """
     from .plots import feature_space_figure, save_figure
 
+    if out_dir is not None:
+        lock_run_dir(out_dir)  # one writer of out_dir at a time
     res = load_attack_run(attack_run)
     if Path(res.info["target"]).resolve() != Path(target_dir).resolve():
         if res.info.get("target_config_hash") != target_record(Path(target_dir))["config_hash"]:

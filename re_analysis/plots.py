@@ -60,14 +60,14 @@ def feature_space_figure(embedding: np.ndarray, groups, labels, class_names=None
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save atomically (temp file + rename) and close the figure."""
-    import os
+    """Save atomically (temp file + rename, recorded in its run's manifest) and close the figure."""
+    from .artifacts import atomic_output
 
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path

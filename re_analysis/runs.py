@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .artifacts import read_json
+from .artifacts import artifact_exists, read_json
 from .errors import ReAnalysisError
 
 __all__ = ["target_record", "target_splits"]
@@ -26,7 +26,7 @@ def target_record(target_dir: str | Path) -> dict[str, Any]:
     """``config.json`` of a finished training run (kind, config, config hash)."""
     target_dir = Path(target_dir)
     cfg_path = target_dir / "config.json"
-    if not cfg_path.is_file() or not (target_dir / WEIGHTS).is_file():
+    if not cfg_path.is_file() or not artifact_exists(target_dir / WEIGHTS):
         raise ReAnalysisError(f"{target_dir} is not a finished training run (config.json and {WEIGHTS}); "
                               "train a target first with `re-analysis train --out DIR`")
     return read_json(cfg_path)

@@ -10,6 +10,11 @@ Outputs in ``out_dir``: ``results.csv`` (one row per dataset/defense/attack/seed
 ``summary.csv`` (mean and standard deviation over seeds), ``tradeoff.csv`` (privacy-utility
 trade-off against no defense) and ``study.json`` (the resolved preset).
 
+Safety: the study directory is locked while a study runs in it (a second study waits, then
+reuses everything). A cached step is trusted only after its files match their manifest: a
+damaged run is moved aside (``NAME.damaged-<time>``, kept for inspection, named in
+``study.log`` and on stderr) and recomputed; the tables do not mention the incident.
+
 Example:
     >>> from re_analysis.study import load_preset, run_study
     >>> results = run_study(load_preset("smoke"), "runs/smoke")  # doctest: +SKIP
@@ -17,7 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -28,8 +37,12 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
-from .artifacts import atomic_write_json, atomic_write_text, config_hash, read_json
+from .artifacts import (DamagedArtifactError, atomic_write_json, atomic_write_text, claim_run_dir, claim_scope,
+                        config_hash, ensure_intact, read_json, remove_artifact, set_aside, verify_runs)
 from .errors import ReAnalysisError
+
+log = logging.getLogger("re_analysis")
+STUDY_LOG = "study.log"
 
 PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
                "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params", "embed"}
@@ -220,6 +233,7 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
 
     cfg = attack_config(preset, paths, label, attack, seed)
     out = paths.attack(label, attack, seed, cfg)
+    ensure_intact(out)  # a damaged cached step is recomputed, not trusted
     res = run_attack(cfg, out, cache_root=paths.cache, progress=progress)
     metrics_path = out / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
@@ -236,14 +250,82 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
             "target_dir": str(Path(cfg.target).relative_to(paths.root)), "attack_dir": str(out.relative_to(paths.root))}
 
 
+@claim_scope()  # the study directory stays locked until the study returns
 def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
-    """Run (or resume) the whole grid and write the tables; returns the results table."""
+    """Run (or resume) the whole grid and write the tables; returns the results table.
+
+    Damaged cached runs (see :func:`re_analysis.artifacts.verify_runs`) are set aside and
+    recomputed; each incident is logged to ``out_dir/study.log`` and stderr.
+    """
     if isinstance(preset, (str, Path)):
         preset = load_preset(preset)
     preset = validate_preset({k: v for k, v in preset.items() if k != "pairs"})
     paths = StudyPaths(Path(out_dir))
-    paths.root.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(paths.root, {}, kind="study")  # waits while another study runs here
     t0 = time.perf_counter()
+    with study_log(paths.root):
+        for problem in verify_runs(paths.root).problems:
+            if problem.recorded:  # files the manifest does not vouch for are left to the loaders' checks
+                set_aside_damage(problem.path, problem.run_dir, paths.root, problem.problem)
+        results = recompute_damaged(lambda: run_grid(preset, paths, progress), paths.root)
+    write_tables(results, paths.root)
+    record = {k: v for k, v in preset.items() if k != "pairs"}
+    record["seconds_this_call"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(paths.root / "study.json", record)
+    return results
+
+
+@contextlib.contextmanager
+def study_log(root: Path):
+    """Log warnings (damage set aside, waiting for a busy run) to ``root/study.log`` and stderr."""
+    handlers = [logging.FileHandler(root / STUDY_LOG, encoding="utf-8", delay=True)]  # created on the first incident
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if not logging.getLogger().handlers:  # nobody configured logging: say it on stderr too
+        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers[1].setFormatter(logging.Formatter("re-analysis: %(message)s"))
+    for h in handlers:
+        log.addHandler(h)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+def set_aside_damage(path: Path, run_dir: Path | None, root: Path, problem: str) -> Path | None:
+    """Move the run holding a damaged ``path`` aside (or the file itself when it belongs to the
+    study directory), so the step that made it runs again."""
+    root = Path(os.path.abspath(root))
+    run_dir = Path(os.path.abspath(run_dir)) if run_dir is not None else None
+    target = run_dir if run_dir is not None and root in run_dir.parents else Path(os.path.abspath(path))
+    if not target.exists():
+        if target == run_dir:
+            return None  # already set aside for another of its files
+        remove_artifact(target)  # a missing file of the study directory itself: forget it, rewrite it
+        log.warning("damaged %s (%s): dropped from the manifest; recomputing it", path, problem)
+        return None
+    moved = set_aside(target)
+    log.warning("damaged %s (%s): set aside as %s; recomputing it", path, problem, moved)
+    return moved
+
+
+def recompute_damaged(step, root: Path):
+    """``step()``, again after each damaged run it meets under ``root`` has been set aside."""
+    seen = set()
+    while True:
+        try:
+            return step()
+        except DamagedArtifactError as err:
+            path = Path(os.path.abspath(err.path))
+            if Path(os.path.abspath(root)) not in path.parents or path in seen:
+                raise  # not ours to move, or damaged again right after being recomputed
+            seen.add(path)
+            set_aside_damage(path, err.run_dir, root, err.problem)
+
+
+def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> pd.DataFrame:
+    """Every step of the grid (cached steps are reused); returns the results table."""
     train_eval_model(preset, paths, progress)
     labels_needed = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
     rows = []
@@ -265,12 +347,7 @@ def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool 
                      "epsilon": t.get("epsilon"), **{k: m.get(k) for k in RESULT_COLUMNS if k in m}})
         bar.update()
     bar.close()
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    write_tables(results, paths.root)
-    record = {k: v for k, v in preset.items() if k != "pairs"}
-    record["seconds_this_call"] = round(time.perf_counter() - t0, 1)
-    atomic_write_json(paths.root / "study.json", record)
-    return results
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

@@ -26,8 +26,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, config_hash,
-                        environment_versions, load_state, load_tensors, read_json, save_state)
+from .artifacts import (artifact_exists, atomic_save_tensors, atomic_write_json, claim_run_dir, claim_scope,
+                        config_hash, environment_versions, load_state, load_tensors, read_json, remove_artifact,
+                        save_state, tensors_metadata)
 from .config import TrainConfig
 from .data import load_dataset, materialize
 from .defenses import create_defense
@@ -75,13 +76,10 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
         >>> model = load_classifier("runs/re-0")  # doctest: +SKIP
         >>> model.features(x)  # doctest: +SKIP
     """
-    from safetensors import safe_open
-
     path = Path(run_dir) / WEIGHTS
-    if not path.is_file():
+    if not artifact_exists(path):
         raise ReAnalysisError(f"no trained model in {run_dir} (missing {WEIGHTS}); run `re-analysis train --out {run_dir}` first")
-    with safe_open(str(path), framework="pt") as fh:
-        info = json.loads(fh.metadata()["model"])
+    info = json.loads(tensors_metadata(path)["model"])
     model = create_model(info["arch"], info["num_classes"], info["in_channels"], info["image_size"])
     if info.get("wrapper"):  # defenses that change the architecture (MID's bottleneck, DP-SGD's GroupNorm)
         w = info["wrapper"]
@@ -91,6 +89,7 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
     return model.to(device).eval()
 
 
+@claim_scope()  # the run directory stays locked until train returns
 def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: str | Path = "runs",
           progress: bool = True) -> TrainResult:
     """Train (or reuse) the classifier that ``config`` describes.
@@ -169,7 +168,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         save_weights(run_dir, model, {"dataset": config.dataset, "defense": config.defense, "role": config.role,
                                       "wrapper": defense.wrapper_info()})
         atomic_write_json(run_dir / "metrics.json", metrics)
-        ckpt.unlink(missing_ok=True)
+        remove_artifact(ckpt)
     barrier()
     return TrainResult(run_dir, metrics, model.eval())
 

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, config_hash,
-                         environment_versions, load_state, load_tensors, read_json, save_state)
+from ..artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, claim_scope, config_hash,
+                         environment_versions, load_state, load_tensors, read_json, remove_artifact, save_state)
 from ..data import load_dataset, materialize
 from ..errors import ReAnalysisError
 from ..models.inputs import autocast, normalize, predict_logits, resolve_device
@@ -152,6 +152,7 @@ def pseudo_label(target, public_images: torch.Tensor, num_classes: int, top_n: i
     return torch.cat(xs), torch.cat(ys)
 
 
+@claim_scope()  # the prior's run directory stays locked until it is trained
 def train_prior(cfg: PriorConfig, out_dir: str | Path | None = None, target=None,
                 cache_root: str | Path = "runs", device: str = "auto", progress: bool = True) -> Prior:
     """Train (or reuse) the prior ``cfg`` describes on the public split."""
@@ -209,7 +210,7 @@ def train_prior(cfg: PriorConfig, out_dir: str | Path | None = None, target=None
     atomic_save_tensors(run_dir / "generator.safetensors", g.state_dict())
     atomic_save_tensors(run_dir / "discriminator.safetensors", d.state_dict())
     atomic_write_json(run_dir / "prior.json", info)
-    ckpt.unlink(missing_ok=True)
+    remove_artifact(ckpt)
     return Prior(cfg.kind, g.eval(), d.eval(), info, run_dir)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torchvision.utils import save_image
 
-from ..artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, config_hash,
-                         environment_versions, load_tensors, read_json)
+from ..artifacts import (atomic_output, atomic_save_tensors, atomic_write_json, claim_run_dir, claim_scope,
+                         config_hash, environment_versions, load_tensors, read_json, remove_artifact)
 from ..data import load_dataset, materialize
 from ..errors import ReAnalysisError
 from ..distributed import barrier, rank_device, setup
@@ -83,6 +83,7 @@ def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model,
                        progress=progress)
 
 
+@claim_scope()  # the attack's run directory stays locked until it is finished
 def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | None = None,
                progress: bool = True) -> AttackResult:
     """Attack ``cfg.target`` and write the run to ``out_dir``; a finished run is reused.
@@ -142,7 +143,7 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
                          progress=progress)
         atomic_save_tensors(part, {"images": res.images, "labels": res.labels, "latents": res.latents.flatten(1),
                                    "loss_history": torch.tensor(res.loss_history or [float("nan")])})
-        (parts / f"state-{ci:04d}.safetensors").unlink(missing_ok=True)
+        remove_artifact(parts / f"state-{ci:04d}.safetensors")
     barrier()
     if dist_.is_main:
         merge_attack_run(out_dir, cfg, attack, rec, target, prior, classes, len(chunks), time.perf_counter() - t0,
@@ -164,9 +165,8 @@ def merge_attack_run(out_dir: Path, cfg: AttackConfig, attack, rec, target, prio
     atomic_save_tensors(out_dir / RECON, {"images": images, "labels": labels, "latents": latents})
     grid_path = out_dir / "grid.png"
     order = torch.argsort(labels, stable=True)
-    tmp = out_dir / ".grid.tmp.png"
-    save_image(images[order] * 0.5 + 0.5, tmp, nrow=cfg.per_class, padding=1)
-    os.replace(tmp, grid_path)
+    with atomic_output(grid_path) as tmp:
+        save_image(images[order] * 0.5 + 0.5, tmp, nrow=cfg.per_class, padding=1)
     info = {"attack": cfg.attack, "params": attack.params, "classes": classes, "per_class": cfg.per_class,
             "seed": cfg.seed, "target": str(cfg.target), "target_config_hash": rec["config_hash"],
             "target_defense": rec["config"].get("defense"), "dataset": rec["config"].get("dataset"),
