@@ -37,7 +37,7 @@ from .artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, c
 from .augment import StandardAugmentation, standard_augmentation
 from .config import TrainConfig
 from .data import load_dataset, materialize
-from .defenses import create_defense
+from .defenses import Defense, create_defense
 from .distributed import all_sum, barrier, rank_device, setup
 from .errors import ReAnalysisError
 from .models import Classifier, create_model
@@ -133,6 +133,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     defense = create_defense(config.defense, **config.defense_params)
     splits = load_dataset(config.dataset, root=config.root, seed=config.seed, image_size=config.image_size,
                           **config.dataset_params)
+    defense.check(splits)
     augmentation = standard_augmentation(config.dataset, splits, enabled=defense.standard_augmentation)
     key = {**config.to_dict(), "augmentation": augmentation.recipe}
     run_dir = Path(out_dir) if out_dir is not None else Path(cache_root) / f"train-{config_hash(key)}"
@@ -264,7 +265,9 @@ def train_one_epoch(model: nn.Module, defense, optimizer, x_train: torch.Tensor,
     aug_gen = torch.Generator(device=device).manual_seed(s + 1 + 7919 * rank)
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for b, batch in enumerate(defense.batches(len(y_train), config.batch_size, order_gen)):
+    # a duck-typed defense (a test spy, a user's object) may implement only transform_batch and loss
+    batches = getattr(defense, "batches", None) or (lambda n, bs, g: Defense.batches(defense, n, bs, g))
+    for b, batch in enumerate(batches(len(y_train), config.batch_size, order_gen)):
         if world > 1 and len(batch) < world:
             continue  # a global batch too small to give every rank a sample is dropped on all ranks
         idx = batch[rank::world].to(device)
@@ -285,4 +288,4 @@ def train_one_epoch(model: nn.Module, defense, optimizer, x_train: torch.Tensor,
     if seen == 0 or not torch.isfinite(torch.tensor(total_loss)):
         raise ReAnalysisError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr")
     return {"loss": total_loss / seen, "train_accuracy": correct / seen, "lr": optimizer.param_groups[0]["lr"],
-            **defense.epoch_stats()}
+            **(defense.epoch_stats() if hasattr(defense, "epoch_stats") else {})}

@@ -17,6 +17,7 @@ DEFENSES = Registry("defense")
 class Defense:
     """Hooks of the one training loop; a defense overrides only what it changes.
 
+    - ``check(splits)``: validation that needs the data (before anything is written).
     - ``batches(n, batch_size, generator)``: the index batches of one epoch (default: a
       seeded shuffle cut into batches; DP-SGD draws Poisson batches).
     - ``transform_batch(x, y, generator)``: training inputs after the dataset's standard
@@ -46,6 +47,9 @@ class Defense:
         if params:
             raise ReAnalysisError(f"defense {self.name!r} takes no parameters, got {', '.join(sorted(params))}")
         self.params: dict[str, Any] = {}
+
+    def check(self, splits) -> None:
+        """Refuse parameters that do not fit the data (one ``ReAnalysisError``)."""
 
     def batches(self, n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
         """A seeded permutation of ``range(n)`` cut into batches of ``batch_size``."""

@@ -79,7 +79,9 @@ def coco_normalized_cca(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     """BiDO-COCO's dependence: sqrt(||(H K H)(H L H)||_F) / m."""
     m = k.shape[0]
     h = centering(m, k)
-    return torch.linalg.matrix_norm(h @ k @ h @ h @ l @ h).sqrt() / m
+    # sqrt(Frobenius norm) written as (sum of squares)^(1/4), floored at a tiny value: a batch of
+    # one class has a zero centred label kernel, where the official sqrt(norm) has no gradient (NaN)
+    return (h @ k @ h @ h @ l @ h).square().sum().clamp_min(1e-30).pow(0.25) / m
 
 
 ESTIMATORS = {"hsic": hsic_normalized_cca, "coco": coco_normalized_cca}

@@ -65,6 +65,10 @@ class ComposedDefense(Defense):
         self.standard_augmentation = all(m.standard_augmentation for m in self.members)
         self.params = {f"{m.name}.{k}": v for m in self.members for k, v in m.params.items()}
 
+    def check(self, splits):
+        for m in self.members:
+            m.check(splits)
+
     def batches(self, n, batch_size, generator):
         for m in self.members:
             if changes_batches(m):

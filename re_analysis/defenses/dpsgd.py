@@ -57,17 +57,24 @@ class DPSGDDefense(Defense):
         self.n = self.sample_rate = self.steps_per_epoch = self.steps = self.delta = None
         self.engine = None
 
+    def delta_for(self, n: int) -> float:
+        """The requested delta, or 1 / (10 n); a requested delta above 1 / (10 n) is refused."""
+        bound = 1 / (10 * n)
+        if self.requested_delta is not None and self.requested_delta > bound:
+            raise ReAnalysisError(f"dp-sgd delta {self.requested_delta} is above 1/(10 N) = {bound:.3g} for N = {n} "
+                                  "training images; pass a smaller delta or leave it unset")
+        return self.requested_delta if self.requested_delta is not None else bound
+
+    def check(self, splits):
+        self.delta_for(len(splits.private_train))
+
     def privacy_setup(self, n: int, batch_size: int, epochs: int) -> None:
         """Sampling rate, steps and delta of a run over ``n`` examples (Opacus' DPDataLoader rules)."""
         self.n = int(n)
         self.steps_per_epoch = math.ceil(self.n / int(batch_size))
         self.sample_rate = 1 / self.steps_per_epoch
         self.steps = int(epochs) * self.steps_per_epoch
-        bound = 1 / (10 * self.n)
-        if self.requested_delta is not None and self.requested_delta > bound:
-            raise ReAnalysisError(f"dp-sgd delta {self.requested_delta} is above 1/(10 N) = {bound:.3g} for N = {self.n} "
-                                  "training images; pass a smaller delta or leave it unset")
-        self.delta = self.requested_delta if self.requested_delta is not None else bound
+        self.delta = self.delta_for(self.n)
 
     def wrap_model(self, model):
         from opacus.validators import ModuleValidator
