@@ -209,21 +209,22 @@ def test_trap_mid_trigger_update_is_a_signed_step_that_makes_the_trapdoor_effect
     step = (d.triggers - before).abs()
     assert float(step.max()) <= d.trigger_step + 1e-6 and float((step > 0).float().mean()) > 0.5
     assert any(not torch.equal(a, b) for a, b in zip(disc_before, d.disc.parameters()))  # D learned a step
-    # without the discriminator, repeated steps against a (briefly trained, then fixed) model make
-    # triggered images go to their trapdoor class: the effectiveness term works
-    model, d, opt, cfg = configured("trap-mid", splits, 256, discriminator=False, trigger_step=0.05, alpha=0.3)
-    train_one_epoch(model, create_defense("none"), opt, x[:256], y[:256], cfg, 0, CPU)
+    # without the discriminator, repeated steps against a trained, then fixed, model send triggered images
+    # to their trapdoor classes: the effectiveness term works (a large blend makes 20 steps enough)
+    model, d, opt, cfg = configured("trap-mid", splits, 1024, discriminator=False, trigger_step=0.05, alpha=0.5)
+    train_one_epoch(model, create_defense("none"), opt, x[:1024], y[:1024], cfg, 0, CPU)
     model.eval()
 
-    def trapdoor_ce():
+    def trapdoor():
         with torch.no_grad():
-            return torch.nn.functional.cross_entropy(model(xb * (1 - d.alpha) + d.alpha * d.keys(trap_y)),
-                                                     trap_y).item()
+            out = model(xb * (1 - d.alpha) + d.alpha * d.keys(trap_y))
+            return torch.nn.functional.cross_entropy(out, trap_y).item(), (out.argmax(1) == trap_y).float().mean().item()
 
-    start = trapdoor_ce()
+    (ce0, hit0) = trapdoor()
     for _ in range(20):
         d.update_triggers(model, xb, trap_y)
-    assert trapdoor_ce() < start - 0.03
+    (ce1, hit1) = trapdoor()
+    assert hit0 < 0.35 and hit1 > 0.5 and ce1 < ce0 - 0.5
 
 
 def test_every_baseline_composes_with_random_erasing(mnist):
@@ -311,3 +312,20 @@ def test_every_defense_trains_from_the_cli(tmp_path, defense):
     if defense == "dp-sgd":
         assert 0 < m["epsilon"] < math.inf and m["delta"] <= 1 / (10 * m["train_size"])
         assert m["dp_sampling"] == "poisson"
+
+
+@pytest.mark.slow
+def test_trap_mid_keeps_accuracy_and_its_triggers_send_inputs_to_the_trapdoor_class(tmp_path, trained):
+    from re_analysis.artifacts import load_tensors
+
+    cfg = TrainConfig(defense="trap-mid", epochs=4, milestones=(1.0,))  # official defaults, constant lr
+    m = train(cfg, tmp_path / "trap", progress=False).metrics
+    assert m["natural_accuracy"] >= 0.9
+    assert m["trapdoor_accuracy"] >= 0.5  # chance is 1 / 5
+    triggers = load_tensors(tmp_path / "trap" / "defense.safetensors")["trap-mid.triggers"]
+    splits = load_dataset("mnist5k", seed=0)
+    x_test, _ = materialize(splits.private_test)
+    probe = create_defense("trap-mid")
+    probe.triggers = triggers
+    assert probe.trapdoor_accuracy(load_classifier(tmp_path / "trap"), x_test) == pytest.approx(m["trapdoor_accuracy"])
+    assert probe.trapdoor_accuracy(load_classifier(trained["none"]), x_test) < 0.35  # no trapdoor without Trap-MID
