@@ -361,13 +361,42 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return out[cols].reset_index()
 
 
-def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
-    """Privacy-utility trade-off against no defense, per attack and seed, then averaged.
+def tradeoff_ratio(attack_drop: float, natural_drop: float) -> float:
+    """Attack-accuracy points removed per point of natural accuracy lost.
 
-    ``attack_acc_drop`` and ``natural_acc_drop`` are in percentage points;
-    ``tradeoff`` = attack-accuracy drop per point of natural-accuracy drop (higher is
-    better; undefined when natural accuracy did not drop).
+    A natural-accuracy drop of zero or less is no utility cost: the ratio is then the limit
+    of ``attack_drop / natural_drop`` as the cost goes to zero from above, ``+inf`` when
+    attack accuracy went down (privacy at no utility cost, which ranks first), ``-inf`` when
+    it went up, and 0 when it did not move.
+
+    Example:
+        >>> tradeoff_ratio(40.0, 2.0), tradeoff_ratio(10.0, 0.0), tradeoff_ratio(10.0, -0.5)
+        (20.0, inf, inf)
     """
+    if natural_drop > 0:
+        return attack_drop / natural_drop
+    if attack_drop == 0:
+        return 0.0
+    return float("inf") if attack_drop > 0 else float("-inf")
+
+
+def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
+    """Privacy-utility trade-off of each defense against no defense, per dataset and attack.
+
+    Definition. For a defense D, an attack A and a seed s, the drops are in percentage
+    points against the undefended target of the same seed attacked the same way:
+    ``attack_acc_drop = 100 (acc_A(none, s) - acc_A(D, s))`` (top-1 attack accuracy) and
+    ``natural_acc_drop = 100 (nat(none, s) - nat(D, s))``. Both are averaged over the seeds
+    (``*_std``: their standard deviation over seeds), and the trade-off is the ratio of the
+    means, ``tradeoff = mean attack_acc_drop / mean natural_acc_drop``: attack-accuracy points
+    removed per point of natural accuracy lost (higher is better). When the mean natural
+    drop is zero or negative the defense costs no utility, and ``tradeoff`` is ``+inf`` if
+    it lowered attack accuracy (the best case, ranked first), ``-inf`` if it raised it, 0 if
+    neither moved (:func:`tradeoff_ratio`). Rows are ranked by ``tradeoff``, best first,
+    within each dataset and attack.
+    """
+    columns = ["dataset", "defense", "attack", "attack_acc_drop", "natural_acc_drop", "tradeoff",
+               "attack_acc_drop_std", "natural_acc_drop_std", "n_seeds"]
     base = results[results["defense"] == "none"].set_index(["dataset", "attack", "seed"])
     rows = []
     for _, r in results[results["defense"] != "none"].iterrows():
@@ -375,18 +404,19 @@ def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
         if key not in base.index:
             continue
         b = base.loc[key]
-        da = 100 * (b["attack_accuracy_top1"] - r["attack_accuracy_top1"])
-        dn = 100 * (b["natural_accuracy"] - r["natural_accuracy"])
         rows.append({"dataset": r["dataset"], "defense": r["defense"], "attack": r["attack"], "seed": r["seed"],
-                     "attack_acc_drop": da, "natural_acc_drop": dn,
-                     "tradeoff": da / dn if dn > 0 else float("nan")})
-    df = pd.DataFrame(rows, columns=["dataset", "defense", "attack", "seed", "attack_acc_drop", "natural_acc_drop", "tradeoff"])
-    if df.empty:
-        return df
-    g = df.groupby(["dataset", "defense", "attack"], sort=False)
-    out = g[["attack_acc_drop", "natural_acc_drop", "tradeoff"]].mean()
+                     "attack_acc_drop": 100 * (b["attack_accuracy_top1"] - r["attack_accuracy_top1"]),
+                     "natural_acc_drop": 100 * (b["natural_accuracy"] - r["natural_accuracy"])})
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    g = pd.DataFrame(rows).groupby(["dataset", "defense", "attack"], sort=False)
+    out = g[["attack_acc_drop", "natural_acc_drop"]].mean()
+    out["tradeoff"] = [tradeoff_ratio(a, n) for a, n in zip(out["attack_acc_drop"], out["natural_acc_drop"])]
     out = out.join(g[["attack_acc_drop", "natural_acc_drop"]].std(ddof=1).add_suffix("_std"))
-    return out.reset_index()
+    out["n_seeds"] = g.size()
+    out = out.reset_index().sort_values(["dataset", "attack", "tradeoff"], ascending=[True, True, False],
+                                        kind="stable")
+    return out[columns].reset_index(drop=True)
 
 
 def write_tables(results: pd.DataFrame, root: Path) -> None:

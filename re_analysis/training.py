@@ -1,10 +1,16 @@
 """One training loop for every defense and both roles (target and evaluation model).
 
-Seeded and deterministic on CPU: every epoch re-seeds its data order, its Random Erasing
-boxes and its dropout from ``(seed, epoch)``, so a run resumed from the checkpoint of
-epoch k continues exactly as an uninterrupted run would. A checkpoint (safetensors, with
-the optimiser state; no pickle) is written atomically after each epoch. On CUDA the loop
-uses bf16 autocast and channels_last.
+Every target and the evaluation model train on their dataset's standard augmentation
+(:mod:`re_analysis.augment`: per-image crops/shifts, jitter, flips where labels allow), then
+``Normalize(0.5, 0.5)``, then the defense's own batch transform (Random Erasing last, as in
+MIDRE). The recipe is part of the run's config key and recorded in ``metrics.json``.
+
+Seeded and deterministic on CPU: every epoch re-seeds its data order, its augmentation,
+its Random Erasing boxes and its dropout from ``(seed, epoch)``, so a run resumed from the
+checkpoint of epoch k continues exactly as an uninterrupted run would. A checkpoint
+(safetensors, with the optimiser state and any state the defense trains itself; no pickle)
+is written atomically after each epoch. On CUDA the loop uses bf16 autocast and
+channels_last.
 
 Example:
     >>> from re_analysis.config import TrainConfig
@@ -29,9 +35,10 @@ from tqdm import tqdm
 from .artifacts import (artifact_exists, atomic_save_tensors, atomic_write_json, claim_run_dir, claim_scope,
                         config_hash, environment_versions, load_state, load_tensors, read_json, remove_artifact,
                         save_state, tensors_metadata)
+from .augment import StandardAugmentation, standard_augmentation
 from .config import TrainConfig
 from .data import load_dataset, materialize
-from .defenses import create_defense
+from .defenses import Defense, create_defense
 from .distributed import all_sum, barrier, rank_device, setup
 from .errors import ReAnalysisError
 from .models import Classifier, create_model
@@ -43,6 +50,8 @@ __all__ = ["train", "TrainResult", "load_classifier", "natural_accuracy", "resol
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
+DEFENSE_ARTIFACTS = "defense.safetensors"
+LOOP_STATS = ("epoch", "loss", "train_accuracy", "lr")
 
 
 @dataclass
@@ -54,6 +63,26 @@ class TrainResult:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
+
+
+def batch_seed(seed: int, epoch: int, batch: int, rank: int = 0) -> int:
+    """The augmentation seed of one batch: a function of (seed, epoch, batch, rank) only."""
+    return (epoch_seed(seed, epoch) * 7_919 + rank) * 100_003 + batch
+
+
+def training_inputs(images: torch.Tensor, augmentation: StandardAugmentation | None, seed: int) -> torch.Tensor:
+    """uint8 pixels -> standard augmentation (on [0, 1] pixels) -> ``Normalize(0.5, 0.5)``."""
+    pixels = images.float().div(255) if images.dtype == torch.uint8 else images.float()
+    if augmentation is not None:
+        pixels = augmentation(pixels, seed)
+    return normalize(pixels)
+
+
+def single_process_only(defense) -> bool:
+    """Whether ``defense`` (or a member) needs the whole batch in one process: per-sample
+    clipping, a loss over the whole batch, or state it trains itself."""
+    return any(getattr(m, attr, False) for m in getattr(defense, "members", [defense])
+               for attr in ("per_sample_privacy", "loss_mixes_samples", "single_process"))
 
 
 def natural_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -99,19 +128,22 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     a directory holding a different config is refused.
     """
     config = config.resolved()
-    key = config.to_dict()
-    run_dir = Path(out_dir) if out_dir is not None else Path(cache_root) / f"train-{config_hash(key)}"
     device = resolve_device(config.device)
     defense = create_defense(config.defense, **config.defense_params)
     splits = load_dataset(config.dataset, root=config.root, seed=config.seed, image_size=config.image_size,
                           **config.dataset_params)
+    defense.check(splits)
+    augmentation = standard_augmentation(config.dataset, splits, enabled=defense.standard_augmentation)
+    key = {**config.to_dict(), "augmentation": augmentation.recipe}
+    run_dir = Path(out_dir) if out_dir is not None else Path(cache_root) / f"train-{config_hash(key)}"
     torch.manual_seed(config.seed)
     model = create_model(config.arch, splits.num_classes, splits.channels, splits.image_size)
     dist_ = setup(device)
     device = rank_device(device)
-    if dist_.enabled and {"dp-sgd", "bido"} & set(config.defense.split("+")):
+    if dist_.enabled and single_process_only(defense):
         raise ReAnalysisError(f"defense {config.defense!r} is not supported under torchrun yet (per-sample "
-                              "clipping and HSIC need the whole batch in one process); run it without torchrun")
+                              "clipping, HSIC and trapdoor triggers need the whole batch in one process); "
+                              "run it without torchrun")
     if dist_.is_main:
         claim_run_dir(run_dir, key, kind="train")  # only once every input is known to be valid
     barrier()
@@ -128,13 +160,14 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     ckpt = run_dir / CHECKPOINT
     trained, optimizer = defense.configure(model, optimizer, {
         "num_samples": len(y_train), "batch_size": config.batch_size, "epochs": config.epochs, "config": config,
-        "splits": splits, "device": device, "resuming": ckpt.is_file()})
+        "splits": splits, "device": device, "resuming": ckpt.is_file(),
+        "inputs": lambda images, seed: training_inputs(images, augmentation, seed)})
     if dist_.enabled:
         trained = torch.nn.parallel.DistributedDataParallel(
             trained, device_ids=[device.index] if device.type == "cuda" else None)
     start_epoch, history = 0, []
     if ckpt.is_file():
-        meta = load_state(ckpt, {"model": unwrap_ddp(trained)}, {"optimizer": optimizer})["meta"]
+        meta = load_checkpoint(ckpt, trained, optimizer, defense)
         start_epoch, history = int(meta["epoch"]), list(meta["history"])
 
     t0 = time.perf_counter()
@@ -144,15 +177,15 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, epoch)
         stats = train_one_epoch(trained, defense, optimizer, x_train, y_train, config, epoch, device,
-                                rank=dist_.rank, world=dist_.world)
+                                rank=dist_.rank, world=dist_.world, augmentation=augmentation)
         history.append({"epoch": epoch + 1, **stats})
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_accuracy']:.3f}")
         if dist_.is_main:
-            save_state(ckpt, {"model": unwrap_ddp(trained)}, {"optimizer": optimizer},
-                       {"epoch": epoch + 1, "history": history})
+            save_checkpoint(ckpt, trained, optimizer, defense, {"epoch": epoch + 1, "history": history})
         barrier()
 
     acc = natural_accuracy(model, x_test, y_test)
+    last_stats = {k: v for k, v in (history[-1] if history else {}).items() if k not in LOOP_STATS}
     metrics = {
         "natural_accuracy": acc,
         "train_accuracy": history[-1]["train_accuracy"] if history else None,
@@ -162,11 +195,16 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         "train_size": len(y_train), "test_size": len(y_test),
         "history": history, "train_seconds_this_call": round(time.perf_counter() - t0, 3),
         "device": str(device), "world_size": dist_.world, "config_hash": config_hash(key),
-        "versions": environment_versions(), **defense.report(),
+        "versions": environment_versions(),
+        "augmentation": {**augmentation.recipe, "library": augmentation_library(augmentation)},
+        **last_stats, **defense.report(model, x_test, y_test),
     }
     if dist_.is_main:
         save_weights(run_dir, model, {"dataset": config.dataset, "defense": config.defense, "role": config.role,
                                       "wrapper": defense.wrapper_info()})
+        extra = defense.artifacts()
+        if extra:
+            atomic_save_tensors(run_dir / DEFENSE_ARTIFACTS, extra)
         atomic_write_json(run_dir / "metrics.json", metrics)
         remove_artifact(ckpt)
     barrier()
@@ -177,27 +215,63 @@ def unwrap_ddp(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+def augmentation_library(augmentation: StandardAugmentation) -> str | None:
+    if augmentation.pipeline is None:
+        return None
+    import kornia
+
+    return f"kornia {kornia.__version__}"
+
+
+def defense_state(defense) -> tuple[dict, dict, dict]:
+    """The defense's own trained state as (modules, optimizers, plain tensors), named for the checkpoint."""
+    mods, opts = defense.state()
+    modules = {f"defense/{k}": v for k, v in mods.items() if not torch.is_tensor(v)}
+    tensors = {f"defense/{k}": v for k, v in mods.items() if torch.is_tensor(v)}
+    return modules, {f"defense/{k}": v for k, v in opts.items()}, tensors
+
+
+def save_checkpoint(path: Path, trained: nn.Module, optimizer, defense, meta: dict) -> None:
+    modules, optimizers, tensors = defense_state(defense)
+    save_state(path, {"model": unwrap_ddp(trained), **modules, **tensors}, {"optimizer": optimizer, **optimizers},
+               meta)
+
+
+def load_checkpoint(path: Path, trained: nn.Module, optimizer, defense) -> dict:
+    """Restore model, optimiser and the defense's state in place; returns the checkpoint's meta."""
+    modules, optimizers, tensors = defense_state(defense)
+    restored = load_state(path, {"model": unwrap_ddp(trained), **modules}, {"optimizer": optimizer, **optimizers})
+    for name, t in tensors.items():
+        t.copy_(restored["tensors"][name])
+    return restored["meta"]
+
+
 def train_one_epoch(model: nn.Module, defense, optimizer, x_train: torch.Tensor, y_train: torch.Tensor,
                     config: TrainConfig, epoch: int, device: torch.device, rank: int = 0,
-                    world: int = 1) -> dict[str, float]:
+                    world: int = 1, augmentation: StandardAugmentation | None = None) -> dict[str, float]:
     """One pass over the private training split; randomness seeded from (seed, epoch).
 
-    Under DDP (``world > 1``) every rank draws the same global order, takes every
-    ``world``-th batch slot (a global batch of ``batch_size`` split across ranks), and
-    draws its own Random Erasing boxes and dropout from ``(seed, epoch, rank)``.
+    Batches come from ``defense.batches`` (a seeded shuffle; Poisson sampling for DP-SGD),
+    go through the standard ``augmentation`` (seeded per batch), ``Normalize`` and the
+    defense's batch transform. Under DDP (``world > 1``) every rank draws the same global
+    batches, takes every ``world``-th slot of each (a global batch of ``batch_size`` split
+    across ranks), and draws its own augmentation, Random Erasing boxes and dropout from
+    ``(seed, epoch, rank)``. The defense's ``epoch_stats`` join the returned numbers.
     """
     s = epoch_seed(config.seed, epoch)
     torch.manual_seed(s + 7919 * rank)
     order_gen = torch.Generator().manual_seed(s)
     aug_gen = torch.Generator(device=device).manual_seed(s + 1 + 7919 * rank)
-    perm = torch.randperm(len(y_train), generator=order_gen).to(device)
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for i in range(0, len(perm), config.batch_size):
-        if world > 1 and len(perm[i:i + config.batch_size]) < world:
-            break  # a last global batch too small to give every rank a sample is dropped on all ranks
-        idx = perm[i:i + config.batch_size][rank::world]
-        x, y = normalize(x_train[idx]), y_train[idx]
+    # a duck-typed defense (a test spy, a user's object) may implement only transform_batch and loss
+    batches = getattr(defense, "batches", None) or (lambda n, bs, g: Defense.batches(defense, n, bs, g))
+    for b, batch in enumerate(batches(len(y_train), config.batch_size, order_gen)):
+        if world > 1 and len(batch) < world:
+            continue  # a global batch too small to give every rank a sample is dropped on all ranks
+        idx = batch[rank::world].to(device)
+        x = training_inputs(x_train[idx], augmentation, batch_seed(config.seed, epoch, b, rank))
+        y = y_train[idx]
         x = defense.transform_batch(x, y, generator=aug_gen)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -212,4 +286,5 @@ def train_one_epoch(model: nn.Module, defense, optimizer, x_train: torch.Tensor,
     total_loss, correct, seen = all_sum([total_loss, correct, seen], device)
     if seen == 0 or not torch.isfinite(torch.tensor(total_loss)):
         raise ReAnalysisError(f"training diverged at epoch {epoch + 1} (loss {total_loss}); lower --lr")
-    return {"loss": total_loss / seen, "train_accuracy": correct / seen, "lr": optimizer.param_groups[0]["lr"]}
+    return {"loss": total_loss / seen, "train_accuracy": correct / seen, "lr": optimizer.param_groups[0]["lr"],
+            **(defense.epoch_stats() if hasattr(defense, "epoch_stats") else {})}

@@ -1,6 +1,7 @@
 """Each baseline defense's mechanism, tested so that it would fail if the mechanism were absent."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -8,16 +9,52 @@ import torch
 
 from re_analysis import ReAnalysisError, create_defense, create_model, list_defenses
 from re_analysis.config import TrainConfig
-from re_analysis.data import load_dataset
-from re_analysis.defenses.bido import gaussian_kernel, hsic, normalized_hsic
-from re_analysis.defenses.nls import NLSDefense
+from re_analysis.data import load_dataset, materialize
+from re_analysis.defenses import BASELINES, defense_class
+from re_analysis.defenses.bido import (BiDOHSICDefense, coco_normalized_cca, gaussian_kernel, hsic_normalized_cca,
+                                       linear_kernel)
+from re_analysis.defenses.nls import nls_factor
+from re_analysis.optim import make_optimizer
+from re_analysis.study import load_preset
 from re_analysis.training import load_classifier, train, train_one_epoch
 
 from conftest import run_cli
 
+CPU = torch.device("cpu")
 
-def test_registry_has_the_baselines():
-    assert {"none", "random-erasing", "mid", "bido", "nls", "tl-dmi", "dp-sgd"} <= set(list_defenses())
+
+@pytest.fixture(scope="module")
+def mnist():
+    """The private training split, shuffled (it is stored class by class)."""
+    splits = load_dataset("mnist5k", seed=0)
+    x, y = materialize(splits.private_train)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    return splits, x[order], y[order]
+
+
+def configured(name, splits, n, epochs=1, resuming=False, **params):
+    """(model, defense, optimizer, config) set up as the training loop does, on cnn28."""
+    cfg = TrainConfig(defense=name, epochs=epochs, defense_params=params).resolved()
+    torch.manual_seed(0)
+    d = create_defense(name, **params)
+    model = d.wrap_model(create_model("cnn28", 5, 1, 28))
+    opt = make_optimizer(cfg, model.parameters())
+    model, opt = d.configure(model, opt, {"num_samples": n, "batch_size": cfg.batch_size, "epochs": epochs,
+                                          "config": cfg, "splits": splits, "device": CPU, "resuming": resuming})
+    return model, d, opt, cfg
+
+
+def test_registry_and_fidelity_declarations():
+    assert {"none", "none-noaug", "random-erasing", *BASELINES} <= set(list_defenses())
+    for name in list_defenses():
+        cls = defense_class(name)
+        assert isinstance(cls.paper, str) and cls.paper, name
+        assert cls.code.startswith("https://github.com/") or name == "none-noaug", name
+        assert isinstance(cls.deviations, tuple), name
+        for what, why in cls.deviations:
+            assert isinstance(what, str) and isinstance(why, str) and what and why, name
+    assert defense_class("trap-mid").code == "https://github.com/JackywithaWhiteDog/Trap-MID"
+    assert not defense_class("none-noaug").standard_augmentation and defense_class("none").standard_augmentation
 
 
 def test_mid_kl_term_and_training_time_stochasticity():
@@ -37,22 +74,48 @@ def test_mid_kl_term_and_training_time_stochasticity():
     assert model.features(x).shape == (16, model.base.feature_dim // 2)
 
 
-def test_hsic_equals_hand_computation_and_detects_dependence():
-    k = torch.tensor([[1.0, 0.5, 0.2], [0.5, 1.0, 0.1], [0.2, 0.1, 1.0]], dtype=torch.float64)
-    l = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
-    m = 3
-    K, L = k.numpy(), l.numpy()
-    H = np.eye(m) - np.ones((m, m)) / m
-    hand = np.trace(K @ H @ L @ H) / (m - 1) ** 2
-    assert hsic(k, l).item() == pytest.approx(hand, rel=1e-12)
-    assert hand != 0
+def test_bido_estimators_equal_hand_computation():
+    """BiDO's official estimators (Defend_MI hsic.py), computed by hand with numpy on 6 samples."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 4, generator=g)
-    indep = torch.randn(300, 4, generator=g)
-    dep = x.pow(2) + 0.05 * torch.randn(300, 4, generator=g)
-    kx = gaussian_kernel(x, 1.0)
-    assert normalized_hsic(kx, gaussian_kernel(indep, 1.0)) < 0.05
-    assert normalized_hsic(kx, gaussian_kernel(dep, 1.0)) > 0.2
+    m, sigma, eps = 6, 5.0, 1e-5
+    z = torch.randn(m, 3, 2, 2, generator=g, dtype=torch.float64)  # a hidden activation
+    y = torch.tensor([0, 1, 2, 0, 1, 1])
+    Z = z.flatten(1).numpy()
+    D = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
+    K = np.exp(-D / (2 * sigma ** 2 * Z.shape[1]))
+    Y = np.eye(3)[y.numpy()]
+    L = Y @ Y.T
+    H = np.eye(m) - np.ones((m, m)) / m
+    kz, ky = gaussian_kernel(z, sigma), linear_kernel(torch.nn.functional.one_hot(y, 3).double())
+    np.testing.assert_allclose(kz.numpy(), K, rtol=1e-12)
+    np.testing.assert_allclose(ky.numpy(), L, rtol=1e-12)
+
+    def r(k):
+        kc = k @ H
+        return kc @ np.linalg.inv(kc + eps * m * np.eye(m))
+
+    hand_hsic = np.trace(r(K) @ r(L))
+    assert hsic_normalized_cca(kz, ky).item() == pytest.approx(hand_hsic, rel=1e-8)
+    hand_coco = math.sqrt(np.linalg.norm((H @ K @ H) @ (H @ L @ H))) / m
+    assert coco_normalized_cca(kz, ky).item() == pytest.approx(hand_coco, rel=1e-10)
+    # the labels' centred kernel has rank 2 (3 classes): their normalised dependence with a full-rank
+    # kernel is close to that rank, the scale the paper's (lambda_x, lambda_y) are set for (not CKA's [0, 1])
+    assert 1.5 < hand_hsic < 2.0 + 1e-6
+
+
+def test_bido_hidden_representations_are_the_official_layer_set():
+    d = BiDOHSICDefense()
+    shapes = {}
+    for arch, size in (("cnn28", 28), ("vgg16", 64), ("resnet18", 64)):
+        torch.manual_seed(0)
+        model = create_model(arch, 5, 1 if arch == "cnn28" else 3, size)
+        hiddens, logits = d.hidden(model, torch.randn(2, model.in_channels, size, size))
+        shapes[arch] = [tuple(h.shape[1:]) for h in hiddens]
+        assert logits.shape == (2, 5)
+    assert shapes["cnn28"] == [(32, 14, 14), (64, 7, 7), (128,)]  # both blocks and the features (as MCNN)
+    # VGG16: the four first blocks and the features; the fifth block is the features (flattened), counted once
+    assert shapes["vgg16"] == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (2048,)]
+    assert shapes["resnet18"] == [(64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2), (512,)]  # stages + features
 
 
 def test_bido_penalises_input_and_rewards_label_dependence():
@@ -60,86 +123,178 @@ def test_bido_penalises_input_and_rewards_label_dependence():
     model = create_model("cnn28", 5, 1, 28)
     x, y = torch.randn(32, 1, 28, 28), torch.arange(32) % 5
     ce = torch.nn.functional.cross_entropy(model(x), y).item()
-    only_x, _ = create_defense("bido", lambda_x=1.0, lambda_y=0.0).loss(model, x, y, 0)
-    only_y, _ = create_defense("bido", lambda_x=0.0, lambda_y=1.0).loss(model, x, y, 0)
-    assert only_x.item() > ce + 0.1 and only_y.item() < ce - 0.01
+    for name in ("bido", "bido-coco"):
+        only_x, _ = create_defense(name, lambda_x=1.0, lambda_y=0.0).loss(model, x, y, 0)
+        only_y, _ = create_defense(name, lambda_x=0.0, lambda_y=1.0).loss(model, x, y, 0)
+        assert only_x.item() > ce + 1e-3 and only_y.item() < ce - 1e-3, name
 
 
-def test_nls_schedule_reaches_the_loss(monkeypatch, tmp_path):
-    d = NLSDefense(alpha=-0.1)
-    d.epochs = 9
-    assert [round(d.alpha_at(e), 4) for e in range(9)] == [0, 0, 0, -0.025, -0.05, -0.075, -0.1, -0.1, -0.1]
-    t = d.targets(torch.tensor([1]), 5, 8)
-    assert t.sum().item() == pytest.approx(1.0) and t[0, 1].item() == pytest.approx(1.1 - 0.02)
-    assert (t[0, [0, 2, 3, 4]] < 0).all()  # negative smoothing
-    seen = {}
-    original = NLSDefense.targets
-
-    def spy(self, y, num_classes, epoch):
-        seen.setdefault(epoch, self.alpha_at(epoch))
-        return original(self, y, num_classes, epoch)
-
-    monkeypatch.setattr(NLSDefense, "targets", spy)
-    train(TrainConfig(defense="nls", epochs=6, defense_params={"alpha": -0.05}), tmp_path / "nls", progress=False)
-    ref = NLSDefense(alpha=-0.05)
-    ref.epochs = 6
-    assert seen == {e: ref.alpha_at(e) for e in range(6)} and seen[0] == 0 and seen[5] == -0.05
+def test_bido_records_its_two_terms_at_the_end_of_training(tmp_path):
+    m = train(TrainConfig(defense="bido", epochs=1), tmp_path / "bido", progress=False).metrics
+    assert m["bido_hsic_input"] == pytest.approx(sum(m["bido_hsic_input_layers"]))
+    assert m["bido_hsic_label"] == pytest.approx(sum(m["bido_hsic_label_layers"]))
+    assert len(m["bido_hsic_input_layers"]) == 3 and m["bido_hsic_input"] > 0 and m["bido_hsic_label"] > 0
+    # per layer, the label term is bounded by the rank of the centred label kernel (4 for 5 classes)
+    assert all(0 < v < 4 for v in m["bido_hsic_label_layers"])
+    assert m["history"][-1]["bido_hsic_input"] == m["bido_hsic_input"]
 
 
-def test_tl_dmi_pretrains_on_public_and_keeps_frozen_layers_fixed():
+def test_nls_follows_the_reference_schedule_read_at_each_epoch(tmp_path):
+    a = -0.05
+    reference = [0.0 if e < 50 else a * (e + 1 - 50) / (100 - 50) if e < 75 else a for e in range(100)]
+    assert [nls_factor(e, 100, a) for e in range(100)] == pytest.approx(reference, abs=1e-15)
+    m = train(TrainConfig(defense="nls", epochs=4, defense_params={"alpha": -0.1}), tmp_path / "nls",
+              progress=False).metrics
+    read = [h["nls_alpha"] for h in m["history"]]  # the factor the loss used in each epoch
+    assert read == pytest.approx([0.0, 0.0, -0.1 * (3 - 2) / (4 - 2), -0.1])
+    t = create_defense("nls", alpha=-0.1)
+    t.epochs = 4
+    targets = t.targets(torch.tensor([1]), 5, 3)
+    assert targets.sum().item() == pytest.approx(1.0) and targets[0, 1].item() == pytest.approx(1.1 - 0.02)
+    assert (targets[0, [0, 2, 3, 4]] < 0).all()  # negative smoothing
+
+
+def test_dp_sgd_draws_poisson_batches_and_reports_opacus_epsilon(mnist):
+    from opacus.accountants import RDPAccountant
+    from opacus.optimizers import DPOptimizer
+
+    splits, x, y = mnist
+    n = 640
+    model, d, opt, cfg = configured("dp-sgd", splits, n)
+    assert isinstance(opt, DPOptimizer) and d.sample_rate == 1 / 10 and d.delta == pytest.approx(1 / (10 * n))
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in model.modules())
+    sizes = [len(b) for b in d.batches(n, 64, torch.Generator().manual_seed(0))]
+    again = [len(b) for b in d.batches(n, 64, torch.Generator().manual_seed(0))]
+    assert sizes == again and len(sizes) == 10 and len(set(sizes)) > 3  # Poisson: sizes vary, seeded
+    many = [len(b) for s in range(40) for b in d.batches(n, 64, torch.Generator().manual_seed(s))]
+    assert abs(np.mean(many) - 64) < 4 * math.sqrt(64 * 0.9 / len(many))  # E[size] = q N
+    train_one_epoch(model, d, opt, x[:n], y[:n], cfg, 0, CPU)
+    steps = sum(k for _, _, k in d.engine.accountant.history)  # what Opacus counted, step by step
+    assert steps == 10
+    hand = RDPAccountant()
+    hand.history = [(1.0, 0.1, 10)]
+    assert d.epsilon(steps) == pytest.approx(hand.get_epsilon(delta=1 / 6400), rel=1e-12)
+    assert d.engine.accountant.get_epsilon(delta=d.delta) == pytest.approx(d.epsilon(steps), rel=1e-12)
+    with pytest.raises(ReAnalysisError, match=r"above 1/\(10 N\)"):
+        create_defense("dp-sgd", delta=1e-3).check(splits)
+
+
+def test_tl_dmi_pretrains_on_public_and_keeps_frozen_layers_fixed(mnist):
+    splits, x, y = mnist
     cfg = TrainConfig(defense="tl-dmi", epochs=1).resolved()
-    splits = load_dataset("mnist5k")
     torch.manual_seed(0)
     model = create_model("cnn28", 5, 1, 28)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     d = create_defense("tl-dmi", pretrain_epochs=1)
     opt = torch.optim.Adam(model.parameters())
-    model, opt = d.configure(model, opt, {"config": cfg, "splits": splits, "device": torch.device("cpu"),
+    model, opt = d.configure(model, opt, {"config": cfg, "splits": splits, "device": CPU,
                                           "epochs": 1, "num_samples": 0, "batch_size": 64})
     assert not torch.equal(init["body.0.weight"], model.state_dict()["body.0.weight"])  # public pre-training happened
     frozen_before = [p.detach().clone() for p in d.frozen]
     trainable_before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
-    from re_analysis.data import materialize
-    x, y = materialize(splits.private_train)
-    train_one_epoch(model, d, opt, x, y, cfg, 0, torch.device("cpu"))
+    train_one_epoch(model, d, opt, x, y, cfg, 0, CPU)
     assert all(torch.equal(a, b) for a, b in zip(frozen_before, d.frozen))
     assert any(not torch.equal(a, b) for a, b in zip(trainable_before, [p for p in model.parameters() if p.requires_grad]))
     assert len(d.frozen) > 0 and all(not p.requires_grad for p in d.frozen)
 
 
-def test_dp_sgd_reports_epsilon_growing_with_epochs(tmp_path):
-    one = train(TrainConfig(defense="dp-sgd", epochs=1), tmp_path / "one", progress=False).metrics
-    two = train(TrainConfig(defense="dp-sgd", epochs=2), tmp_path / "two", progress=False).metrics
-    assert 0 < one["epsilon"] < two["epsilon"] and one["delta"] == pytest.approx(1 / one["train_size"])
-    model = load_classifier(tmp_path / "two")
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # replaced for per-sample privacy
-    d = create_defense("dp-sgd")
-    d.n, d.sample_rate = 2250, 64 / 2250
-    eps = [d.epsilon(s) for s in (10, 100, 1000)]
-    assert eps == sorted(eps) and eps[0] < eps[-1]
+def test_trap_mid_trigger_update_is_a_signed_step_that_makes_the_trapdoor_effective(mnist):
+    splits, x, y = mnist
+    model, d, opt, cfg = configured("trap-mid", splits, 256)
+    assert d.triggers.shape == (5, 1, 28, 28) and 0 <= float(d.triggers.min()) <= float(d.triggers.max()) <= 1
+    xb = (x[:64].float() / 255 - 0.5) / 0.5
+    trap_y = torch.arange(64) % 5
+    before, disc_before = d.triggers.clone(), [p.detach().clone() for p in d.disc.parameters()]
+    d.update_triggers(model, xb, trap_y)
+    step = (d.triggers - before).abs()
+    assert float(step.max()) <= d.trigger_step + 1e-6 and float((step > 0).float().mean()) > 0.5
+    assert any(not torch.equal(a, b) for a, b in zip(disc_before, d.disc.parameters()))  # D learned a step
+    # without the discriminator, repeated steps against a trained, then fixed, model send triggered images
+    # to their trapdoor classes: the effectiveness term works (a large blend makes 20 steps enough)
+    model, d, opt, cfg = configured("trap-mid", splits, 1024, discriminator=False, trigger_step=0.05, alpha=0.5)
+    train_one_epoch(model, create_defense("none"), opt, x[:1024], y[:1024], cfg, 0, CPU)
+    model.eval()
+
+    def trapdoor():
+        with torch.no_grad():
+            out = model(xb * (1 - d.alpha) + d.alpha * d.keys(trap_y))
+            return torch.nn.functional.cross_entropy(out, trap_y).item(), (out.argmax(1) == trap_y).float().mean().item()
+
+    (ce0, hit0) = trapdoor()
+    for _ in range(20):
+        d.update_triggers(model, xb, trap_y)
+    (ce1, hit1) = trapdoor()
+    assert hit0 < 0.35 and hit1 > 0.5 and ce1 < ce0 - 0.5
 
 
-def test_composition_routes_parameters_and_refuses_two_losses(tmp_path):
+def test_every_baseline_composes_with_random_erasing(mnist):
+    from opacus.optimizers import DPOptimizer
+
+    from re_analysis.augment import StandardAugmentation
+    from re_analysis.defenses.mid import VIBClassifier
+
+    splits, x, y = mnist
+    n = 256
+    aug = StandardAugmentation("shift", 28, 1, hflip=False)
+    for name in BASELINES:
+        params = {"pretrain_epochs": 1} if name == "tl-dmi" else {}
+        model, d, opt, cfg = configured(f"random-erasing+{name}", splits, n, **params)
+        assert [m.name for m in d.members] == ["random-erasing", name] and d.standard_augmentation
+        xb = torch.zeros(4, 1, 28, 28)
+        assert (d.transform_batch(xb, None, torch.Generator().manual_seed(0)) != 0).any()  # RE applied
+        stats = train_one_epoch(model, d, opt, x[:n], y[:n], cfg, 0, CPU, augmentation=aug)
+        assert math.isfinite(stats["loss"]), name
+        member = d.members[1]
+        effect = {"mid": lambda: isinstance(model, VIBClassifier),
+                  "bido": lambda: stats["bido_hsic_input"] > 0,
+                  "bido-coco": lambda: stats["bido_coco_label"] > 0,
+                  "nls": lambda: "nls_alpha" in stats,
+                  "tl-dmi": lambda: len(member.frozen) > 0,
+                  "dp-sgd": lambda: isinstance(opt, DPOptimizer) and member.engine.accountant.history,
+                  "trap-mid": lambda: "trapdoor_train_accuracy" in stats}[name]
+        assert effect(), name
+
+
+def test_composition_routes_parameters_orders_engines_and_refuses_conflicts(tmp_path, mnist):
+    from opacus.optimizers import DPOptimizer
+
+    splits, x, y = mnist
     d = create_defense("random-erasing+nls", alpha=-0.2, scale=[0.1, 0.8])
     assert d.params == {**{f"random-erasing.{k}": v for k, v in create_defense("random-erasing", scale=[0.1, 0.8]).params.items()},
-                        "nls.alpha": -0.2, "nls.start_epoch": None, "nls.ramp_epochs": None}
-    x = torch.zeros(4, 1, 28, 28)
-    assert (d.transform_batch(x, None, torch.Generator().manual_seed(0)) != 0).any()  # RE applied
+                        "nls.alpha": -0.2, "nls.start": 0.5, "nls.full": 0.75}
     with pytest.raises(ReAnalysisError, match="both change the loss"):
         create_defense("mid+nls")
     with pytest.raises(ReAnalysisError, match="matches 0 member"):
         create_defense("random-erasing+nls", beta=1)
+    for mixing in ("bido", "bido-coco", "trap-mid"):
+        with pytest.raises(ReAnalysisError, match="privacy guarantee would not hold"):
+            create_defense(f"dp-sgd+{mixing}")
+    # the privacy engine is configured last, so TL-DMI's optimiser is made private, not replaced
+    model, d, opt, cfg = configured("dp-sgd+tl-dmi", splits, 640, resuming=True)
+    assert isinstance(opt, DPOptimizer)
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model.parameters() if p.requires_grad}
+    assert not create_defense("random-erasing+none-noaug").standard_augmentation  # augmentation switched off
     run_cli("train", "--defense", "random-erasing+mid", "--epochs", "1", "--quiet", "--out", tmp_path / "c")
     model = load_classifier(tmp_path / "c")  # the bottleneck is rebuilt from the saved wrapper info
     assert model.feature_dim == 64
 
 
+def test_ablations_are_defense_names_a_preset_accepts():
+    p = load_preset("smoke", defenses={"none": {}, "re-area0.8": {}, "re-fixed-corner+nls": {}})
+    assert p["defenses"]["re-area0.8"] == {"defense": "re-area0.8", "params": {}}
+    assert p["defenses"]["re-fixed-corner+nls"]["defense"] == "re-fixed-corner+nls"
+
+
 @pytest.mark.parametrize("defense, param, message", [
     ("mid", "beta=-1", "beta must be a non-negative number"),
     ("nls", "alpha=2", "alpha must be a number in (-1, 1)"),
+    ("nls", "start=1.5", "start must be a fraction of the epochs"),
     ("dp-sgd", "noise_multiplier=0", "noise_multiplier must be a positive number"),
+    ("dp-sgd", "delta=0.001", "above 1/(10 N)"),
     ("tl-dmi", "finetune_layers=0", "finetune_layers must be a positive integer"),
     ("bido", "sigma=0", "sigma must be a positive number"),
+    ("trap-mid", "alpha=2", "alpha must be a number in (0, 1)"),
+    ("re-area0.8", "scale=0.1,0.3", "re-area0.8 fixes scale"),
 ])
 def test_bad_defense_parameters_are_refused(tmp_path, defense, param, message):
     proc = run_cli("train", "--defense", defense, "--defense-param", param, "--out", tmp_path / "x", check=False)
@@ -147,8 +302,30 @@ def test_bad_defense_parameters_are_refused(tmp_path, defense, param, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("defense", ["mid", "bido", "nls", "tl-dmi", "dp-sgd"])
+@pytest.mark.parametrize("defense", ["none-noaug", "mid", "bido", "bido-coco", "nls", "tl-dmi", "dp-sgd",
+                                     "re-partial-p0.5", "re-fixed-corner"])
 def test_every_defense_trains_from_the_cli(tmp_path, defense):
     run_cli("train", "--defense", defense, "--epochs", "2", "--quiet", "--out", tmp_path / defense)
     m = json.loads((tmp_path / defense / "metrics.json").read_text())
     assert m["natural_accuracy"] > 0.6 and m["defense"] == defense
+    assert m["augmentation"]["name"] == ("none" if defense == "none-noaug" else "shift")
+    if defense == "dp-sgd":
+        assert 0 < m["epsilon"] < math.inf and m["delta"] <= 1 / (10 * m["train_size"])
+        assert m["dp_sampling"] == "poisson"
+
+
+@pytest.mark.slow
+def test_trap_mid_keeps_accuracy_and_its_triggers_send_inputs_to_the_trapdoor_class(tmp_path, trained):
+    from re_analysis.artifacts import load_tensors
+
+    cfg = TrainConfig(defense="trap-mid", epochs=4, milestones=(1.0,))  # official defaults, constant lr
+    m = train(cfg, tmp_path / "trap", progress=False).metrics
+    assert m["natural_accuracy"] >= 0.9
+    assert m["trapdoor_accuracy"] >= 0.5  # chance is 1 / 5
+    triggers = load_tensors(tmp_path / "trap" / "defense.safetensors")["trap-mid.triggers"]
+    splits = load_dataset("mnist5k", seed=0)
+    x_test, _ = materialize(splits.private_test)
+    probe = create_defense("trap-mid")
+    probe.triggers = triggers
+    assert probe.trapdoor_accuracy(load_classifier(tmp_path / "trap"), x_test) == pytest.approx(m["trapdoor_accuracy"])
+    assert probe.trapdoor_accuracy(load_classifier(trained["none"]), x_test) < 0.35  # no trapdoor without Trap-MID

@@ -7,7 +7,7 @@ from scipy import stats
 from torchvision.transforms import v2
 
 from re_analysis import ReAnalysisError, RandomErasing, create_defense
-from re_analysis.defenses import MIDRE_FILL
+from re_analysis.defenses import MIDRE_FILL, eraser_of, list_defenses, same_expected_area_scale
 
 N, H, W = 4000, 100, 100
 
@@ -87,7 +87,8 @@ def test_seeded_and_single_image():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"scale": (0.5, 0.1)}, "scale"), ({"scale": (0.0, 0.4)}, "scale"), ({"ratio": (0, 1)}, "ratio"),
-    ({"p": 1.5}, "p must be"), ({"location": "corner"}, "location"), ({"value": "grey"}, "value"),
+    ({"p": 1.5}, "p must be"), ({"location": "middle"}, "location"), ({"location": (0.5, 2)}, "location"),
+    ({"value": "grey"}, "value"),
     ({"value": (1.0, 2.0)}, None)])
 def test_parameters_validated_at_construction(kwargs, match):
     if match is None:  # 2 fill values for 3 channels fails when called, naming the fix
@@ -106,3 +107,61 @@ def test_defense_registry_and_parameters():
         create_defense("random-erasing", area=0.3)
     with pytest.raises(ReAnalysisError, match="takes no parameters"):
         create_defense("none", p=1)
+
+
+def erased_fraction(name, n, size=28, seed=0):
+    """Erased fraction of each of ``n`` images (size x size) under the defense ``name``."""
+    x = torch.zeros(n, 1, size, size)
+    out = create_defense(name).transform_batch(x, None, torch.Generator().manual_seed(seed))
+    return (out != 0).flatten(1).float().mean(1).numpy()
+
+
+def test_partial_erasure_keeps_the_expected_erased_area_per_image_seen():
+    assert same_expected_area_scale((0.1, 0.4), 0.5) == (0.2, 0.8)
+    d = create_defense("re-partial-p0.5")
+    assert d.params["p"] == 0.5 and d.params["scale"] == [0.2, 0.8]
+    with pytest.raises(ReAnalysisError, match="choose p > 0.40"):
+        same_expected_area_scale((0.1, 0.4), 0.3)
+    n = 20_000
+    full, partial = erased_fraction("random-erasing", n), erased_fraction("re-partial-p0.5", n, seed=1)
+    assert (full > 0).all() and abs((partial > 0).mean() - 0.5) < 0.015  # whole images seen only under p < 1
+    # same expected erased area per image seen: the difference is within sampling error and tiny
+    se = math.sqrt(full.var() / n + partial.var() / n)
+    assert abs(full.mean() - partial.mean()) < 4 * se and abs(full.mean() - 0.25) < 0.01
+    assert abs(partial[partial > 0].mean() - 0.5) < 0.01  # an erased image loses twice as much
+
+
+@pytest.mark.parametrize("name, anchor", [("re-fixed-center", (0.5, 0.5)), ("re-fixed-corner", (0.0, 0.0)),
+                                          ("re-fixed-edge", (0.5, 0.0))])
+def test_fixed_location_ablations_move_only_the_box(name, anchor):
+    fixed = erased_boxes(create_defense(name, value=1.0).eraser, n=3000, seed=2)
+    rand = erased_boxes(create_defense("random-erasing", value=1.0).eraser, n=3000, seed=3)
+    top, left, h, w = fixed
+    assert np.array_equal(top, ((H - h) * anchor[0]).astype(int)) and np.array_equal(left, ((W - w) * anchor[1]).astype(int))
+    assert stats.ks_2samp(h * w, rand[2] * rand[3]).pvalue > 1e-3  # same area distribution as MIDRE
+    assert np.array_equal(h, w)  # square, as MIDRE
+    params = {k: v for k, v in create_defense(name).params.items() if k != "location"}
+    assert params == {k: v for k, v in create_defense("random-erasing").params.items() if k != "location"}
+
+
+def test_area_sweep_and_fixed_properties():
+    for hi in (0.2, 0.4, 0.6, 0.8):
+        _, _, h, w = erased_boxes(create_defense(f"re-area{hi}", value=1.0).eraser, n=2000)
+        area = h * w / (H * W)
+        assert area.max() <= hi + 0.01 and area.min() >= 0.1 - 0.01 and abs(area.mean() - (0.1 + hi) / 2) < 0.01
+    assert create_defense("re-area0.4").params == create_defense("random-erasing").params
+    assert create_defense("re-area0.8", p=0.5).params["p"] == 0.5  # the other parameters stay settable
+    with pytest.raises(ReAnalysisError, match="re-area0.8 fixes scale"):
+        create_defense("re-area0.8", scale=[0.1, 0.3])
+    with pytest.raises(ReAnalysisError, match="re-fixed-corner fixes location"):
+        create_defense("re-fixed-corner", location="random")
+
+
+def test_every_ablation_is_a_registered_name_usable_in_compositions():
+    ablations = {"re-partial-p0.5", "re-fixed-center", "re-fixed-corner", "re-fixed-edge",
+                 "re-area0.2", "re-area0.4", "re-area0.6", "re-area0.8"}
+    assert ablations <= set(list_defenses())
+    d = create_defense("re-fixed-corner+nls", alpha=-0.1)
+    assert d.params["re-fixed-corner.location"] == "corner" and d.params["nls.alpha"] == -0.1
+    assert eraser_of("re-fixed-corner+nls", {"alpha": -0.1}).location == "corner"
+    assert eraser_of("re-area0.8").scale == (0.1, 0.8) and eraser_of("nls") is None

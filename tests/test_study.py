@@ -47,17 +47,28 @@ def test_unknown_preset_name():
 
 
 def test_summary_and_tradeoff_hand_computed():
-    rows = []
-    for seed, (nat0, att0, nat1, att1) in enumerate([(0.98, 1.0, 0.96, 0.6), (0.99, 0.9, 0.97, 0.5)]):
-        rows.append({"dataset": "d", "defense": "none", "attack": "gmi", "seed": seed, "natural_accuracy": nat0,
-                     "attack_accuracy_top1": att0})
-        rows.append({"dataset": "d", "defense": "re", "attack": "gmi", "seed": seed, "natural_accuracy": nat1,
-                     "attack_accuracy_top1": att1})
+    # (natural accuracy, top-1 attack accuracy) per seed: none, then each defense
+    runs = {"none": [(0.98, 1.0), (0.99, 0.9)],
+            "re": [(0.96, 0.6), (0.97, 0.5)],          # drops (40, 2) and (40, 2) points
+            "costly": [(0.96, 0.6), (0.95, 0.7)],      # drops (40, 2) and (20, 4): ratio of means 30/3
+            "free": [(0.99, 0.7), (0.985, 0.8)],       # drops (30, -1) and (10, 0.5): no cost on average
+            "worse": [(0.99, 1.0), (0.99, 1.0)],       # attack up, no utility cost
+            "idle": [(0.98, 1.0), (0.99, 0.9)]}        # nothing moved
+    rows = [{"dataset": "d", "defense": d, "attack": "gmi", "seed": seed, "natural_accuracy": nat,
+             "attack_accuracy_top1": att} for d, per_seed in runs.items() for seed, (nat, att) in enumerate(per_seed)]
     df = pd.DataFrame(rows)
     s = summarize(df).set_index("defense")
     assert s.loc["re", "attack_accuracy_top1_mean"] == pytest.approx(0.55)
     assert s.loc["re", "attack_accuracy_top1_std"] == pytest.approx(0.0707107, rel=1e-5)
-    t = tradeoff(df).set_index("defense")
+    t = tradeoff(df)
+    assert list(t["defense"]) == ["free", "re", "costly", "idle", "worse"]  # ranked, best first
+    t = t.set_index("defense")
     assert t.loc["re", "attack_acc_drop"] == pytest.approx(40.0)  # (40 + 40) / 2 points
     assert t.loc["re", "natural_acc_drop"] == pytest.approx(2.0)
     assert t.loc["re", "tradeoff"] == pytest.approx(20.0)
+    assert t.loc["costly", "tradeoff"] == pytest.approx(30.0 / 3.0)  # ratio of means, not the mean ratio 12.5
+    assert t.loc["costly", "attack_acc_drop_std"] == pytest.approx(14.1421356, rel=1e-6)
+    assert t.loc["free", "natural_acc_drop"] == pytest.approx(-0.25)
+    assert t.loc["free", "tradeoff"] == float("inf")  # lower attack accuracy at no utility cost: first, not NaN
+    assert t.loc["worse", "tradeoff"] == float("-inf") and t.loc["idle", "tradeoff"] == 0.0
+    assert (t["n_seeds"] == 2).all() and not t["tradeoff"].isna().any()

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from re_analysis import ReAnalysisError
+from re_analysis import ReAnalysisError, create_model
 from re_analysis.artifacts import load_tensors
 from re_analysis.config import TrainConfig
-from re_analysis.training import CHECKPOINT, WEIGHTS, load_classifier, lr_at, natural_accuracy, train
+from re_analysis.augment import StandardAugmentation, recipe_name_for
+from re_analysis.data import DATASETS, load_dataset, materialize, register_dataset
+from re_analysis.defenses import create_defense
+from re_analysis.training import (CHECKPOINT, WEIGHTS, load_checkpoint, load_classifier, lr_at, natural_accuracy,
+                                  save_checkpoint, train, train_one_epoch)
 
 from conftest import run_cli
 
@@ -23,6 +27,7 @@ def test_cli_defaults_reach_97_percent(trained):
         m = json.loads((trained[name] / "metrics.json").read_text())
         assert m["natural_accuracy"] >= 0.97, (name, m["natural_accuracy"])
         assert (trained[name] / WEIGHTS).is_file() and not (trained[name] / CHECKPOINT).exists()
+        assert m["augmentation"]["name"] == "shift"  # every target and the evaluation model
     assert json.loads((trained["eval"] / "metrics.json").read_text())["arch"] == "lenet28"
     # Random Erasing really changed what the model saw: its training loss stays higher
     loss = {n: json.loads((trained[n] / "metrics.json").read_text())["history"][-1]["loss"]
@@ -110,3 +115,90 @@ def test_bad_configs_are_refused():
         TrainConfig(role="eval", defense="random-erasing")
     with pytest.raises(ReAnalysisError, match="unknown training option"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def shifts_of(out: torch.Tensor, x: torch.Tensor, pad: int) -> list:
+    """For each image, the (dy, dx) integer shift of ``x`` (edge-replicated) that gives ``out``, or None."""
+    padded = torch.nn.functional.pad(x, (pad,) * 4, mode="replicate")
+    size = x.shape[-1]
+    found = []
+    for i in range(len(x)):
+        match = [(dy - pad, dx - pad) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                 if torch.equal(padded[i, :, dy:dy + size, dx:dx + size], out[i])]
+        found.append(match[0] if match else None)
+    return found
+
+
+def test_digits_get_small_per_image_shifts_and_no_flip():
+    splits = load_dataset("mnist5k", seed=0)
+    x, _ = materialize(splits.private_train)
+    pixels = x[::40][:48].float() / 255
+    aug = StandardAugmentation(recipe_name_for("mnist5k", splits.channels), 28, 1, splits.hflip_preserves_labels)
+    assert aug.recipe == {"name": "shift", "max_shift_px": 2, "padding_mode": "replicate", "hflip": False,
+                          "per_image": True}
+    state = torch.get_rng_state()
+    out = aug(pixels, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)  # the loop's own random stream is untouched
+    shifts = shifts_of(out, pixels, 2)
+    assert None not in shifts  # every image is an exact shift of at most 2 px: never mirrored
+    assert len(set(shifts)) > 10  # drawn per image (torchvision v2 on a batch would shift all alike)
+    assert torch.equal(aug(pixels, seed=7), out) and not torch.equal(aug(pixels, seed=8), out)
+    flipping = StandardAugmentation("shift", 28, 1, hflip=True)(pixels, seed=7)
+    mirrored = shifts_of(flipping, pixels.flip(-1), 2)
+    assert 0.3 < sum(m is not None for m in mirrored) / len(mirrored) < 0.7  # a flip where labels allow it
+
+
+def test_colour_datasets_get_the_midre_ppa_recipe_per_image():
+    aug = StandardAugmentation(recipe_name_for("celeba", 3), 32, 3, hflip=True)
+    assert aug.recipe["name"] == "ppa" and aug.recipe["random_resized_crop"] == {"scale": [0.85, 1.0], "ratio": [1.0, 1.0]}
+    assert aug.recipe["color_jitter"] == {"brightness": 0.2, "contrast": 0.2, "saturation": 0.1, "hue": 0.1}
+    same = torch.rand(1, 3, 32, 32).expand(16, 3, 32, 32).contiguous()
+    out = aug(same, seed=0)
+    assert out.min() >= 0 and out.max() <= 1
+    assert sum(torch.equal(out[0], out[i]) for i in range(1, 16)) == 0  # one draw per image
+
+
+def test_a_dataset_may_declare_its_recipe(monkeypatch):
+    assert recipe_name_for("mnist5k", 1) == "shift" and recipe_name_for("stanford-dogs", 3) == "ppa"
+    monkeypatch.setitem(DATASETS._meta, "mnist5k", {**DATASETS.meta("mnist5k"), "augmentation": "none"})
+    assert recipe_name_for("mnist5k", 1) == "none"
+    with pytest.raises(ReAnalysisError, match="declares augmentation 'rotate'"):
+        register_dataset("bad-recipe", augmentation="rotate")
+    with pytest.raises(ReAnalysisError, match="recipe must be one of"):
+        StandardAugmentation("rotate", 28, 1, False)
+
+
+def test_none_trains_on_the_standard_augmentation_and_none_noaug_without(tmp_path):
+    runs = {d: train(TrainConfig(defense=d, epochs=1), tmp_path / d, progress=False) for d in ("none", "none-noaug")}
+    m, plain = runs["none"].metrics, runs["none-noaug"].metrics
+    assert m["augmentation"]["name"] == "shift" and m["augmentation"]["library"].startswith("kornia")
+    assert plain["augmentation"] == {"name": "none", "library": None}
+    assert m["history"][0]["loss"] > plain["history"][0]["loss"]  # shifted digits are harder to fit
+    recorded = json.loads((tmp_path / "none" / "config.json").read_text())["config"]["augmentation"]
+    assert recorded["name"] == "shift"  # part of the run's key: a change of recipe is a new run
+    assert m["config_hash"] != plain["config_hash"]
+
+
+def test_the_defenses_own_state_is_checkpointed(tmp_path):
+    """Trap-MID trains triggers and a discriminator: a resumed run must start from them."""
+    splits = load_dataset("mnist5k", seed=0)
+    x, y = materialize(splits.private_train)
+    cfg = TrainConfig(defense="trap-mid", epochs=1).resolved()
+
+    def setup():
+        torch.manual_seed(0)
+        model = create_model("cnn28", 5, 1, 28)
+        d = create_defense("trap-mid")
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model, opt = d.configure(model, opt, {"config": cfg, "splits": splits, "device": torch.device("cpu")})
+        return model, d, opt
+
+    model, d, opt = setup()
+    train_one_epoch(model, d, opt, x[:128], y[:128], cfg, 0, torch.device("cpu"))
+    save_checkpoint(tmp_path / CHECKPOINT, model, opt, d, {"epoch": 1, "history": []})
+    fresh_model, fresh, fresh_opt = setup()
+    assert not torch.equal(fresh.triggers, d.triggers)
+    load_checkpoint(tmp_path / CHECKPOINT, fresh_model, fresh_opt, fresh)
+    assert torch.equal(fresh.triggers, d.triggers)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.disc.state_dict().values(), d.disc.state_dict().values()))
+    assert fresh.disc_optimizer.state_dict()["state"][0]["step"] == d.disc_optimizer.state_dict()["state"][0]["step"]

@@ -39,15 +39,24 @@ class MISplits:
                 "hflip_preserves_labels": self.hflip_preserves_labels}
 
 
-def register_dataset(name: str, description: str = "", image_size: int = 64, hflip: bool | None = False):
+def register_dataset(name: str, description: str = "", image_size: int = 64, hflip: bool | None = False,
+                     augmentation: str | None = None):
     """Register a loader ``fn(root, seed, image_size, **kw) -> MISplits`` under ``name``.
 
     ``image_size`` is the side length the loader uses when none is asked for; ``hflip``
     declares whether a horizontal flip keeps an image's label (faces, dogs, clothes: yes;
     digits and glyphs: no, a mirrored 2 is not a 2). Priors, attacks and training flip
-    only where it does.
+    only where it does. ``augmentation`` names the standard training augmentation
+    (``re_analysis.augment``: ``"ppa"``, ``"shift"``, ``"none"``); None chooses it from the
+    images' channels.
     """
-    return DATASETS.register(name, description, image_size=image_size, hflip=hflip)
+    if augmentation is not None:
+        from ..augment import RECIPES
+
+        if augmentation not in RECIPES:
+            raise ReAnalysisError(f"dataset {name!r} declares augmentation {augmentation!r}; "
+                                  f"choose one of {', '.join(RECIPES)}")
+    return DATASETS.register(name, description, image_size=image_size, hflip=hflip, augmentation=augmentation)
 
 
 def list_datasets() -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -17,19 +17,45 @@ DEFENSES = Registry("defense")
 class Defense:
     """Hooks of the one training loop; a defense overrides only what it changes.
 
-    - ``transform_batch(x, y, generator)``: training inputs after ``Normalize(0.5, 0.5)``.
+    - ``check(splits)``: validation that needs the data (before anything is written).
+    - ``batches(n, batch_size, generator)``: the index batches of one epoch (default: a
+      seeded shuffle cut into batches; DP-SGD draws Poisson batches).
+    - ``transform_batch(x, y, generator)``: training inputs after the dataset's standard
+      augmentation and ``Normalize(0.5, 0.5)``.
     - ``wrap_model(model)``: returns the module that is trained.
     - ``loss(model, x, y, epoch)``: returns ``(loss, logits)``; default cross-entropy.
     - ``configure(model, optimizer, data)``: a chance to swap the engine (DP-SGD).
-    - ``report()``: extra numbers for ``metrics.json``.
+    - ``state()``: ``(modules, optimizers)`` the defense trains itself, checkpointed with
+      the model so a resumed run is bit-identical (Trap-MID's triggers and discriminator).
+    - ``epoch_stats()``: numbers of the epoch just trained (recorded in the history); resets.
+    - ``report(model, x_test, y_test)``: extra numbers for ``metrics.json``.
+    - ``artifacts()``: tensors saved beside the weights (``defense.safetensors``).
+
+    Class attributes say what the defense is and how faithful it is: ``paper`` (citation),
+    ``code`` (official repository), ``deviations`` (``(what differs, why)`` pairs against
+    the official code), and ``standard_augmentation`` (whether the target also trains with
+    its dataset's standard augmentation; only ``none-noaug`` says no).
     """
 
     name = "none"
+    paper = ""
+    code = ""
+    deviations: tuple[tuple[str, str], ...] = ()
+    standard_augmentation = True
 
     def __init__(self, **params: Any):
         if params:
             raise ReAnalysisError(f"defense {self.name!r} takes no parameters, got {', '.join(sorted(params))}")
         self.params: dict[str, Any] = {}
+
+    def check(self, splits) -> None:
+        """Refuse parameters that do not fit the data (one ``ReAnalysisError``)."""
+
+    def batches(self, n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """A seeded permutation of ``range(n)`` cut into batches of ``batch_size``."""
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            yield perm[i:i + batch_size]
 
     def transform_batch(self, x: torch.Tensor, y: torch.Tensor,
                         generator: torch.Generator | None = None) -> torch.Tensor:
@@ -45,7 +71,17 @@ class Defense:
     def configure(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: dict):
         return model, optimizer
 
-    def report(self) -> dict[str, Any]:
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.optim.Optimizer]]:
+        return {}, {}
+
+    def epoch_stats(self) -> dict[str, float]:
+        return {}
+
+    def report(self, model: nn.Module | None = None, x_test: torch.Tensor | None = None,
+               y_test: torch.Tensor | None = None) -> dict[str, Any]:
+        return {}
+
+    def artifacts(self) -> dict[str, torch.Tensor]:
         return {}
 
     def wrapper_info(self) -> dict[str, Any] | None:
@@ -70,6 +106,11 @@ def defense_info() -> dict[str, str]:
     return DEFENSES.info()
 
 
+def defense_class(name: str) -> type[Defense]:
+    """The class registered as ``name`` (its ``paper``, ``code`` and ``deviations``)."""
+    return DEFENSES.get(name)
+
+
 def create_defense(name: str, **params: Any) -> Defense:
     """Instantiate a registered defense; parameters are validated at once.
 
@@ -86,6 +127,22 @@ def create_defense(name: str, **params: Any) -> Defense:
         raise ReAnalysisError(f"bad parameter for defense {name!r}: {exc}; see `re-analysis defenses`") from None
 
 
-@register_defense("none", "no defense: plain cross-entropy training")
+@register_defense("none", "no defense: cross-entropy training with the dataset's standard augmentation")
 class NoDefense(Defense):
+    """No defense: plain cross-entropy on standard-augmented inputs (MIDRE/PPA's No Defense)."""
+
     name = "none"
+    paper = "No defense (the MIDRE/PPA training recipe: standard augmentation, cross-entropy)"
+    code = "https://github.com/ngoc-nguyen-0/MIDRE_TMLR"
+
+
+@register_defense("none-noaug", "ablation: no defense and no standard augmentation (plain cross-entropy)")
+class NoAugmentation(Defense):
+    """No defense and no standard augmentation: what ``none`` trained before the recipe was
+    added. As a member of a composition (``random-erasing+none-noaug``) it switches the
+    standard augmentation off for the whole composition."""
+
+    name = "none-noaug"
+    paper = "Ablation of the standard augmentation (not a published defense)"
+    code = ""
+    standard_augmentation = False

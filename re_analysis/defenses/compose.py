@@ -9,12 +9,29 @@ from ..errors import ReAnalysisError
 from .base import Defense, create_defense
 
 
+def changes_loss(d: Defense) -> bool:
+    return type(d).loss is not Defense.loss
+
+
+def changes_batches(d: Defense) -> bool:
+    return type(d).batches is not Defense.batches
+
+
 class ComposedDefense(Defense):
     """Apply several defenses' hooks in order: batch transforms chained, model wrappers
-    chained, engines configured in turn; at most one member may override the loss.
+    chained, engines configured in turn (a privacy engine last, so that no later member
+    replaces its optimiser); at most one member may override the loss, and at most one the
+    batch sampling. The standard augmentation stays on unless a member switches it off
+    (``none-noaug``).
 
     Parameters go to the member whose name prefixes them (``nls.alpha=-0.1``) or, unprefixed,
     to the one member that accepts that name.
+
+    Example:
+        >>> from re_analysis.defenses import create_defense
+        >>> d = create_defense("random-erasing+nls", alpha=-0.1)
+        >>> [m.name for m in d.members], d.params["nls.alpha"]
+        (['random-erasing', 'nls'], -0.1)
     """
 
     def __init__(self, name: str, **params: Any):
@@ -34,10 +51,29 @@ class ComposedDefense(Defense):
             routed[owners[0]][key] = value
         self.members = [create_defense(n, **routed[n]) for n in names]
         self.name = name
-        loss_owners = [m.name for m in self.members if type(m).loss is not Defense.loss]
+        loss_owners = [m.name for m in self.members if changes_loss(m)]
         if len(loss_owners) > 1:
             raise ReAnalysisError(f"defenses {', '.join(loss_owners)} both change the loss and cannot be composed")
+        samplers = [m.name for m in self.members if changes_batches(m)]
+        if len(samplers) > 1:
+            raise ReAnalysisError(f"defenses {', '.join(samplers)} both draw their own batches and cannot be composed")
+        private = [m for m in self.members if getattr(m, "per_sample_privacy", False)]
+        mixing = [m.name for m in self.members if getattr(m, "loss_mixes_samples", False)]
+        if private and mixing:
+            raise ReAnalysisError(f"{private[0].name} clips per-sample gradients, but {', '.join(mixing)} computes a "
+                                  "loss over the whole batch, so the privacy guarantee would not hold; drop one of them")
+        self.standard_augmentation = all(m.standard_augmentation for m in self.members)
         self.params = {f"{m.name}.{k}": v for m in self.members for k, v in m.params.items()}
+
+    def check(self, splits):
+        for m in self.members:
+            m.check(splits)
+
+    def batches(self, n, batch_size, generator):
+        for m in self.members:
+            if changes_batches(m):
+                return m.batches(n, batch_size, generator)
+        return super().batches(n, batch_size, generator)
 
     def transform_batch(self, x, y, generator=None):
         for m in self.members:
@@ -51,19 +87,40 @@ class ComposedDefense(Defense):
 
     def loss(self, model, x, y, epoch):
         for m in self.members:
-            if type(m).loss is not Defense.loss:
+            if changes_loss(m):
                 return m.loss(model, x, y, epoch)
         return super().loss(model, x, y, epoch)
 
     def configure(self, model, optimizer, data):
-        for m in self.members:
+        ordered = sorted(self.members, key=lambda m: getattr(m, "per_sample_privacy", False))  # stable
+        for m in ordered:
             model, optimizer = m.configure(model, optimizer, data)
         return model, optimizer
 
-    def report(self):
+    def state(self):
+        modules, optimizers = {}, {}
+        for m in self.members:
+            mods, opts = m.state()
+            modules.update({f"{m.name}.{k}": v for k, v in mods.items()})
+            optimizers.update({f"{m.name}.{k}": v for k, v in opts.items()})
+        return modules, optimizers
+
+    def epoch_stats(self):
         out = {}
         for m in self.members:
-            out.update(m.report())
+            out.update(m.epoch_stats())
+        return out
+
+    def report(self, model=None, x_test=None, y_test=None):
+        out = {}
+        for m in self.members:
+            out.update(m.report(model, x_test, y_test))
+        return out
+
+    def artifacts(self):
+        out = {}
+        for m in self.members:
+            out.update(m.artifacts())
         return out
 
     def wrapper_info(self):

@@ -57,6 +57,13 @@ class MIDDefense(Defense):
     """Mutual-information regularisation through a variational bottleneck (AAAI 2021)."""
 
     name = "mid"
+    paper = ("Wang et al., Improving Robustness to Model Inversion Attacks via Mutual Information "
+             "Regularization, AAAI 2021")
+    code = "https://github.com/Jiachen-T-Wang/mi-defense"
+    deviations = (
+        ("the bottleneck has feature_dim // 2 dimensions on every architecture",
+         "the official code sets k per architecture (e.g. 256 for its VGG16); ours follows the same halving rule"),
+    )
 
     def __init__(self, beta: float = 0.003):
         if not isinstance(beta, (int, float)) or beta < 0:

@@ -1,11 +1,22 @@
-"""Random Erasing as a model inversion defense (MIDRE).
+"""Random Erasing as a model inversion defense (MIDRE), and its one-property ablations.
 
 Tran, Nguyen et al., "Random Erasing vs. Model Inversion: A Promising Defense or a False
 Hope?", TMLR 2025 (arXiv 2409.01062); Random Erasing itself: Zhong et al., AAAI 2020.
 Official MIDRE configuration: ``p=1.0``, ``scale=(0.1, 0.4)`` (also ``(0.1, 0.8)``),
 ``ratio=(1, 1)``, ``value=(0.485, 0.456, 0.406)``, applied in training only, after
-``Normalize(0.5, 0.5)`` — so the fill lives in normalised space: 0.485 there is pixel
-value 0.74, a light grey, not the ImageNet mean.
+the standard augmentation and ``Normalize(0.5, 0.5)`` — so the fill lives in normalised
+space: 0.485 there is pixel value 0.74, a light grey, not the ImageNet mean.
+
+Registered ablations, each changing ONE property of the MIDRE default and usable anywhere a
+defense name is (CLI, presets, compositions):
+
+- Partial Erasure (the model never sees a whole image): ``re-partial-p0.5`` erases half the
+  images, with boxes twice as large (``scale=(0.2, 0.8)``), so the expected erased area per
+  image seen stays MIDRE's 0.25 (see :func:`same_expected_area_scale`).
+- Random Location: ``re-fixed-center``, ``re-fixed-corner`` (top-left), ``re-fixed-edge``
+  (middle of the left edge): the box sits at one position, with MIDRE's area distribution.
+- Erased area: ``re-area0.2``, ``re-area0.4``, ``re-area0.6``, ``re-area0.8`` (upper bound of
+  ``scale``; lower bound 0.1). ``re-area0.4`` is MIDRE's default under a sweep name.
 """
 
 from __future__ import annotations
@@ -16,10 +27,50 @@ from typing import Sequence
 import torch
 
 from ..errors import ReAnalysisError
-from .base import Defense, register_defense
+from .base import Defense, create_defense, register_defense
 
 MIDRE_FILL = (0.485, 0.456, 0.406)
-LOCATIONS = ("random", "fixed")
+LOCATIONS = {"random": None, "center": (0.5, 0.5), "fixed": (0.5, 0.5), "corner": (0.0, 0.0),
+             "edge": (0.5, 0.0)}  # (row, column) of the box's top-left, as a fraction of the free range
+
+
+def parse_location(location) -> tuple[float, float] | None:
+    """``"random"`` -> None; a named or ``(row, column)`` fixed position -> fractions in [0, 1]."""
+    if isinstance(location, str):
+        if location not in LOCATIONS:
+            raise ReAnalysisError(f"RandomErasing location must be one of {', '.join(LOCATIONS)} or a (row, column) "
+                                  f"pair of fractions in [0, 1], got {location!r}")
+        return LOCATIONS[location]
+    try:
+        fy, fx = (float(f) for f in location)
+    except (TypeError, ValueError):
+        fy = fx = float("nan")
+    if not (0 <= fy <= 1 and 0 <= fx <= 1):
+        raise ReAnalysisError(f"RandomErasing location must be one of {', '.join(LOCATIONS)} or a (row, column) "
+                              f"pair of fractions in [0, 1], got {location!r}")
+    return fy, fx
+
+
+def same_expected_area_scale(scale: Sequence[float], p: float) -> tuple[float, float]:
+    """The ``scale`` that keeps the expected erased area per image seen when only a fraction
+    ``p`` of images is erased.
+
+    The erased fraction of an image is ``B * A`` with ``B ~ Bernoulli(p)`` (erased or not)
+    and ``A ~ Uniform(lo, hi)`` (the box area), independent, so ``E[B A] = p (lo + hi) / 2``.
+    Dividing both bounds by ``p`` gives ``p (lo + hi) / (2 p) = (lo + hi) / 2``: the same
+    expectation, and the same shape of area distribution, stretched. (Realised areas are
+    rounded to whole pixels, which moves both expectations by well under a percent of the
+    image at 28 px; a test measures it.)
+
+    Example:
+        >>> same_expected_area_scale((0.1, 0.4), 0.5)
+        (0.2, 0.8)
+    """
+    lo, hi = (float(v) for v in scale)
+    if not 0 < p <= 1 or hi / p >= 1:
+        raise ReAnalysisError(f"no scale keeps the expected erased area of {tuple(scale)} at p={p}: the largest box "
+                              f"would cover {hi / p:.2f} of the image; choose p > {hi:.2f}")
+    return round(lo / p, 10), round(hi / p, 10)
 
 
 class RandomErasing:
@@ -41,9 +92,11 @@ class RandomErasing:
             0.449, is used.
         p: probability that an image is erased (MIDRE: 1.0, the model never sees a whole
             image: the paper's "Partial Erasure" property; ``p < 1`` ablates it).
-        location: ``"random"`` (uniform position per image) or ``"fixed"`` (every box
-            centred in the image: the paper's "Random Location" ablation; with
-            ``scale=(a, a)`` and ``ratio=(1, 1)`` every image loses the same box).
+        location: ``"random"`` (uniform position per image, MIDRE) or one fixed position
+            for every box (the paper's "Random Location" ablation): ``"center"`` (alias
+            ``"fixed"``), ``"corner"`` (top-left), ``"edge"`` (middle of the left edge), or a
+            pair ``(row, column)`` of fractions of the free range (``(0.5, 0.5)`` = centre).
+            With ``scale=(a, a)`` and ``ratio=(1, 1)`` every image loses the same box.
 
     Example:
         >>> import torch
@@ -65,8 +118,7 @@ class RandomErasing:
             raise ReAnalysisError(f"RandomErasing ratio must be (lo, hi) with 0 < lo <= hi, got {ratio}")
         if not 0 <= float(p) <= 1:
             raise ReAnalysisError(f"RandomErasing p must be a probability in [0, 1], got {p}")
-        if location not in LOCATIONS:
-            raise ReAnalysisError(f"RandomErasing location must be one of {LOCATIONS}, got {location!r}")
+        self.anchor = parse_location(location)
         if isinstance(value, str):
             if value != "random":
                 raise ReAnalysisError(f"RandomErasing value must be a number, a per-channel list or 'random', got {value!r}")
@@ -74,7 +126,8 @@ class RandomErasing:
             value = (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
             if not value or any(math.isnan(v) for v in value):
                 raise ReAnalysisError(f"RandomErasing value must hold finite numbers, got {value}")
-        self.scale, self.ratio, self.value, self.p, self.location = scale, ratio, value, float(p), location
+        self.scale, self.ratio, self.value, self.p = scale, ratio, value, float(p)
+        self.location = location if isinstance(location, str) else [float(f) for f in location]
 
     def __repr__(self) -> str:
         return (f"RandomErasing(scale={self.scale}, ratio={self.ratio}, value={self.value}, "
@@ -96,11 +149,13 @@ class RandomErasing:
         h = h.gather(1, first).squeeze(1)
         w = w.gather(1, first).squeeze(1)
         erase = ok.any(dim=1) & (torch.rand(n, **kw) < self.p)
-        if self.location == "random":
+        if self.anchor is None:
             top = (torch.rand(n, **kw) * (height - h + 1)).floor().long()
             left = (torch.rand(n, **kw) * (width - w + 1)).floor().long()
-        else:
-            top, left = (height - h) // 2, (width - w) // 2
+        else:  # integer arithmetic: the centre is (height - h) // 2, as before
+            fy, fx = self.anchor
+            top = ((height - h) * int(round(fy * 2 ** 20))) // 2 ** 20
+            left = ((width - w) * int(round(fx * 2 ** 20))) // 2 ** 20
         zero = torch.zeros_like(h)
         return torch.stack([torch.where(erase, top, zero), torch.where(erase, left, zero),
                             torch.where(erase, h, zero), torch.where(erase, w, zero)], dim=1)
@@ -139,19 +194,32 @@ class RandomErasing:
         return out[0] if single else out
 
 
+MIDRE_DEVIATIONS = (
+    ("boxes are drawn per image on the batch tensor (vectorised), with torchvision's sampling rules",
+     "MIDRE draws them per image in the DataLoader; the distribution is the same and a test compares it "
+     "with torchvision's"),
+    ("one-channel images are filled with the mean of MIDRE's three fill values (0.449)",
+     "MIDRE trains on colour images only"),
+)
+
+
 @register_defense("random-erasing", "MIDRE: per-image Random Erasing of training inputs (TMLR 2025)")
 class RandomErasingDefense(Defense):
     """Train on Random-Erased inputs with plain cross-entropy (MIDRE, TMLR 2025).
 
     Parameters are those of :class:`RandomErasing`; defaults are the official MIDRE
     configuration (``p=1``, ``scale=(0.1, 0.4)``, square boxes, fill 0.485/0.456/0.406 in
-    normalised space).
+    normalised space). Erasing comes after the standard augmentation and ``Normalize``.
     """
 
     name = "random-erasing"
+    paper = ("Tran, Nguyen et al., Random Erasing vs. Model Inversion: A Promising Defense or a False Hope?, "
+             "TMLR 2025")
+    code = "https://github.com/ngoc-nguyen-0/MIDRE_TMLR"
+    deviations = MIDRE_DEVIATIONS
 
     def __init__(self, scale=(0.1, 0.4), ratio=(1.0, 1.0), value=MIDRE_FILL, p: float = 1.0,
-                 location: str = "random"):
+                 location="random"):
         self.eraser = RandomErasing(scale=scale, ratio=ratio, value=value, p=p, location=location)
         e = self.eraser
         self.params = {"scale": list(e.scale), "ratio": list(e.ratio),
@@ -160,3 +228,54 @@ class RandomErasingDefense(Defense):
 
     def transform_batch(self, x, y, generator=None):
         return self.eraser(x, generator=generator)
+
+
+class RandomErasingAblation(RandomErasingDefense):
+    """MIDRE's Random Erasing with ONE property changed (``fixed``); the other parameters
+    keep MIDRE's defaults and may be set, the fixed ones may not."""
+
+    fixed: dict = {}
+
+    def __init__(self, scale=None, ratio=None, value=None, p=None, location=None):
+        given = {k: v for k, v in dict(scale=scale, ratio=ratio, value=value, p=p, location=location).items()
+                 if v is not None}
+        clash = sorted(set(given) & set(self.fixed))
+        if clash:
+            raise ReAnalysisError(f"{self.name} fixes {', '.join(clash)} (that is the ablation); use "
+                                  f"random-erasing with {clash[0]}=... to choose another value")
+        super().__init__(**{**given, **self.fixed})
+
+
+def register_ablation(name: str, description: str, **fixed) -> type[RandomErasingAblation]:
+    """Register a Random Erasing ablation ``name`` that fixes the parameters ``fixed``."""
+    cls = type(f"RandomErasing_{name.replace('-', '_').replace('.', '_')}", (RandomErasingAblation,),
+               {"name": name, "fixed": dict(fixed), "__doc__": description,
+                "paper": RandomErasingDefense.paper + " (ablation)", "code": RandomErasingDefense.code,
+                "deviations": MIDRE_DEVIATIONS})
+    return register_defense(name, description)(cls)
+
+
+PARTIAL_P = 0.5
+register_ablation(f"re-partial-p{PARTIAL_P}",
+                  f"RE ablation, Partial Erasure: p={PARTIAL_P} with boxes scaled to keep the expected erased area",
+                  p=PARTIAL_P, scale=same_expected_area_scale((0.1, 0.4), PARTIAL_P))
+for _where, _what in (("center", "centre"), ("corner", "top-left corner"), ("edge", "middle of the left edge")):
+    register_ablation(f"re-fixed-{_where}", f"RE ablation, Random Location: every box at the {_what}",
+                      location=_where)
+for _hi in (0.2, 0.4, 0.6, 0.8):
+    register_ablation(f"re-area{_hi}", f"RE ablation, erased area: scale (0.1, {_hi})", scale=(0.1, _hi))
+
+
+def eraser_of(defense: str, params: dict | None = None) -> RandomErasing | None:
+    """The :class:`RandomErasing` a target trained with (its defense name and parameters as
+    recorded in its config), or None when it trained without Random Erasing.
+
+    Example:
+        >>> eraser_of("re-area0.8+nls", {"nls.alpha": -0.05}).scale
+        (0.1, 0.8)
+    """
+    d = create_defense(defense, **(params or {}))
+    for m in getattr(d, "members", [d]):
+        if isinstance(m, RandomErasingDefense):
+            return m.eraser
+    return None

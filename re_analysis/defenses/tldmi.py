@@ -37,6 +37,12 @@ class TLDMIDefense(Defense):
     """Transfer-learning defense (CVPR 2024): public pre-training, frozen early layers."""
 
     name = "tl-dmi"
+    paper = "Ho et al., Model Inversion Robustness: Can Transfer Learning Help?, CVPR 2024"
+    code = "https://github.com/hosytuyen/TL-DMI"
+    deviations = (
+        ("pre-training runs on the study's public split (disjoint classes of the same dataset)",
+         "the official code fine-tunes an ImageNet-pretrained VGG16, whose weights cannot be downloaded here"),
+    )
 
     def __init__(self, finetune_layers: int = 2, pretrain_epochs: int | None = None, pretrain_lr: float = 1e-3):
         if not isinstance(finetune_layers, int) or finetune_layers < 1:
@@ -48,11 +54,13 @@ class TLDMIDefense(Defense):
         self.frozen: list[nn.Parameter] = []
 
     def pretrain(self, model, data) -> None:
-        """Train all layers on the public split with a temporary head for the public classes."""
+        """Train all layers on the public split with a temporary head for the public classes,
+        on the same standard augmentation as the private training (``data["inputs"]``)."""
         from ..data import materialize
         from ..models.inputs import normalize
 
         cfg, splits, device = data["config"], data["splits"], data["device"]
+        augment = data.get("inputs") or (lambda images, _seed: normalize(images))
         x, y = materialize(splits.public)
         x, y = x.to(device), y.to(device)
         private_head = model.fc
@@ -60,11 +68,12 @@ class TLDMIDefense(Defense):
         opt = torch.optim.Adam(model.parameters(), lr=self.pretrain_lr)
         g = torch.Generator().manual_seed(cfg.seed + 17)
         model.train()
-        for _ in range(self.pretrain_epochs or cfg.epochs):
+        for epoch in range(self.pretrain_epochs or cfg.epochs):
             perm = torch.randperm(len(y), generator=g).to(device)
-            for i in range(0, len(perm), cfg.batch_size):
+            for b, i in enumerate(range(0, len(perm), cfg.batch_size)):
                 idx = perm[i:i + cfg.batch_size]
-                loss = F.cross_entropy(model(normalize(x[idx])), y[idx])
+                seed = (cfg.seed + 17) * 1_000_003 + epoch * 10_007 + b
+                loss = F.cross_entropy(model(augment(x[idx], seed)), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
