@@ -96,9 +96,10 @@ def nearest_images_figure(recon, nearest_pixels, nearest_features, nearest_any, 
         _show(axes[i, 1], nearest_pixels[i])
         _show(axes[i, 2], nearest_features[i])
         pub = bool(nearest_public[i])
-        _show(axes[i, 3], nearest_any[i], "PUBLIC" if pub else "private", "#d62728" if pub else "black")
+        _show(axes[i, 3], nearest_any[i])
+        axes[i, 3].set_xlabel("PUBLIC" if pub else "private", fontsize=7, color="#d62728" if pub else "black")
     for ax, h in zip(axes[0], heads):
-        ax.set_title(f"{h}\n{ax.get_title()}", fontsize=7, color=ax.title.get_color())
+        ax.set_title(f"{h}\n{ax.get_title()}".strip(), fontsize=7)
     fig.suptitle(title or "reconstructions and their nearest training images", fontsize=9)
     fig.tight_layout()
     return fig
