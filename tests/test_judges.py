@@ -138,13 +138,14 @@ def test_pgd_stays_in_its_budget_and_is_seeded():
 # --- trained judges on mnist5k (slow) ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def judges(tmp_path_factory):
-    """A cnn28 target, the open-set standard judge (preresnet8) and its PGD-trained twin."""
+def judges(trained, tmp_path_factory):
+    """The session's cnn28 target and open-set standard judge (preresnet8, CLI defaults) and
+    a PGD-trained twin of the judge (3 epochs, eps 0.1, 2 steps: a CPU budget)."""
     from re_analysis.training import train
 
     root = tmp_path_factory.mktemp("judges")
-    target = train(TrainConfig(epochs=2, device="cpu"), root / "target", progress=False)
-    standard = train(TrainConfig(role="eval", epochs=3, device="cpu"), root / "eval", progress=False)
+    target = train(TrainConfig(device="cpu"), trained["none"], progress=False)  # reused, not retrained
+    standard = train(TrainConfig(role="eval", device="cpu"), trained["eval"], progress=False)
     robust = train(TrainConfig(role="eval", epochs=3, device="cpu", adversarial={"eps": 0.1, "steps": 2}),
                    root / "robust", progress=False)
     return {"root": root, "target": target, "standard": standard, "robust": robust}
@@ -250,3 +251,20 @@ def test_chance_baseline_keeps_only_prior_samples_the_target_accepts(judges):
     for k in ("chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust", "chance_accuracy_pixel"):
         assert 0.0 <= m[k] <= 1.0, k
     assert m["chance_accuracy_top1"] <= m["chance_accuracy_top1_closed"]  # open set never accepts more
+
+
+@pytest.mark.slow
+def test_gap_and_separation_of_held_out_private_images(judges):
+    """Real held-out private images as 'reconstructions': about one scale unit from the private
+    features (nearer than the erased ones), and a trained target keeps its classes apart."""
+    from re_analysis.evaluation import analyze_gap
+
+    x, y = materialize(load_dataset("mnist5k", seed=0).private_test)
+    run = fake_attack_run(judges["root"] / "held-out", judges["target"].run_dir, x, y)
+    g = analyze_gap(judges["target"].run_dir, run, embed=False)
+    assert 0.5 < g["mean_dist_private_normalized"] < 3
+    assert g["mean_dist_private_normalized"] < g["mean_dist_erased_normalized"]
+    assert g["mean_dist_private_normalized"] == pytest.approx(g["mean_dist_private"] / g["feature_scale"])
+    assert g["fraction_nearer_erased"] < 0.3
+    assert g["separation_nn_purity"] >= 0.95 and g["separation_margin"] > 0.3 and g["separation_silhouette"] > 0.2
+    assert set(g["per_class"][0]) >= {"separation_margin", "mean_dist_private_normalized"}
