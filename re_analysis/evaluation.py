@@ -121,7 +121,17 @@ def training_images(splits, reject_quantile: float | None = REJECT_QUANTILE) -> 
 
 def judge_images(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, robust: Judge | None,
                  memory: TrainingImages, target=None, pixel_k: int = PIXEL_K) -> pd.DataFrame:
-    """Every judge's verdict on every image: one row per image (see ``JUDGE_COLUMNS``)."""
+    """Every judge's verdict on every image, one row per image (``judgements.csv``):
+
+    ``label``; ``eval_pred`` / ``robust_pred`` (top-1 over all classes, public ones from
+    ``num_private`` on); ``eval_hit`` / ``robust_hit`` (open-set top-1), ``*_hit_closed``
+    (argmax over the private classes), ``eval_hit_top5*`` (only with more than 10 private
+    classes), ``*_public`` (top-1 is a public class); ``pixel_pred`` (-1: rejected),
+    ``pixel_hit``, ``pixel_nearest_public``, ``pixel_public``, ``pixel_rejected``,
+    ``pixel_nearest_sq_distance``, ``pixel_nearest_index`` (row in private training, then
+    public images); ``target_hit`` (the target's own verdict); ``all_accept`` (every judge
+    present accepts).
+    """
     y = labels.long().cpu()
     z = predict_logits(evaluator.model, images)
     rows = {"label": y.numpy(), "eval_pred": z.argmax(1).numpy(),
@@ -205,7 +215,7 @@ def chance_baseline(info: dict, target, evaluator: Judge, robust: Judge | None, 
             "chance_n": int(len(y)), "chance_drawn": drawn, "chance_classes_found": int(y.unique().numel())}
 
 
-def judge_summary(df: pd.DataFrame, evaluator: Judge, robust: Judge | None) -> dict[str, Any]:
+def judge_summary(df: pd.DataFrame) -> dict[str, Any]:
     """metrics.json's attack-accuracy keys from the per-reconstruction verdicts."""
     mean = lambda c: float(df[c].mean()) if c in df else float("nan")  # noqa: E731
     judges = [df[c] for c in ("eval_hit", "robust_hit", "pixel_hit") if c in df]
@@ -276,7 +286,7 @@ def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str
     df = judge_images(res.images, res.labels, evaluator, robust, memory, target=target, pixel_k=pixel_k)
     keep = torch.isin(memory.private_labels, torch.as_tensor(list(info["classes"])))
     metrics: dict[str, Any] = {
-        **judge_summary(df, evaluator, robust),
+        **judge_summary(df),
         **distribution_metrics(evaluator, res.images, res.labels, memory.private[keep], memory.private_labels[keep]),
         **judge_record("eval", evaluator), **judge_record("robust", robust),
         "target_arch": target_rec["config"].get("arch"), "pixel_k": pixel_k, "pixel_reject_quantile": reject_quantile,
