@@ -1,34 +1,85 @@
-"""Evaluate an attack run (privacy metrics) and analyse the feature-space gap.
+"""Evaluate an attack run under three judges and analyse the feature-space gap.
 
-``evaluate_attack`` -> ``metrics.json``: attack accuracy top-1/top-5 (evaluation model),
-KNN distance, FID and precision/recall/density/coverage, all in the evaluation model's
-penultimate feature space against the private training images of the attacked classes.
+``evaluate_attack`` -> ``metrics.json``, ``judgements.csv`` (one row per reconstruction,
+one column per verdict, so intervals and agreement can be computed) and ``gallery.png``:
+
+- the **standard judge**: an open-set evaluation model of another architecture than the
+  target (trained on the private AND public classes): its top-1 over all classes (a
+  public identity is a miss) and its closed-set verdict (argmax over the private classes,
+  the field's convention);
+- the **robust judge**: the same, adversarially trained (PGD; Madry et al. 2018), which
+  Type-I adversarial reconstructions (Ho et al., arXiv 2505.03519) do not pass;
+- the **pixel judge**: majority label of the nearest private and public training images
+  in pixel space, with a reject option for images unlike any training image;
+- their agreement, the target's own accuracy on the reconstructions, and the **chance
+  baseline**: the same judges on unoptimised prior samples the target already labels as
+  each class (what the attack gets for free);
+- KNN distance, FID (with its sample counts) and per-class PRDC (k = 3), in the standard
+  judge's penultimate features against the private training images of the attacked classes.
 
 ``analyze_gap`` -> ``gap.json`` and figures: target-model features of private images,
 of Random-Erased private images (the target's own RE parameters when it was trained with
-RE, else MIDRE's defaults) and of reconstructions; :func:`feature_gap`, UMAP with hulls,
-and per-class hull overlap.
+RE, else MIDRE's defaults) and of reconstructions; :func:`feature_gap` (raw and normalised
+by the target's own scale), :func:`class_separation` of the private classes, UMAP with
+hulls (other classes in grey), and per-class hull overlap.
+
+``judgement_intervals`` and ``compare_with_none`` turn the judgements of many runs into
+hierarchical bootstrap intervals and paired defense-vs-none comparisons.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from .artifacts import atomic_write_bytes, atomic_write_json, claim_scope, lock_run_dir, read_json
+from .artifacts import (atomic_write_bytes, atomic_write_json, atomic_write_text, claim_scope, lock_run_dir,
+                        read_json)
 from .attacks.runner import load_attack_run
-from .runs import target_record, target_splits
 from .data import materialize
 from .defenses import RandomErasing
 from .errors import ReAnalysisError
-from .features import extract_features, feature_gap, hull_overlap, umap_embed
-from .metrics import attack_accuracy, frechet_distance, knn_distance, prdc
-from .models.inputs import normalize
+from .features import class_separation, extract_features, feature_gap, hull_overlap, umap_embed
+from .metrics import (classifier_hits, frechet_distance, judge_agreement, judged_public,
+                      knn_distance, pixel_judge, prdc_per_class, reject_radius, topk_reported)
+from .metrics.stats import hierarchical_bootstrap, paired_comparison
+from .models.inputs import normalize, predict_logits
+from .runs import target_record, target_splits
 from .training import load_classifier
+
+PIXEL_K = 5
+REJECT_QUANTILE = 0.999
+CHANCE_MAX_SAMPLES = 20_000
+JUDGE_COLUMNS = ("eval_hit", "eval_hit_closed", "robust_hit", "robust_hit_closed", "pixel_hit", "target_hit",
+                 "all_accept")
+
+
+@dataclass
+class Judge:
+    """A trained evaluation model and what the verdicts need to know about it."""
+
+    model: torch.nn.Module
+    num_private: int
+    arch: str
+    record: dict[str, Any]  # the training run's metrics.json
+    run_dir: Path
+
+
+@dataclass
+class TrainingImages:
+    """The pixel judge's memory: private training images and public images (uint8)."""
+
+    private: torch.Tensor
+    private_labels: torch.Tensor
+    public: torch.Tensor
+    public_labels: torch.Tensor
+    num_private: int
+    reject_sq_distance: float | None
 
 
 def private_train_images(target_dir: str | Path, classes=None) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -41,40 +92,308 @@ def private_train_images(target_dir: str | Path, classes=None) -> tuple[torch.Te
     return x, y, splits
 
 
+def load_judge(run_dir: str | Path, target_rec: dict, device: str = "cpu") -> Judge:
+    """Load an evaluation model for judging attacks on the target of ``target_rec``; refuses
+    one trained on other data or of the target's own architecture."""
+    run_dir = Path(run_dir)
+    model = load_classifier(run_dir, device)
+    info = model.train_info
+    cfg = read_json(run_dir / "config.json")["config"]
+    target = target_rec["config"]
+    if cfg.get("dataset") != target.get("dataset"):
+        raise ReAnalysisError(f"the evaluation model was trained on {cfg.get('dataset')} but the attack targets "
+                              f"{target.get('dataset')}; pass an evaluation model of the same private classes")
+    if info["arch"] == target.get("arch"):
+        raise ReAnalysisError(f"the evaluation model {run_dir} is a {info['arch']}, the target's own architecture: such "
+                              "a judge accepts what fools the target; train one with another architecture "
+                              "(`re-analysis train --role eval` picks one by image size)")
+    record = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    return Judge(model, int(info.get("num_private_classes") or info["num_classes"]), info["arch"], record, run_dir)
+
+
+def training_images(splits, reject_quantile: float | None = REJECT_QUANTILE) -> TrainingImages:
+    """The private training and public images of ``splits`` for the pixel judge, with the
+    reject radius fixed on them (``reject_quantile=None``: no reject option)."""
+    xp, yp = materialize(splits.private_train)
+    xq, yq = materialize(splits.public)
+    radius = reject_radius(torch.cat([xp, xq]), reject_quantile) if reject_quantile is not None else None
+    return TrainingImages(xp, yp, xq, yq, splits.num_classes, radius)
+
+
+def judge_images(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, robust: Judge | None,
+                 memory: TrainingImages, target=None, pixel_k: int = PIXEL_K) -> pd.DataFrame:
+    """Every judge's verdict on every image, one row per image (``judgements.csv``):
+
+    ``label``; ``eval_pred`` / ``robust_pred`` (top-1 over all classes, public ones from
+    ``num_private`` on); ``eval_hit`` / ``robust_hit`` (open-set top-1), ``*_hit_closed``
+    (argmax over the private classes), ``eval_hit_top5*`` (only with more than 10 private
+    classes), ``*_public`` (top-1 is a public class); ``pixel_pred`` (-1: rejected),
+    ``pixel_hit``, ``pixel_nearest_public``, ``pixel_public``, ``pixel_rejected``,
+    ``pixel_nearest_sq_distance``, ``pixel_nearest_index`` (row in private training, then
+    public images); ``target_hit`` (the target's own verdict); ``all_accept`` (every judge
+    present accepts).
+    """
+    y = labels.long().cpu()
+    z = predict_logits(evaluator.model, images)
+    rows = {"label": y.numpy(), "eval_pred": z.argmax(1).numpy(),
+            "eval_hit": classifier_hits(z, y), "eval_hit_closed": classifier_hits(z, y, num_private=evaluator.num_private),
+            "eval_public": judged_public(z, evaluator.num_private)}
+    if topk_reported(5, evaluator.num_private):
+        rows["eval_hit_top5"] = classifier_hits(z, y, k=5)
+        rows["eval_hit_top5_closed"] = classifier_hits(z, y, k=5, num_private=evaluator.num_private)
+    if robust is not None:
+        zr = predict_logits(robust.model, images)
+        rows.update({"robust_pred": zr.argmax(1).numpy(), "robust_hit": classifier_hits(zr, y),
+                     "robust_hit_closed": classifier_hits(zr, y, num_private=robust.num_private),
+                     "robust_public": judged_public(zr, robust.num_private)})
+    px = pixel_judge(images, y, memory.private, memory.private_labels, memory.public, memory.public_labels,
+                     k=pixel_k, num_private=memory.num_private, max_sq_distance=memory.reject_sq_distance)
+    rows.update({"pixel_pred": px["predicted"], "pixel_hit": px["hits"], "pixel_nearest_public": px["nearest_public"],
+                 "pixel_public": px["predicted"] >= memory.num_private, "pixel_rejected": px["predicted"] < 0,
+                 "pixel_nearest_sq_distance": px["nearest_sq_distance"], "pixel_nearest_index": px["nearest_index"]})
+    if target is not None:
+        rows["target_hit"] = (predict_logits(target, images).argmax(1) == y).numpy()
+    df = pd.DataFrame(rows)
+    judges = [c for c in ("eval_hit", "robust_hit", "pixel_hit") if c in df]
+    df["all_accept"] = df[judges].all(axis=1)
+    return df
+
+
+@torch.no_grad()
+def accepted_prior_images(prior, target, classes, per_class: int, seed: int = 0, batch_size: int = 512,
+                          max_samples: int = CHANCE_MAX_SAMPLES) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Unoptimised prior samples (z ~ N(0, I); a conditional prior is asked for each class)
+    that the target labels as each class, ``per_class`` per class at most: the images an
+    attack starts from. Returns images, labels and how many samples were drawn."""
+    device = next(prior.generator.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 4_242)
+    conditional = getattr(prior.generator, "num_classes", 0) > 0
+    need = {int(c): per_class for c in classes}
+    kept_x, kept_y, drawn = [], [], 0
+    while any(need.values()) and drawn < max_samples:
+        z = torch.randn(batch_size, prior.z_dim, device=device, generator=gen)
+        if conditional:
+            wanted = torch.tensor([c for c, n in need.items() if n > 0], device=device)
+            asked = wanted[torch.arange(batch_size, device=device) % len(wanted)]
+            x = prior.generator(z, asked).float()
+        else:
+            x = prior.generator(z).float()
+        pred = predict_logits(target, x).argmax(1).to(device)
+        if conditional:
+            pred = torch.where(pred == asked, pred, torch.full_like(pred, -1))
+        drawn += batch_size
+        for c in [c for c, n in need.items() if n > 0]:
+            rows = (pred == c).nonzero().squeeze(1)[:need[c]]
+            kept_x.append(x[rows].cpu())
+            kept_y.append(torch.full((len(rows),), c, dtype=torch.long))
+            need[c] -= len(rows)
+    if not kept_x:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), drawn
+    return torch.cat(kept_x), torch.cat(kept_y), drawn
+
+
+def chance_baseline(info: dict, target, evaluator: Judge, robust: Judge | None, memory: TrainingImages,
+                    device: str = "cpu", seed: int = 0, pixel_k: int = PIXEL_K) -> dict[str, Any]:
+    """Attack accuracy of unoptimised prior samples under every judge (``chance_*`` keys);
+    NaN with a reason when the attack's prior is not on disk."""
+    from .attacks.priors import load_prior
+
+    nan = {k: float("nan") for k in ("chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust",
+                                     "chance_accuracy_pixel")}
+    prior_dir = info.get("prior")
+    if not prior_dir or not (Path(prior_dir) / "prior.json").is_file():
+        return {**nan, "chance_n": 0, "chance_note": f"the attack's prior {prior_dir!r} is not on disk"}
+    prior = load_prior(prior_dir, device)
+    x, y, drawn = accepted_prior_images(prior, target, info["classes"], int(info["per_class"]), seed)
+    if len(y) == 0:
+        return {**nan, "chance_n": 0, "chance_drawn": drawn,
+                "chance_note": "the target labelled no prior sample as an attacked class"}
+    df = judge_images(x, y, evaluator, robust, memory, pixel_k=pixel_k)
+    return {"chance_accuracy_top1": float(df["eval_hit"].mean()),
+            "chance_accuracy_top1_closed": float(df["eval_hit_closed"].mean()),
+            "chance_accuracy_robust": float(df["robust_hit"].mean()) if "robust_hit" in df else float("nan"),
+            "chance_accuracy_pixel": float(df["pixel_hit"].mean()),
+            "chance_n": int(len(y)), "chance_drawn": drawn, "chance_classes_found": int(y.unique().numel())}
+
+
+def judge_summary(df: pd.DataFrame) -> dict[str, Any]:
+    """metrics.json's attack-accuracy keys from the per-reconstruction verdicts."""
+    mean = lambda c: float(df[c].mean()) if c in df else float("nan")  # noqa: E731
+    judges = [df[c] for c in ("eval_hit", "robust_hit", "pixel_hit") if c in df]
+    agree = judge_agreement(*judges)
+    return {
+        "attack_accuracy_top1": mean("eval_hit"), "attack_accuracy_top1_closed": mean("eval_hit_closed"),
+        "attack_accuracy_top5": mean("eval_hit_top5"), "attack_accuracy_top5_closed": mean("eval_hit_top5_closed"),
+        "attack_accuracy_robust": mean("robust_hit"), "attack_accuracy_robust_closed": mean("robust_hit_closed"),
+        "attack_accuracy_pixel": mean("pixel_hit"),
+        "judges_all_accept": agree["all_accept"], "judges_disagree": agree["disagree"],
+        "judges": [c[:-4] for c in ("eval_hit", "robust_hit", "pixel_hit") if c in df],
+        "eval_judged_public": mean("eval_public"), "robust_judged_public": mean("robust_public"),
+        "pixel_judged_public": mean("pixel_public"), "pixel_nearest_public": mean("pixel_nearest_public"),
+        "pixel_rejected": mean("pixel_rejected"), "target_accuracy_on_reconstructions": mean("target_hit"),
+    }
+
+
+def judge_record(prefix: str, judge: Judge | None) -> dict[str, Any]:
+    """The judge's own quality, recorded with every result (NaN when absent)."""
+    if judge is None:
+        return {f"{prefix}_model": None, f"{prefix}_natural_accuracy": float("nan")}
+    r = judge.record
+    out = {f"{prefix}_model": str(judge.run_dir), f"{prefix}_arch": judge.arch,
+           f"{prefix}_natural_accuracy": r.get("natural_accuracy", float("nan")),
+           f"{prefix}_natural_accuracy_closed": r.get("natural_accuracy_closed", r.get("natural_accuracy", float("nan"))),
+           f"{prefix}_open_set": bool(r.get("open_set", False))}
+    if "pgd_accuracy" in r:
+        out.update({f"{prefix}_pgd_accuracy": r["pgd_accuracy"], f"{prefix}_pgd_eps": r["adversarial"]["eps"],
+                    f"{prefix}_pgd_train_steps": r["adversarial"]["steps"]})
+    return out
+
+
+def distribution_metrics(evaluator: Judge, images: torch.Tensor, labels: torch.Tensor, x_priv: torch.Tensor,
+                         y_priv: torch.Tensor) -> dict[str, Any]:
+    """KNN distance, FID (with its sample counts) and per-class PRDC (k = 3) in the
+    evaluation model's penultimate features."""
+    f_priv = extract_features(evaluator.model, x_priv).numpy()
+    f_rec = extract_features(evaluator.model, images.float()).numpy()
+    yr, yp = labels.numpy(), y_priv.numpy()
+    pr = prdc_per_class(f_priv, yp, f_rec, yr, nearest_k=3)
+    return {"knn_distance": knn_distance(f_rec, yr, f_priv, yp),
+            "fid": frechet_distance(f_rec, f_priv) if len(f_rec) >= 2 else float("nan"),
+            "fid_n_reconstructions": int(len(f_rec)), "fid_n_private": int(len(f_priv)),
+            **{k: pr[k] for k in ("precision", "recall", "density", "coverage")},
+            "prdc_nearest_k": pr["nearest_k"], "prdc_classes": pr["classes"],
+            "feature_space": f"evaluation-model ({evaluator.arch}) penultimate features"}
+
+
 @claim_scope()
 def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str | Path | None = None,
-                    device: str = "cpu") -> dict[str, Any]:
-    """Privacy metrics of one attack run, written to ``out_dir/metrics.json`` when given."""
+                    device: str = "cpu", robust_model: str | Path | None = None, pixel_k: int = PIXEL_K,
+                    reject_quantile: float | None = REJECT_QUANTILE, chance: bool = True,
+                    gallery: bool = True) -> dict[str, Any]:
+    """Privacy metrics of one attack run under every judge; with ``out_dir``, writes
+    ``metrics.json``, ``judgements.csv`` and ``gallery.png`` there.
+
+    Example:
+        >>> m = evaluate_attack("runs/gmi-0", "runs/eval", robust_model="runs/eval-robust")  # doctest: +SKIP
+        >>> m["attack_accuracy_top1"], m["attack_accuracy_robust"], m["attack_accuracy_pixel"]  # doctest: +SKIP
+    """
     if out_dir is not None:
         lock_run_dir(out_dir)  # one writer of out_dir at a time
     res = load_attack_run(attack_run)
-    ev = load_classifier(eval_model, device)
     info = res.info
-    ev_info = read_json(Path(eval_model) / "config.json")["config"]
-    if ev_info.get("dataset") != info.get("dataset"):
-        raise ReAnalysisError(f"the evaluation model was trained on {ev_info.get('dataset')} but the attack targets "
-                              f"{info.get('dataset')}; pass an evaluation model of the same private classes")
-    acc = attack_accuracy(ev, res.images, res.labels)
-    x_priv, y_priv, _ = private_train_images(info["target"], info["classes"])
-    f_priv = extract_features(ev, x_priv).numpy()
-    f_rec = extract_features(ev, res.images.float()).numpy()
+    target_rec = target_record(Path(info["target"]))
+    evaluator = load_judge(eval_model, target_rec, device)
+    robust = load_judge(robust_model, target_rec, device) if robust_model is not None else None
+    target = load_classifier(info["target"], device)
+    splits = target_splits(target_rec)
+    memory = training_images(splits, reject_quantile)
+    df = judge_images(res.images, res.labels, evaluator, robust, memory, target=target, pixel_k=pixel_k)
+    keep = torch.isin(memory.private_labels, torch.as_tensor(list(info["classes"])))
     metrics: dict[str, Any] = {
-        "attack_accuracy_top1": acc["top1"], "attack_accuracy_top5": acc["top5"],
-        "knn_distance": knn_distance(f_rec, res.labels.numpy(), f_priv, y_priv.numpy()),
-        "fid": frechet_distance(f_rec, f_priv) if len(f_rec) >= 2 else float("nan"),
+        **judge_summary(df),
+        **distribution_metrics(evaluator, res.images, res.labels, memory.private[keep], memory.private_labels[keep]),
+        **judge_record("eval", evaluator), **judge_record("robust", robust),
+        "target_arch": target_rec["config"].get("arch"), "pixel_k": pixel_k, "pixel_reject_quantile": reject_quantile,
+        "pixel_reject_sq_distance": memory.reject_sq_distance,
         "n_reconstructions": int(len(res.labels)), "attack": info["attack"], "classes": info["classes"],
-        "target_defense": info.get("target_defense"), "eval_model": str(eval_model),
-        "attack_run": str(attack_run), "feature_space": "evaluation-model penultimate features",
+        "seed": info.get("seed"), "target_defense": info.get("target_defense"), "attack_run": str(attack_run),
     }
-    k = min(5, len(f_rec) - 1, len(f_priv) - 1)
-    metrics.update(prdc(f_priv, f_rec, nearest_k=k) if k >= 1 else
-                   {"precision": float("nan"), "recall": float("nan"), "density": float("nan"), "coverage": float("nan")})
-    metrics["prdc_nearest_k"] = k
+    if chance:
+        metrics.update(chance_baseline(info, target, evaluator, robust, memory, device, seed=int(info.get("seed", 0)),
+                                       pixel_k=pixel_k))
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        existing = read_json(Path(out_dir) / "metrics.json") if (Path(out_dir) / "metrics.json").is_file() else {}
-        atomic_write_json(Path(out_dir) / "metrics.json", {**existing, **metrics})
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "judgements.csv", df.assign(seed=info.get("seed")).rename_axis("index").to_csv())
+        if gallery:
+            leakage_gallery(res.images, res.labels, evaluator, memory, df, out / "gallery.png",
+                            title=f"{info['attack']} vs {info.get('target_defense')}")
+        existing = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
+        atomic_write_json(out / "metrics.json", {**existing, **metrics})
     return metrics
+
+
+def nearest_private(queries: np.ndarray, labels: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray) -> np.ndarray:
+    """Row in ``bank`` of each query's nearest same-class entry (squared L2, faiss)."""
+    from .metrics import PrivateIndex
+
+    return PrivateIndex(bank, bank_labels, use_gpu=False).search(queries, labels, k=1)[1][:, 0]
+
+
+def leakage_gallery(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, memory: TrainingImages,
+                    verdicts: pd.DataFrame, path: str | Path, per_class: int = 2, max_classes: int = 8,
+                    title: str = "") -> Path:
+    """What actually leaked: each reconstruction beside its nearest same-class private image
+    in pixels and in evaluation features, and its nearest training image of any class
+    (marked when it is public). Shows ``per_class`` reconstructions of ``max_classes`` classes."""
+    from .metrics.judges import pixel_vectors
+    from .plots import nearest_images_figure, save_figure
+
+    y = labels.long().numpy()
+    rows = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)[:max_classes]])
+    keep = np.isin(memory.private_labels.numpy(), np.unique(y[rows]))
+    bank, bank_y = memory.private[keep], memory.private_labels[keep].numpy()
+    px = nearest_private(pixel_vectors(images[rows]), y[rows], pixel_vectors(bank), bank_y)
+    f_bank = extract_features(evaluator.model, bank).numpy()
+    fx = nearest_private(extract_features(evaluator.model, images[rows].float()).numpy(), y[rows], f_bank, bank_y)
+    all_train = torch.cat([memory.private, memory.public])
+    nearest_any = verdicts["pixel_nearest_index"].to_numpy()[rows]
+    fig = nearest_images_figure(
+        images[rows].float(), normalize(bank[px]), normalize(bank[fx]), normalize(all_train[nearest_any]),
+        labels=y[rows], nearest_public=verdicts["pixel_nearest_public"].to_numpy()[rows],
+        verdicts=verdicts.iloc[rows], title=title)
+    return save_figure(fig, path)
+
+
+def load_judgements(attack_run: str | Path) -> pd.DataFrame:
+    """``judgements.csv`` of an evaluated attack run (one row per reconstruction)."""
+    path = Path(attack_run) / "judgements.csv"
+    if not path.is_file():
+        raise ReAnalysisError(f"no judgements.csv in {attack_run}; run `re-analysis evaluate` on it first")
+    return pd.read_csv(path)
+
+
+def judgement_intervals(judgements: pd.DataFrame, by=("dataset", "defense", "attack"), columns=JUDGE_COLUMNS,
+                        confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
+    """Mean and hierarchical bootstrap interval (seeds, then reconstructions) of every
+    verdict column per group: ``<col>``, ``<col>_ci_low``, ``<col>_ci_high``.
+
+    ``judgements`` stacks the runs' judgements.csv with the group columns and ``seed``.
+    """
+    by = [b for b in by if b in judgements]
+    out = []
+    for key, g in judgements.groupby(by, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for c in columns:
+            if c in g and g[c].notna().any():
+                v = g[c].dropna()
+                m, lo, hi = hierarchical_bootstrap(v.astype(float), g.loc[v.index, "seed"], confidence, n_resamples)
+                row.update({c: m, f"{c}_ci_low": lo, f"{c}_ci_high": hi})
+        row["n_reconstructions"], row["n_seeds"] = len(g), g["seed"].nunique()
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def compare_with_none(judgements: pd.DataFrame, column: str = "eval_hit", by=("dataset", "attack"),
+                      baseline: str = "none", confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
+    """Each defense against ``baseline`` on paired reconstructions (same seed, same index):
+    difference, interval, p-value and verdict ("no measurable difference" when the
+    interval covers zero), per ``by`` group."""
+    by = [b for b in by if b in judgements]
+    rows = []
+    for key, g in judgements.groupby(by, sort=False):
+        base = g[g["defense"] == baseline].set_index(["seed", "index"])[column]
+        for defense, d in g[g["defense"] != baseline].groupby("defense", sort=False):
+            d = d.set_index(["seed", "index"])[column]
+            both = base.index.intersection(d.index)
+            if len(both) == 0:
+                continue
+            cmp = paired_comparison(d.loc[both].astype(float), base.loc[both].astype(float),
+                                    groups=both.get_level_values("seed"), confidence=confidence,
+                                    n_resamples=n_resamples)
+            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "defense": defense,
+                         "judge": column, **cmp})
+    return pd.DataFrame(rows)
 
 
 def erasing_for(target_dir: str | Path) -> RandomErasing:
@@ -91,7 +410,8 @@ def erasing_for(target_dir: str | Path) -> RandomErasing:
 def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | Path | None = None,
                 seed: int = 0, max_private_per_class: int = 200, device: str = "cpu",
                 embed: bool = True) -> dict[str, Any]:
-    """Feature-space gap between private, erased and reconstructed images in the TARGET's features.
+    """Feature-space gap between private, erased and reconstructed images in the TARGET's
+    features, and how far the private classes stay apart (``separation_*`` keys).
 
     ``embed=False`` skips the UMAP embedding, hull overlaps and figure (the statistics in
     the full feature space are still computed; UMAP is the slow part).
@@ -117,9 +437,16 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     f_rec = extract_features(model, res.images.float()).numpy()
     y_np, yr = y.numpy(), res.labels.numpy()
     gap = feature_gap(f_priv, y_np, f_re, y_np, f_rec, yr)
+    if len(np.unique(y_np)) >= 2:
+        sep = class_separation(f_priv, y_np)
+        gap.update({"separation_margin": sep["margin"], "separation_nn_purity": sep["nn_purity"],
+                    "separation_silhouette": sep["silhouette"]})
+        for c, v in sep["per_class"].items():
+            if c in gap["per_class"]:
+                gap["per_class"][c].update({f"separation_{k}": val for k, val in v.items()})
     gap.update({"target": str(target_dir), "attack_run": str(attack_run), "target_defense": res.info.get("target_defense"),
                 "attack": res.info["attack"], "feature_space": "target-model penultimate features",
-                "erasing": repr(eraser)})
+                "erasing": repr(eraser), "private_per_class": max_private_per_class})
     if not embed:
         if out_dir is not None:
             atomic_write_json(Path(out_dir) / "gap.json", gap)

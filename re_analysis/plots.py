@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 GROUP_COLORS = {"private": "#1f77b4", "erased": "#ff7f0e", "reconstruction": "#d62728"}
+OTHER_CLASSES_COLOR = "#c7c7c7"
 
 
 def _plt():
@@ -21,7 +22,9 @@ def _plt():
 
 def feature_space_figure(embedding: np.ndarray, groups, labels, class_names=None, title: str = ""):
     """Per-class 2-D scatter of private / erased / reconstruction features with a convex
-    hull per group (the idea of MIDRE's Fig. 2). Returns the matplotlib figure."""
+    hull per group (the idea of MIDRE's Fig. 2), over the OTHER classes' private features in
+    grey (MIDRE's second claim: a class's private features stay apart from the others).
+    Returns the matplotlib figure."""
     import seaborn as sns
     from scipy.spatial import ConvexHull, QhullError
 
@@ -33,6 +36,9 @@ def feature_space_figure(embedding: np.ndarray, groups, labels, class_names=None
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
     for ax, c in zip(axes.flat, classes):
         sub = df[df["label"] == c]
+        others = df[(df["label"] != c) & (df["group"] == "private")]
+        ax.scatter(others["x"], others["y"], s=4, color=OTHER_CLASSES_COLOR, alpha=0.5, linewidths=0,
+                   label="other classes (private)" if c == classes[0] else None)
         sns.scatterplot(data=sub, x="x", y="y", hue="group", palette=GROUP_COLORS, s=10, alpha=0.6, ax=ax,
                         legend=c == classes[0])
         for g, color in GROUP_COLORS.items():
@@ -55,6 +61,46 @@ def feature_space_figure(embedding: np.ndarray, groups, labels, class_names=None
         ax.axis("off")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _show(ax, image, title: str = "", color: str = "black"):
+    img = (np.asarray(image, dtype=np.float64) * 0.5 + 0.5).clip(0, 1)  # normalised [-1, 1] -> [0, 1]
+    img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=7, color=color)
+
+
+def nearest_images_figure(recon, nearest_pixels, nearest_features, nearest_any, labels, nearest_public,
+                          verdicts=None, title: str = ""):
+    """The leakage gallery: one row per reconstruction, beside its nearest same-class private
+    image in pixels and in evaluation features, and its nearest training image of any class
+    (red when public). ``verdicts`` (rows of judgements.csv) put each judge's verdict on the
+    reconstruction. Images are normalised (N, C, H, W) arrays in [-1, 1]."""
+    plt = _plt()
+    n = len(recon)
+    fig, axes = plt.subplots(n, 4, figsize=(4 * 1.25, n * 1.3), squeeze=False)
+    heads = ["reconstruction", "nearest private\n(pixels)", "nearest private\n(eval features)", "nearest training\nimage (any)"]
+    for i in range(n):
+        verdict = ""
+        if verdicts is not None:
+            v = verdicts.iloc[i]
+            marks = [f"{name}{'+' if bool(v[col]) else '-'}" for name, col in
+                     (("E", "eval_hit"), ("R", "robust_hit"), ("P", "pixel_hit")) if col in v]
+            verdict = " ".join(marks)
+        _show(axes[i, 0], recon[i], f"class {int(labels[i])} {verdict}")
+        _show(axes[i, 1], nearest_pixels[i])
+        _show(axes[i, 2], nearest_features[i])
+        pub = bool(nearest_public[i])
+        _show(axes[i, 3], nearest_any[i])
+        axes[i, 3].set_xlabel("PUBLIC" if pub else "private", fontsize=7, color="#d62728" if pub else "black")
+    for ax, h in zip(axes[0], heads):
+        ax.set_title(f"{h}\n{ax.get_title()}".strip(), fontsize=7)
+    fig.suptitle(title or "reconstructions and their nearest training images", fontsize=9)
     fig.tight_layout()
     return fig
 

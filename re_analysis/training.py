@@ -40,6 +40,7 @@ from .config import TrainConfig
 from .data import load_dataset, materialize
 from .defenses import Defense, create_defense
 from .distributed import all_sum, barrier, rank_device, setup
+from .adversarial import pgd_accuracy, pgd_examples
 from .errors import ReAnalysisError
 from .models import Classifier, create_model
 from .models.inputs import autocast, normalize, predict_logits, resolve_device
@@ -137,7 +138,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     key = {**config.to_dict(), "augmentation": augmentation.recipe}
     run_dir = Path(out_dir) if out_dir is not None else Path(cache_root) / f"train-{config_hash(key)}"
     torch.manual_seed(config.seed)
-    model = create_model(config.arch, splits.num_classes, splits.channels, splits.image_size)
+    num_classes = splits.num_classes + (splits.num_public_classes if config.open_set else 0)
+    model = create_model(config.arch, num_classes, splits.channels, splits.image_size)
     dist_ = setup(device)
     device = rank_device(device)
     if dist_.enabled and single_process_only(defense):
@@ -154,7 +156,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model.parameters())
-    x_train, y_train = materialize(splits.private_train)
+    x_train, y_train = training_data(config, splits)
     x_test, y_test = materialize(splits.private_test)
     x_train, y_train = x_train.to(device), y_train.to(device)
     ckpt = run_dir / CHECKPOINT
@@ -197,11 +199,12 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         "device": str(device), "world_size": dist_.world, "config_hash": config_hash(key),
         "versions": environment_versions(),
         "augmentation": {**augmentation.recipe, "library": augmentation_library(augmentation)},
-        **last_stats, **defense.report(model, x_test, y_test),
+        **last_stats, **defense.report(model, x_test, y_test), **judge_report(model, config, splits, x_test, y_test),
     }
     if dist_.is_main:
         save_weights(run_dir, model, {"dataset": config.dataset, "defense": config.defense, "role": config.role,
-                                      "wrapper": defense.wrapper_info()})
+                                      "wrapper": defense.wrapper_info(), "num_private_classes": splits.num_classes,
+                                      "open_set": bool(config.open_set)})
         extra = defense.artifacts()
         if extra:
             atomic_save_tensors(run_dir / DEFENSE_ARTIFACTS, extra)
@@ -209,6 +212,33 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         remove_artifact(ckpt)
     barrier()
     return TrainResult(run_dir, metrics, model.eval())
+
+
+def training_data(config: TrainConfig, splits) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training images and labels. An open-set evaluation model
+    learns the private classes AND the public ones (labels offset by the private count), so
+    that a reconstruction showing a public identity can be judged a miss."""
+    x, y = materialize(splits.private_train)
+    if not config.open_set:
+        return x, y
+    x_pub, y_pub = materialize(splits.public)
+    return torch.cat([x, x_pub]), torch.cat([y, y_pub + splits.num_classes])
+
+
+def judge_report(model: Classifier, config: TrainConfig, splits, x_test, y_test) -> dict[str, Any]:
+    """An evaluation model's closed-set accuracy (argmax over the private classes) and, for
+    the robust judge, its accuracy under PGD-10 at the training budget."""
+    if config.role != "eval":
+        return {}
+    out = {"open_set": bool(config.open_set), "num_private_classes": splits.num_classes}
+    logits = predict_logits(model, x_test)
+    out["natural_accuracy_closed"] = float((logits[:, :splits.num_classes].argmax(1) == y_test.cpu()).float().mean())
+    if config.adversarial:
+        out["adversarial"] = dict(config.adversarial)
+        out["pgd_accuracy"] = pgd_accuracy(model, x_test, y_test, config.adversarial["eps"], steps=10,
+                                           seed=config.seed)
+        out["pgd_attack"] = {"eps": config.adversarial["eps"], "steps": 10, "units": "pixels in [0, 1]"}
+    return out
 
 
 def unwrap_ddp(model: nn.Module) -> nn.Module:
@@ -273,6 +303,8 @@ def train_one_epoch(model: nn.Module, defense, optimizer, x_train: torch.Tensor,
         x = training_inputs(x_train[idx], augmentation, batch_seed(config.seed, epoch, b, rank))
         y = y_train[idx]
         x = defense.transform_batch(x, y, generator=aug_gen)
+        if config.adversarial:  # the robust judge: train on PGD examples (Madry et al. 2018)
+            x = pgd_examples(unwrap_ddp(model), x, y, generator=aug_gen, **config.adversarial)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):

@@ -68,8 +68,8 @@ def test_target_classifies_reconstructions_as_their_class(attacked, name):
 def test_gmi_and_kedmi_fool_the_independent_evaluation_model(attacked, trained, name, tmp_path):
     run_cli("evaluate", "--attack-run", attacked[name], "--eval-model", trained["eval"], "--out", tmp_path)
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["attack_accuracy_top1"] > 0.4, m  # chance: 0.2
-    assert m["attack_accuracy_top5"] == 1.0  # 5 classes: top-5 is every class
+    assert m["attack_accuracy_top1_closed"] > 0.4, m  # the field's closed-set verdict; chance: 0.2
+    assert m["attack_accuracy_top5"] != m["attack_accuracy_top5"]  # NaN: with 5 classes top-5 says nothing
     assert m["knn_distance"] > 0 and m["fid"] > 0 and 0 <= m["coverage"] <= 1
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from re_analysis import ReAnalysisError
-from re_analysis.features import feature_gap, hull_overlap, umap_embed
-from re_analysis.metrics import PrivateIndex, attack_accuracy, frechet_distance, knn_distance, prdc
+from re_analysis.features import class_separation, feature_gap, feature_scale, hull_overlap, umap_embed
+from re_analysis.metrics import PrivateIndex, attack_accuracy, frechet_distance, knn_distance, prdc, prdc_per_class
 
 
 def anchors_knn(recon, recon_y, priv, priv_y):
@@ -133,5 +133,68 @@ def test_attack_accuracy_hand_computed():
 
     imgs = torch.stack([torch.full((1, 4, 4), v) for v in (-0.9, 0.9, 0.9, -0.9)])
     acc = attack_accuracy(Fixed(), imgs, torch.tensor([0, 1, 0, 2]), topk=(1, 2))
-    # predictions: 0, 1, 1, 0 -> top-1 hits 2/4; top-2 sets {0,2},{1,2},{1,2},{0,2} -> hits 0,1,no,2 -> 3/4
-    assert acc == {"top1": 0.5, "top2": 0.75}
+    # predictions: 0, 1, 1, 0 -> top-1 hits 2/4; top-2 of 3 classes is not reported (3 <= 2 * 2)
+    assert acc["top1"] == 0.5 and np.isnan(acc["top2"])
+
+
+def test_prdc_per_class_by_hand():
+    # class 0: real at 0, 1, 2, 3, 4 (1-D); k = 3 radii: 3, 2, 2, 2, 3
+    real = np.array([[0.], [1.], [2.], [3.], [4.], [100.], [101.], [102.], [103.], [104.]], "float32")
+    ry = np.repeat([0, 1], 5)
+    # class 0 fakes: 1.5 (inside), 2.5 (inside), 9 (outside every ball), 10 (outside); class 1 fakes at real + 0.25
+    fake = np.array([[1.5], [2.5], [9.], [10.], [100.25], [101.25], [102.25], [103.25]], "float32")
+    fy = np.repeat([0, 1], 4)
+    m = prdc_per_class(real, ry, fake, fy, nearest_k=3)
+    c0 = prdc(real[:5], fake[:4], nearest_k=3)
+    assert c0["precision"] == 0.5  # 1.5 and 2.5 lie in some real ball, 9 and 10 in none
+    # 1.5 and 2.5 each lie in all five balls (radii 3, 2, 2, 2, 3); density = 10 / (k * 4 fakes)
+    assert c0["density"] == pytest.approx(10 / 12)
+    assert m["per_class"][0] == c0 and m["per_class"][1] == prdc(real[5:], fake[4:], nearest_k=3)
+    for k in ("precision", "recall", "density", "coverage"):
+        assert m[k] == pytest.approx((m["per_class"][0][k] + m["per_class"][1][k]) / 2)
+    assert (m["classes"], m["nearest_k"]) == (2, 3)
+
+
+def test_prdc_per_class_does_not_count_another_class_as_precise():
+    rng = np.random.default_rng(0)
+    real = np.r_[rng.normal(0, 1, (50, 4)), rng.normal(8, 1, (50, 4))].astype("float32")
+    ry = np.repeat([0, 1], 50)
+    fake = real[[0, 1, 2, 3, 4, 50, 51, 52, 53, 54]] + np.float32(0.01)
+    fy = np.array([1] * 5 + [0] * 5)  # every reconstruction looks like the OTHER class
+    assert prdc(real, fake, nearest_k=3)["precision"] == 1.0  # pooled over classes: "precise"
+    assert prdc_per_class(real, ry, fake, fy)["precision"] == 0.0
+
+
+def test_gap_is_normalised_by_the_targets_own_scale():
+    rng = np.random.default_rng(1)
+    priv = rng.normal(size=(120, 6)).astype("float32")
+    y = np.repeat([0, 1, 2], 40)
+    erased, recon = priv + np.float32(2.0), priv[::6] + np.float32(1.0)
+    g = feature_gap(priv, y, erased, y, recon, y[::6])
+    nn = [np.sort(((priv[y == c][:, None] - priv[y == c][None]) ** 2).sum(-1), 1)[:, 1] for c in range(3)]
+    assert g["feature_scale"] == pytest.approx(np.median(np.concatenate(nn)), rel=1e-5)
+    assert g["mean_dist_private_normalized"] == pytest.approx(g["mean_dist_private"] / g["feature_scale"])
+    # another target whose features are 10x larger: raw distances x100, normalised ones equal
+    g10 = feature_gap(priv * 10, y, erased * 10, y, recon * 10, y[::6])
+    assert g10["mean_dist_private"] == pytest.approx(100 * g["mean_dist_private"], rel=1e-4)
+    assert g10["mean_dist_private_normalized"] == pytest.approx(g["mean_dist_private_normalized"], rel=1e-4)
+    assert g10["mean_dist_erased_normalized"] == pytest.approx(g["mean_dist_erased_normalized"], rel=1e-4)
+    assert feature_scale(np.array([[0.], [2.], [10.], [13.]], "float32"), [0, 0, 1, 1]) == 6.5  # median(4, 4, 9, 9)
+
+
+def test_class_separation_on_constructed_clusters():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 60)
+    centres = np.array([[0, 0], [10, 0], [0, 10]], "float32")
+    apart = (centres[y] + rng.normal(0, 0.5, (180, 2))).astype("float32")
+    mixed = rng.normal(0, 1, (180, 2)).astype("float32")  # labels carry no geometry
+    a, m = class_separation(apart, y), class_separation(mixed, y)
+    assert a["nn_purity"] == 1.0 and a["margin"] > 0.8 and a["silhouette"] > 0.85
+    # random labels: 2 of 3 neighbours belong to other classes, so the nearest other-class point
+    # is usually nearer than the nearest same-class one (negative margin)
+    assert m["nn_purity"] == pytest.approx(1 / 3, abs=0.12) and -0.4 < m["margin"] < 0 and abs(m["silhouette"]) < 0.1
+    # by hand, 1-D: class 0 at 0, 1; class 1 at 3 -> point 0: same 1, other 3 -> (3 - 1) / 4
+    s = class_separation(np.array([[0.], [1.], [3.], [3.5]], "float32"), [0, 0, 1, 1], silhouette=False)
+    assert s["per_class"][0]["margin"] == pytest.approx(((3 - 1) / 4 + (2 - 1) / 3) / 2)
+    with pytest.raises(ReAnalysisError, match="at least two classes"):
+        class_separation(apart[:5], np.zeros(5, int))

@@ -11,6 +11,12 @@ released; these are the statistics this suite defines, in the full feature space
   among private and erased features together is an erased one;
 - ``coverage_private``: share of private points that have a same-class reconstruction
   inside their k-NN radius (Naeem et al.'s coverage, per class, averaged over points);
+- ``mean_dist_private_normalized`` / ``mean_dist_erased_normalized``: the same distances
+  in units of the target's own scale, :func:`~re_analysis.features.feature_scale` (the
+  median squared distance from a private feature to its nearest same-class private
+  neighbour, ``feature_scale``). Every target has its own feature space, so only the
+  normalised distances compare across defenses; 1.0 means "as far as a private image is
+  from its nearest same-class private image";
 - the same per class, under ``per_class``.
 """
 
@@ -22,11 +28,15 @@ from ..errors import ReAnalysisError
 from ..metrics._arrays import as_features, as_labels, same_width
 from ..metrics.distribution import knn_radii
 from ..metrics.knn import PrivateIndex
+from .separation import feature_scale
 
 
 def feature_gap(private_features, private_labels, erased_features, erased_labels, recon_features, recon_labels,
-                nearest_k: int = 5) -> dict:
+                nearest_k: int = 5, scale: float | None = None) -> dict:
     """Gap statistics between reconstructions, private and erased features (see module doc).
+
+    ``scale`` overrides the normalising unit (default: :func:`feature_scale` of the
+    private features; compare targets only with private sets of the same size per class).
 
     Example:
         >>> import numpy as np
@@ -60,15 +70,22 @@ def feature_gap(private_features, private_labels, erased_features, erased_labels
     attacked = np.isin(yp, np.unique(yr))
     if not attacked.any():
         raise ReAnalysisError("no private class matches a reconstruction label")
+    scale = feature_scale(fp, yp) if scale is None else float(scale)
+    if not scale > 0:
+        raise ReAnalysisError(f"the normalising scale must be positive, got {scale}")
     per_class = {}
     for c in np.unique(yr):
         m = yr == c
         pm = (yp == c)
         per_class[int(c)] = {"mean_dist_private": float(d_priv[m].mean()),
                              "mean_dist_erased": float(d_erased[m].mean()),
+                             "mean_dist_private_normalized": float(d_priv[m].mean() / scale),
+                             "mean_dist_erased_normalized": float(d_erased[m].mean() / scale),
                              "fraction_nearer_erased": float(nearer[m].mean()),
                              "coverage_private": float(covered[pm].mean())}
     return {"mean_dist_private": float(d_priv.mean()), "mean_dist_erased": float(d_erased.mean()),
+            "mean_dist_private_normalized": float(d_priv.mean() / scale),
+            "mean_dist_erased_normalized": float(d_erased.mean() / scale), "feature_scale": scale,
             "fraction_nearer_erased": float(nearer.mean()),
             "coverage_private": float(covered[attacked].mean()),
             "per_class": per_class, "n_reconstructions": int(len(fr))}

@@ -1,15 +1,25 @@
-"""Privacy and fidelity metrics: attack accuracy, KNN distance (faiss), FID, PRDC.
+"""Privacy and fidelity metrics: attack accuracy under several judges, the chance baseline,
+KNN distance (faiss), FID, PRDC, and the statistics (intervals, paired comparisons, sample
+sizes) that say which differences are real.
 
 Higher attack accuracy = stronger attack (weaker defense); lower KNN distance and FID =
 reconstructions closer to the private data.
 """
 
 from .accuracy import attack_accuracy
-from .distribution import frechet_distance, inception_fid, prdc
+from .distribution import frechet_distance, inception_fid, prdc, prdc_per_class
+from .judges import (accepted_prior_samples, chance_acceptance, classifier_hits, judge_agreement, judged_public,
+                     pixel_judge, reject_radius, topk_reported)
 from .knn import PrivateIndex, knn_distance
+from .stats import (NO_DIFFERENCE, bootstrap_interval, hierarchical_bootstrap, paired_comparison,
+                    proportion_sample_size, reconstructions_per_class)
 
 attack_accuracy.higher_is_better = True
 knn_distance.higher_is_better = False
 frechet_distance.higher_is_better = False
 
-__all__ = ["attack_accuracy", "knn_distance", "PrivateIndex", "frechet_distance", "prdc", "inception_fid"]
+__all__ = ["attack_accuracy", "knn_distance", "PrivateIndex", "frechet_distance", "prdc", "prdc_per_class",
+           "inception_fid", "classifier_hits", "judged_public", "pixel_judge", "reject_radius", "judge_agreement",
+           "topk_reported", "accepted_prior_samples", "chance_acceptance", "bootstrap_interval",
+           "hierarchical_bootstrap", "paired_comparison", "proportion_sample_size", "reconstructions_per_class",
+           "NO_DIFFERENCE"]

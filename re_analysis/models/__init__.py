@@ -12,5 +12,6 @@ from .registry import (Classifier, create_model, list_models, model_info,
                        register_model)
 from . import small as _small  # noqa: F401
 from . import faces as _faces  # noqa: F401
+from . import evaluators as _evaluators  # noqa: F401
 
 __all__ = ["Classifier", "create_model", "list_models", "model_info", "register_model"]
