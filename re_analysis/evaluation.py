@@ -436,14 +436,22 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     f_re = extract_features(model, erased).numpy()
     f_rec = extract_features(model, res.images.float()).numpy()
     y_np, yr = y.numpy(), res.labels.numpy()
-    gap = feature_gap(f_priv, y_np, f_re, y_np, f_rec, yr)
+    gap = feature_gap(f_priv, y_np, f_re, y_np, f_rec, yr, per_sample=True)
+    samples = gap.pop("samples")
+    recon_rows = pd.DataFrame({"index": np.arange(len(yr)), "label": yr, **samples})
+    point_rows = None
     if len(np.unique(y_np)) >= 2:
-        sep = class_separation(f_priv, y_np)
+        sep = class_separation(f_priv, y_np, per_point=True)
+        point_rows = pd.DataFrame({"index": np.arange(len(y_np)), "label": y_np, "margin": sep.pop("margins")})
         gap.update({"separation_margin": sep["margin"], "separation_nn_purity": sep["nn_purity"],
                     "separation_silhouette": sep["silhouette"]})
         for c, v in sep["per_class"].items():
             if c in gap["per_class"]:
                 gap["per_class"][c].update({f"separation_{k}": val for k, val in v.items()})
+    if out_dir is not None:  # per-item tables: the paired comparisons across defenses read them
+        atomic_write_text(Path(out_dir) / "gap_samples.csv", recon_rows.to_csv(index=False))
+        if point_rows is not None:
+            atomic_write_text(Path(out_dir) / "separation_samples.csv", point_rows.to_csv(index=False))
     gap.update({"target": str(target_dir), "attack_run": str(attack_run), "target_defense": res.info.get("target_defense"),
                 "attack": res.info["attack"], "feature_space": "target-model penultimate features",
                 "erasing": repr(eraser), "private_per_class": max_private_per_class})

@@ -6,9 +6,18 @@ also how the ablations are expressed) and which (defense, attack) pairs to run. 
 step is cached in the run directory (targets, priors, attacks, metrics), so a re-run
 recomputes nothing finished and a killed run resumes.
 
-Outputs in ``out_dir``: ``results.csv`` (one row per dataset/defense/attack/seed),
-``summary.csv`` (mean and standard deviation over seeds), ``tradeoff.csv`` (privacy-utility
-trade-off against no defense) and ``study.json`` (the resolved preset).
+Outputs in ``out_dir``:
+
+- ``results.csv``: one row per dataset/defense/attack/seed (every judge, the chance
+  baseline, distribution metrics, the feature-space gap, budgets actually run);
+- ``judgements.csv``: one row per reconstruction, every judge's verdict (0/1), keyed by
+  dataset/defense/attack/seed/index, so defenses compare on paired reconstructions;
+- ``natural.csv``: one row per private test image and target (correct or not);
+- ``gap_samples.csv`` / ``separation.csv``: per reconstruction / per private feature;
+- ``summary.csv``: per dataset/defense/attack, each number with its 95% interval;
+- ``comparisons.csv``: each defense against ``none`` on paired items, per judge;
+- ``tradeoff.csv``, ``verdicts.csv`` and ``verdict_summary.csv`` (the paper's claims);
+- ``study.json``: the resolved preset.
 
 Safety: the study directory is locked while a study runs in it (a second study waits, then
 reuses everything). A cached step is trusted only after its files match their manifest: a
@@ -45,13 +54,33 @@ log = logging.getLogger("re_analysis")
 STUDY_LOG = "study.log"
 
 PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
-               "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params", "embed"}
-RESULT_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "target_dir", "attack_dir",
-                  "natural_accuracy",
-                  "attack_accuracy_top1", "attack_accuracy_top5", "knn_distance", "fid", "precision", "recall",
-                  "density", "coverage", "mean_dist_private", "mean_dist_erased", "fraction_nearer_erased",
-                  "coverage_private", "target_accuracy_on_reconstructions", "epsilon"]
-METRICS = RESULT_COLUMNS[8:]
+               "robust_model", "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params",
+               "embed", "classes", "claims"}
+ID_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "target_dir", "attack_dir"]
+RESULT_COLUMNS = ID_COLUMNS + [
+    # utility
+    "natural_accuracy", "epsilon", "delta",
+    # attack accuracy under every judge (open set unless "closed"), and how they agree
+    "attack_accuracy_top1", "attack_accuracy_top1_closed", "attack_accuracy_top5", "attack_accuracy_robust",
+    "attack_accuracy_pixel", "judges_all_accept", "judges_disagree", "eval_judged_public", "pixel_nearest_public",
+    "pixel_rejected", "target_accuracy_on_reconstructions",
+    # what an attack gets for free: unoptimised prior samples the target labels as the class
+    "chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust", "chance_accuracy_pixel",
+    # distribution metrics in evaluation-model features
+    "knn_distance", "fid", "fid_n_reconstructions", "precision", "recall", "density", "coverage",
+    # the feature-space gap (target features) and the separation of private classes
+    "mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",
+    "fraction_nearer_erased", "coverage_private", "separation_margin", "separation_nn_purity",
+    "separation_silhouette",
+    # the judges' own quality and the run's budget
+    "eval_natural_accuracy", "robust_natural_accuracy", "robust_pgd_accuracy", "n_reconstructions",
+    "n_classes_attacked", "iterations_fraction", "prior_steps_fraction", "reduced_budget", "prior_passed",
+    "prior_quality",
+]
+METRICS = RESULT_COLUMNS[len(ID_COLUMNS):]
+# judgements.csv verdict columns -> the results.csv column of their chance baseline
+JUDGE_CHANCE = {"eval_hit": "chance_accuracy_top1", "eval_hit_closed": "chance_accuracy_top1_closed",
+                "robust_hit": "chance_accuracy_robust", "pixel_hit": "chance_accuracy_pixel"}
 
 
 def list_presets() -> list[str]:
@@ -121,7 +150,17 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
     p.setdefault("per_class", 5)
     p.setdefault("train", {})
     p.setdefault("eval_model", {})
+    p.setdefault("robust_model", {})
     p.setdefault("prior", {})
+    p.setdefault("classes", None)
+    p.setdefault("claims", {})
+    classes = p["classes"]
+    if classes is not None and not ((isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2)
+                                    or (isinstance(classes, list) and classes and all(isinstance(c, int) for c in classes))):
+        raise ReAnalysisError(f"preset classes must be a number of private classes to attack (>= 2, a seeded choice "
+                              f"per seed) or a list of class indices, got {classes!r}")
+    if p["robust_model"] is not False and not isinstance(p["robust_model"], dict):
+        raise ReAnalysisError("preset robust_model must be a mapping of training options or false (no robust judge)")
     p.setdefault("gap_figures", [])
     p.setdefault("device", "auto")
     p.setdefault("embed", True)
@@ -168,7 +207,8 @@ class StudyPaths:
         return self.root / "targets" / f"{label}-s{seed}-{config_hash(cfg.resolved().to_dict(), 8)}"
 
     def eval_model(self, cfg) -> Path:
-        return self.root / "targets" / f"eval-model-{config_hash(cfg.resolved().to_dict(), 8)}"
+        kind = "robust-eval-model" if cfg.resolved().adversarial else "eval-model"
+        return self.root / "targets" / f"{kind}-{config_hash(cfg.resolved().to_dict(), 8)}"
 
     def attack(self, label: str, attack: str, seed: int, cfg) -> Path:
         key = {k: v for k, v in asdict(cfg).items() if k != "device"}
@@ -189,13 +229,36 @@ def target_config(preset, label: str, seed: int):
                        defense_params=spec["params"], seed=seed, device=preset["device"], **preset["train"])
 
 
-def eval_config(preset):
-    from .config import TrainConfig
+def eval_config(preset, robust: bool = False):
+    """The evaluation model (open set: private and public classes, another architecture than
+    the targets); ``robust=True``: its adversarially trained twin (``robust_model`` options
+    on top of ``eval_model``'s, PGD per :data:`re_analysis.config.ROBUST_EVAL` by default)."""
+    from .config import ROBUST_EVAL, TrainConfig
 
     opts = {"epochs": 8, **preset["eval_model"]}
+    if robust:
+        opts.update(preset["robust_model"] or {})
+        opts.setdefault("adversarial", dict(ROBUST_EVAL))
     return TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
                        dataset_params=preset.get("dataset_params", {}), role="eval", seed=opts.pop("seed", 0),
                        device=preset["device"], **opts)
+
+
+def attacked_classes(preset, seed: int) -> tuple[int, ...] | None:
+    """The private classes attacked at ``seed``: all (None), the preset's list, or a seeded
+    choice of ``classes`` of them (the literature attacks subsets: GMI 300 of 1,000)."""
+    classes = preset.get("classes")
+    if classes is None or isinstance(classes, list):
+        return tuple(classes) if classes else None
+    from .data import load_dataset
+
+    n = load_dataset(preset["dataset"], root=preset.get("root"), seed=seed, image_size=preset.get("image_size"),
+                     **preset.get("dataset_params", {})).num_classes
+    if classes >= n:
+        return None
+    import numpy as np
+
+    return tuple(sorted(int(c) for c in np.random.default_rng(10_007 + seed).choice(n, classes, replace=False)))
 
 
 def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int):
@@ -209,25 +272,53 @@ def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int)
     if attack_class(attack).prior_kind != "wgan-gp":  # KEDMI/PLG priors are trained per target
         steps = prior.get("target_steps", steps)
     return AttackConfig(attack=attack, target=str(paths.target(label, seed, target_config(preset, label, seed))),
+                        classes=attacked_classes(preset, seed),
                         per_class=preset["per_class"], iterations=iterations, seed=seed, params=params,
                         prior_steps=steps, prior_seed=prior.get("seed", 0), device=preset["device"])
 
 
+TEST_PREDICTIONS = "test_predictions.csv"
+
+
 def train_target(preset, paths: StudyPaths, label: str, seed: int, progress: bool):
+    """Train (or reuse) a target; its per-image verdicts on the private test split are kept
+    beside it (``test_predictions.csv``) for paired natural-accuracy comparisons."""
+    from .data import load_dataset, materialize
+    from .models.inputs import predict_logits
     from .training import train
 
     cfg = target_config(preset, label, seed)
-    return train(cfg, paths.target(label, seed, cfg), progress=progress)
+    res = train(cfg, paths.target(label, seed, cfg), progress=progress)
+    pred_path = res.run_dir / TEST_PREDICTIONS
+    if not pred_path.is_file():
+        c = cfg.resolved()
+        splits = load_dataset(c.dataset, root=c.root, seed=c.seed, image_size=c.image_size, **c.dataset_params)
+        x, y = materialize(splits.private_test)
+        pred = predict_logits(res.model, x).argmax(1)
+        table = pd.DataFrame({"index": range(len(y)), "label": y.numpy(), "predicted": pred.numpy(),
+                              "correct": (pred == y).numpy().astype(int)})
+        atomic_write_text(pred_path, table.to_csv(index=False))
+    return res
 
 
-def train_eval_model(preset, paths: StudyPaths, progress: bool):
+def train_eval_model(preset, paths: StudyPaths, progress: bool, robust: bool = False):
     from .training import train
 
-    cfg = eval_config(preset)
+    cfg = eval_config(preset, robust=robust)
     return train(cfg, paths.eval_model(cfg), progress=progress)
 
 
+def robust_judge_dir(preset, paths: StudyPaths) -> Path | None:
+    return None if preset["robust_model"] is False else paths.eval_model(eval_config(preset, robust=True))
+
+
+GAP_KEYS = ("mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",
+            "fraction_nearer_erased", "coverage_private", "separation_margin", "separation_nn_purity",
+            "separation_silhouette")
+
+
 def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: int, progress: bool) -> dict:
+    """Attack one target, judge the reconstructions and measure the gap (each step cached)."""
     from .attacks import run_attack
     from .evaluation import analyze_gap, evaluate_attack
 
@@ -237,16 +328,21 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
     res = run_attack(cfg, out, cache_root=paths.cache, progress=progress)
     metrics_path = out / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-    if "attack_accuracy_top1" not in metrics:
-        metrics = evaluate_attack(out, paths.eval_model(eval_config(preset)), out)
+    if "attack_accuracy_top1" not in metrics or not (out / "judgements.csv").is_file():
+        metrics = evaluate_attack(out, paths.eval_model(eval_config(preset)), out,
+                                  robust_model=robust_judge_dir(preset, paths))
     figure = [label, attack] in [list(x) for x in preset["gap_figures"]] and seed == preset["seeds"][0]
     gap_path = out / "gap.json"
-    gap = read_json(gap_path) if gap_path.is_file() else None
+    gap = read_json(gap_path) if gap_path.is_file() and (out / "gap_samples.csv").is_file() else None
     if gap is None or (figure and preset["embed"] and not (out / "feature_space.png").is_file()):
         gap = analyze_gap(cfg.target, out, out, seed=seed, embed=figure and preset["embed"])
-    return {**metrics, **{k: gap[k] for k in ("mean_dist_private", "mean_dist_erased", "fraction_nearer_erased",
-                                               "coverage_private")},
-            "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"],
+    info = res.info
+    budget = {k: info.get(k) for k in ("iterations_fraction", "prior_steps_fraction", "prior_passed", "prior_quality")}
+    fractions = [v for v in (budget["iterations_fraction"], budget["prior_steps_fraction"]) if v is not None]
+    budget["reduced_budget"] = bool(fractions) and min(fractions) < 1
+    return {**metrics, **{k: gap.get(k) for k in GAP_KEYS}, **budget,
+            "n_classes_attacked": len(info["classes"]),
+            "target_accuracy_on_reconstructions": info["target_accuracy_on_reconstructions"],
             "target_dir": str(Path(cfg.target).relative_to(paths.root)), "attack_dir": str(out.relative_to(paths.root))}
 
 
@@ -267,8 +363,9 @@ def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool 
         for problem in verify_runs(paths.root).problems:
             if problem.recorded:  # files the manifest does not vouch for are left to the loaders' checks
                 set_aside_damage(problem.path, problem.run_dir, paths.root, problem.problem)
-        results = recompute_damaged(lambda: run_grid(preset, paths, progress), paths.root)
-    write_tables(results, paths.root)
+        tables = recompute_damaged(lambda: run_grid(preset, paths, progress), paths.root)
+    write_tables(tables, paths.root, preset)
+    results = tables.results
     record = {k: v for k, v in preset.items() if k != "pairs"}
     record["seconds_this_call"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(paths.root / "study.json", record)
@@ -324,41 +421,118 @@ def recompute_damaged(step, root: Path):
             set_aside_damage(path, err.run_dir, root, err.problem)
 
 
-def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> pd.DataFrame:
-    """Every step of the grid (cached steps are reused); returns the results table."""
+@dataclass
+class StudyTables:
+    """Everything a study measured: one row per run, and per-item tables for paired statistics."""
+
+    results: pd.DataFrame
+    judgements: pd.DataFrame
+    natural: pd.DataFrame
+    gap: pd.DataFrame
+    separation: pd.DataFrame
+
+
+def _keyed(table: pd.DataFrame, **keys) -> pd.DataFrame:
+    return table.assign(**keys)[list(keys) + [c for c in table.columns if c not in keys]]
+
+
+def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> StudyTables:
+    """Every step of the grid (cached steps are reused); returns the study's tables."""
     train_eval_model(preset, paths, progress)
+    if preset["robust_model"] is not False:
+        train_eval_model(preset, paths, progress, robust=True)
     labels_needed = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
-    rows = []
+    rows, judged, natural, gaps, seps = [], [], [], [], []
     steps = [(d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
     bar = tqdm(total=len(labels_needed) * len(preset["seeds"]) + len(steps), desc=f"study {preset['name']}",
                disable=not progress)
     trained = {}
+    dataset = preset["dataset"]
     for seed in preset["seeds"]:
         for label in labels_needed:
-            trained[label, seed] = train_target(preset, paths, label, seed, progress=False).metrics
+            res = train_target(preset, paths, label, seed, progress=False)
+            trained[label, seed] = res.metrics
+            natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=dataset, defense=label,
+                                  seed=seed))
             bar.update()
     for label, attack, seed in steps:
         m = attack_evaluate(preset, paths, label, attack, seed, progress=False)
         t = trained[label, seed]
         spec = preset["defenses"][label]
-        rows.append({"dataset": preset["dataset"], "defense": label, "defense_name": spec["defense"],
+        rows.append({"dataset": dataset, "defense": label, "defense_name": spec["defense"],
                      "defense_params": yaml.safe_dump(spec["params"], default_flow_style=True).strip() if spec["params"] else "",
                      "attack": attack, "seed": seed, "natural_accuracy": t["natural_accuracy"],
-                     "epsilon": t.get("epsilon"), **{k: m.get(k) for k in RESULT_COLUMNS if k in m}})
+                     "epsilon": t.get("epsilon"), "delta": t.get("delta"),
+                     **{k: m.get(k) for k in RESULT_COLUMNS if k in m}})
+        out = paths.root / m["attack_dir"]
+        keys = {"dataset": dataset, "defense": label, "attack": attack, "seed": seed}
+        judged.append(_keyed(pd.read_csv(out / "judgements.csv").drop(columns=["seed"], errors="ignore"), **keys))
+        gaps.append(_keyed(pd.read_csv(out / "gap_samples.csv"), **keys))
+        if (out / "separation_samples.csv").is_file() and not any(
+                (x["defense"].iloc[0], x["seed"].iloc[0]) == (label, seed) for x in seps):
+            seps.append(_keyed(pd.read_csv(out / "separation_samples.csv"), dataset=dataset, defense=label, seed=seed))
         bar.update()
     bar.close()
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
+    return StudyTables(pd.DataFrame(rows, columns=RESULT_COLUMNS), cat(judged), cat(natural), cat(gaps), cat(seps))
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per dataset/defense/attack."""
-    num = [c for c in METRICS if c in results and results[c].notna().any()]
-    g = results.groupby(["dataset", "defense", "attack"], sort=False)[num]
+def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
+              natural: pd.DataFrame | None = None, n_resamples: int = 4000) -> pd.DataFrame:
+    """One row per dataset/defense/attack: every metric's mean over seeds and standard
+    deviation (``_std``); attack accuracy under every judge and natural accuracy also with
+    their 95% hierarchical bootstrap interval (``_ci_low``, ``_ci_high``: seeds, then
+    reconstructions or test images within seeds) when the per-item tables are given."""
+    from .metrics.stats import hierarchical_bootstrap
+
+    num = [c for c in METRICS if c in results and pd.to_numeric(results[c], errors="coerce").notna().any()]
+    numeric = results[["dataset", "defense", "attack"] + num].copy()
+    for c in num:
+        numeric[c] = pd.to_numeric(numeric[c], errors="coerce")
+    g = numeric.groupby(["dataset", "defense", "attack"], sort=False)[num]
     mean, std = g.mean().add_suffix("_mean"), g.std(ddof=1).add_suffix("_std")
     out = pd.concat([mean, std], axis=1)
     out["n_seeds"] = g.size()
     cols = [c for m in num for c in (f"{m}_mean", f"{m}_std")] + ["n_seeds"]
-    return out[cols].reset_index()
+    out = out[cols].reset_index()
+    if judgements is not None and not judgements.empty:
+        for col in [c for c in JUDGE_CHANCE if c in judgements]:
+            lo, hi = [], []
+            for r in out.itertuples():
+                j = judgements[(judgements["dataset"] == r.dataset) & (judgements["defense"] == r.defense)
+                               & (judgements["attack"] == r.attack)].dropna(subset=[col])
+                if j.empty:
+                    lo.append(float("nan")), hi.append(float("nan"))
+                    continue
+                _, a, b = hierarchical_bootstrap(j[col].astype(float).to_numpy(), j["seed"].to_numpy(),
+                                                 n_resamples=n_resamples)
+                lo.append(a), hi.append(b)
+            out[f"{col}_ci_low"], out[f"{col}_ci_high"] = lo, hi
+    if natural is not None and not natural.empty:
+        ci = {}
+        for (dataset, defense), n in natural.groupby(["dataset", "defense"], sort=False):
+            ci[dataset, defense] = hierarchical_bootstrap(n["correct"].astype(float).to_numpy(), n["seed"].to_numpy(),
+                                                          n_resamples=n_resamples)[1:]
+        out["natural_accuracy_ci_low"] = [ci.get((r.dataset, r.defense), (float("nan"),) * 2)[0] for r in out.itertuples()]
+        out["natural_accuracy_ci_high"] = [ci.get((r.dataset, r.defense), (float("nan"),) * 2)[1] for r in out.itertuples()]
+    return out
+
+
+def comparisons(judgements: pd.DataFrame, natural: pd.DataFrame | None = None,
+                n_resamples: int = 4000) -> pd.DataFrame:
+    """Each defense against ``none`` on paired items, per dataset, attack and judge
+    (reconstructions: same seed and initial latents; natural accuracy: same test images):
+    difference, 95% interval, p-value and "no measurable difference" where the interval
+    covers zero (:func:`re_analysis.evaluation.compare_with_none`)."""
+    from .evaluation import compare_with_none
+
+    parts = [compare_with_none(judgements, column=col, n_resamples=n_resamples)
+             for col in JUDGE_CHANCE if col in judgements]
+    if natural is not None and not natural.empty:
+        nat = compare_with_none(natural.assign(attack="(natural accuracy)"), column="correct", n_resamples=n_resamples)
+        parts.append(nat.assign(judge="natural accuracy"))
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def tradeoff_ratio(attack_drop: float, natural_drop: float) -> float:
@@ -419,10 +593,38 @@ def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
     return out[columns].reset_index(drop=True)
 
 
-def write_tables(results: pd.DataFrame, root: Path) -> None:
+def chance_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset/defense/attack: the mean chance-acceptance rate under each judge, keyed
+    by the judge's verdict column (what :func:`re_analysis.verdicts.claim_verdicts` reads)."""
+    cols = {j: c for j, c in JUDGE_CHANCE.items() if c in results}
+    t = results.groupby(["dataset", "defense", "attack"], sort=False)[list(cols.values())].mean().reset_index()
+    return t.rename(columns={c: f"chance_{j}" for j, c in cols.items()})
+
+
+def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | None = None) -> None:
+    """Write every table of the study (a bare results frame writes results, summary and trade-off)."""
+    from .verdicts import Roles, claim_verdicts, infer_roles, summarize_verdicts
+
+    if isinstance(tables, pd.DataFrame):
+        tables = StudyTables(tables, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    results = tables.results
     atomic_write_text(root / "results.csv", results.to_csv(index=False))
-    atomic_write_text(root / "summary.csv", summarize(results).to_csv(index=False))
+    for name, frame in (("judgements", tables.judgements), ("natural", tables.natural),
+                        ("gap_samples", tables.gap), ("separation", tables.separation)):
+        if not frame.empty:
+            atomic_write_text(root / f"{name}.csv", frame.to_csv(index=False))
+    atomic_write_text(root / "summary.csv", summarize(results, tables.judgements, tables.natural).to_csv(index=False))
     atomic_write_text(root / "tradeoff.csv", tradeoff(results).to_csv(index=False))
+    if tables.judgements.empty:
+        return
+    atomic_write_text(root / "comparisons.csv", comparisons(tables.judgements, tables.natural).to_csv(index=False))
+    names = dict(zip(results["defense"], results["defense_name"]))
+    claims = (preset or {}).get("claims") or {}
+    roles = Roles(**claims) if claims else infer_roles(results["defense"].unique(), names)
+    verdicts = claim_verdicts(tables.judgements, tables.natural, tables.gap, tables.separation,
+                              chance_table(results), roles)
+    atomic_write_text(root / "verdicts.csv", verdicts.to_csv(index=False))
+    atomic_write_text(root / "verdict_summary.csv", summarize_verdicts(verdicts).to_csv(index=False))
 
 
 def load_results(out_dir: str | Path) -> pd.DataFrame:

@@ -32,11 +32,14 @@ from .separation import feature_scale
 
 
 def feature_gap(private_features, private_labels, erased_features, erased_labels, recon_features, recon_labels,
-                nearest_k: int = 5, scale: float | None = None) -> dict:
+                nearest_k: int = 5, scale: float | None = None, per_sample: bool = False) -> dict:
     """Gap statistics between reconstructions, private and erased features (see module doc).
 
     ``scale`` overrides the normalising unit (default: :func:`feature_scale` of the
     private features; compare targets only with private sets of the same size per class).
+    ``per_sample=True`` adds ``samples``: per reconstruction, its squared distances to the
+    nearest same-class private and erased features and whether it is nearer the erased one
+    (what paired comparisons across defenses need).
 
     Example:
         >>> import numpy as np
@@ -88,4 +91,5 @@ def feature_gap(private_features, private_labels, erased_features, erased_labels
             "mean_dist_erased_normalized": float(d_erased.mean() / scale), "feature_scale": scale,
             "fraction_nearer_erased": float(nearer.mean()),
             "coverage_private": float(covered[attacked].mean()),
-            "per_class": per_class, "n_reconstructions": int(len(fr))}
+            "per_class": per_class, "n_reconstructions": int(len(fr)),
+            **({"samples": {"d_private": d_priv, "d_erased": d_erased, "nearer_erased": nearer}} if per_sample else {})}

@@ -85,11 +85,13 @@ def feature_scale(features, labels) -> float:
     return scale
 
 
-def class_separation(features, labels, silhouette: bool = True) -> dict:
+def class_separation(features, labels, silhouette: bool = True, per_point: bool = False) -> dict:
     """How far each class's features stay from the other classes (see module doc).
 
     Returns ``margin``, ``nn_purity``, ``silhouette`` (means over points) and the same per
-    class under ``per_class``. Needs at least two classes and two points per class.
+    class under ``per_class``; ``per_point=True`` adds ``margins``, one per point (what a
+    paired comparison across defenses needs). Needs at least two classes and two points per
+    class.
     """
     f = as_features(features, "features")
     y = as_labels(labels, len(f), "labels")
@@ -112,4 +114,4 @@ def class_separation(features, labels, silhouette: bool = True) -> dict:
     per_class = {int(c): {"margin": float(margin[y == c].mean()), "nn_purity": float(purity[y == c].mean()),
                           "silhouette": float(sil[y == c].mean())} for c in classes}
     return {"margin": float(margin.mean()), "nn_purity": float(purity.mean()), "silhouette": float(np.mean(sil)),
-            "per_class": per_class, "n_points": int(len(f))}
+            "per_class": per_class, "n_points": int(len(f)), **({"margins": margin} if per_point else {})}
