@@ -169,8 +169,8 @@ def draw(font, char: str) -> np.ndarray:
 
 
 def draw_font(path: str, frame: int) -> dict:
-    """The font's name and its 62 drawings, cropped, sized so that the largest glyph side is
-    about ``FILL * frame`` px, plus its ``.notdef`` drawing (for :func:`has_latin_glyphs`)."""
+    """The 62 drawings of the font at ``path``, cropped, sized so that its largest glyph side
+    is about ``FILL * frame`` px, plus its ``.notdef`` drawing (for :func:`has_latin_glyphs`)."""
     from PIL import ImageFont
 
     target = FILL * frame
