@@ -27,9 +27,10 @@ How the identities are chosen (every step is recorded in the manifest):
    (0.35: on fonts-aenigma the pairs below it, such as Jupiter Crash / Your Complex, are
    one design; the next pair, Zenith / Relapse at 0.38, visibly differs).
 
-Private = a seeded choice of ``num_private`` identities; public = all the others (disjoint
-identities, for the attacker's prior). Each private identity is split train/test by
-character (a seeded 10% of its characters, all their jittered copies together). A mirrored
+Private = a seeded choice (``identity_seed``) of ``num_private`` identities; public = all the
+others (disjoint identities, for the attacker's prior). Each private identity is split
+train/test by character (``seed``: a seeded 10% of its characters, all their jittered copies
+together). A mirrored
 glyph is not the same glyph: horizontal flips are not label-preserving.
 
 The rendering is built once per font set and parameters, cached under
@@ -168,8 +169,8 @@ def draw(font, char: str) -> np.ndarray:
 
 
 def draw_font(path: str, frame: int) -> dict:
-    """The font's name and its 62 drawings, cropped, sized so that the largest glyph side is
-    about ``FILL * frame`` px, plus its ``.notdef`` drawing (for :func:`has_latin_glyphs`)."""
+    """The 62 drawings of the font at ``path``, cropped, sized so that its largest glyph side
+    is about ``FILL * frame`` px, plus its ``.notdef`` drawing (for :func:`has_latin_glyphs`)."""
     from PIL import ImageFont
 
     target = FILL * frame
@@ -453,20 +454,26 @@ def flat(images: torch.Tensor, mask: np.ndarray) -> tuple[torch.Tensor, torch.Te
 @register_dataset("glyphs", "font identities from Debian fonts-aenigma: 62 jittered characters per font, 32 px; "
                   "private = a seeded choice of num_private fonts, public = the others", image_size=32, hflip=False)
 def load_glyphs(root=None, seed: int = 0, image_size: int | None = None, num_private: int = 100,
-                copies: int = 1, test_fraction: float = 0.1, render_seed: int = 0) -> MISplits:
+                copies: int = 1, test_fraction: float = 0.1, identity_seed: int = 0,
+                render_seed: int = 0) -> MISplits:
     """MI splits of font identities (see the module docstring for how identities are chosen).
 
     Args:
         root: folder of font files (default: the Debian packages of :data:`FONT_PACKAGES`).
-        seed: chooses the private identities and their train/test characters.
+        seed: chooses each private identity's held-out characters.
         image_size: side length (default 32), rendered natively.
         num_private: private identities; the public split holds all the others.
         copies: jittered copies of each character (more images per identity).
         test_fraction: fraction of each private identity's characters held out for test.
-        render_seed: seeds the jitter of the rendering (shared by every study seed).
+        identity_seed: chooses the private identities. Not the study seed: the attacker's
+            prior is trained once per public split with its own seed and shared by every
+            target, so the public fonts must not change with the target's seed (they would
+            then include other seeds' private fonts).
+        render_seed: seeds the jitter of the rendering.
     """
     size = 32 if image_size is None else image_size
-    for name, value, low in (("num_private", num_private, 2), ("copies", copies, 1)):
+    for name, value, low in (("num_private", num_private, 2), ("copies", copies, 1), ("identity_seed", identity_seed, 0),
+                             ("render_seed", render_seed, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ReAnalysisError(f"glyphs: {name} must be an integer >= {low}, got {value!r}")
     if not 0 < test_fraction < 1:
@@ -476,7 +483,7 @@ def load_glyphs(root=None, seed: int = 0, image_size: int | None = None, num_pri
     if num_private >= total:
         raise ReAnalysisError(f"glyphs: only {total} font identities were found, so num_private={num_private} leaves "
                               f"no public fonts; pass num_private below {total} or install more fonts ({install_hint()})")
-    order = np.random.default_rng([seed, 0]).permutation(total)
+    order = np.random.default_rng([identity_seed, 0]).permutation(total)
     private, public = np.sort(order[:num_private]), np.sort(order[num_private:])
     train_mask, test_mask = split_by_character(num_private, glyphs.characters, test_fraction, seed)
     priv_images = glyphs.images[torch.from_numpy(private)]
