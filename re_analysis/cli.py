@@ -47,7 +47,8 @@ def build_parser() -> ArgumentParser:
     a.add_argument("--classes", default=None, help="classes to attack, e.g. 0,1,2 or 0-4 (default: all)")
     a.add_argument("--per-class", type=int, default=5, help="reconstructions per class (restarts)")
     a.add_argument("--iterations", type=int, default=None, help="optimisation iterations (default: the attack's own)")
-    a.add_argument("--prior-steps", type=int, default=600, help="generator steps when a prior must be trained")
+    a.add_argument("--prior-steps", type=int, default=None,
+                   help="generator steps when a prior must be trained (default: the prior's paper budget)")
     a.add_argument("--attack-param", action="append", default=[], metavar="KEY=VALUE")
     a.add_argument("--classes-per-chunk", type=int, default=0, help="attack classes in chunks (0: all at once)")
     a.add_argument("--seed", type=int, default=0)
@@ -138,7 +139,9 @@ def cmd_attack(args) -> int:
     res = run_attack(cfg, args.out, cache_root=args.cache, progress=not args.quiet)
     if is_main():
         print(json.dumps({"out": args.out, "attack": args.attack, "classes": res.info["classes"],
-                          "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"]}))
+                          "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"],
+                          "iterations_fraction": res.info.get("iterations_fraction"),
+                          "prior_steps_fraction": res.info.get("prior_steps_fraction")}))
     return 0
 
 
