@@ -107,7 +107,7 @@ class PriorConfig:
     minibatch_features: int = 64
     heldout_fraction: float = 0.2
     target_hash: str | None = None
-    checkpoint_every: int = 250
+    checkpoint_every: int = 50
 
     def __post_init__(self):
         if self.kind not in PRIOR_KINDS:
