@@ -121,7 +121,7 @@ class BREPMI(Attack):
             st = load_state(state_path, {}, {})
             s = {k: st["tensors"][k].to(device) for k in STATE}
             start, history = int(st["meta"]["iteration"]), list(st["meta"]["history"])
-            trace = []
+            trace = [s["radius"].clone()]  # the trace restarts at the checkpoint
         else:
             z = self.initial_points(target, prior, labels, seed, device)
             n = len(labels)
