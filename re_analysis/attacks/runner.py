@@ -38,7 +38,8 @@ def default_cache() -> Path:
 @dataclass(frozen=True)
 class AttackConfig:
     """What determines an attack run. ``iterations=None`` keeps the attack's own default (its
-    paper's budget); ``prior_steps=None`` trains a missing prior for its paper's budget."""
+    paper's budget); ``prior_steps=None`` trains a missing prior for its paper's budget;
+    ``prior_params`` are further :class:`PriorConfig` fields (e.g. ``minibatch_features=0``)."""
 
     attack: str = "gmi"
     target: str = ""
@@ -50,6 +51,7 @@ class AttackConfig:
     params: dict = field(default_factory=dict)
     prior_steps: int | None = None
     prior_seed: int = 0
+    prior_params: dict = field(default_factory=dict)
     classes_per_chunk: int = 0
     device: str = "auto"
 
@@ -64,6 +66,13 @@ class AttackConfig:
         if self.prior_steps is not None and self.prior_steps < 1:
             raise ReAnalysisError(f"prior_steps must be at least 1 (or None for the paper's budget), got {self.prior_steps}")
         object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "prior_params", dict(self.prior_params))
+        fixed = {"kind", "dataset", "root", "image_size", "dataset_params", "seed", "steps", "target_hash"}
+        known = set(PriorConfig.__dataclass_fields__) - fixed - {"checkpoint_every"}
+        unknown = set(self.prior_params) - known
+        if unknown:
+            raise ReAnalysisError(f"unknown prior parameter(s) {', '.join(sorted(unknown))}; "
+                                  f"known: {', '.join(sorted(known))}")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
 
@@ -79,7 +88,7 @@ def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model,
     t = target_rec["config"]
     pc = PriorConfig(kind=attack_cls.prior_kind, dataset=t["dataset"], root=t.get("root"),
                      image_size=t.get("image_size"), dataset_params=t.get("dataset_params", {}),
-                     seed=cfg.prior_seed, steps=cfg.prior_steps,
+                     seed=cfg.prior_seed, steps=cfg.prior_steps, **cfg.prior_params,
                      target_hash=None if attack_cls.prior_kind == "wgan-gp" else target_rec["config_hash"])
     return train_prior(pc, target=target_model, cache_root=cache_root / "priors", device=str(device),
                        progress=progress)
@@ -110,7 +119,8 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
         raise ReAnalysisError(f"classes {bad} do not exist: the target has classes 0-{target.num_classes - 1}")
     size = cfg.classes_per_chunk or -(-len(classes) // dist_.world)
     key = {"attack": cfg.attack, "params": attack.params, "target": rec["config_hash"], "classes": classes,
-           "per_class": cfg.per_class, "seed": cfg.seed, "prior": cfg.prior or {"steps": cfg.prior_steps, "seed": cfg.prior_seed},
+           "per_class": cfg.per_class, "seed": cfg.seed, "prior": cfg.prior or {"steps": cfg.prior_steps, "seed": cfg.prior_seed,
+                                                                   **({"params": cfg.prior_params} if cfg.prior_params else {})},
            "classes_per_chunk": 0 if size >= len(classes) else size}
     if dist_.is_main:
         claim_run_dir(out_dir, key, kind="attack")
