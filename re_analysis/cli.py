@@ -47,8 +47,11 @@ def build_parser() -> ArgumentParser:
     a.add_argument("--classes", default=None, help="classes to attack, e.g. 0,1,2 or 0-4 (default: all)")
     a.add_argument("--per-class", type=int, default=5, help="reconstructions per class (restarts)")
     a.add_argument("--iterations", type=int, default=None, help="optimisation iterations (default: the attack's own)")
-    a.add_argument("--prior-steps", type=int, default=600, help="generator steps when a prior must be trained")
+    a.add_argument("--prior-steps", type=int, default=None,
+                   help="generator steps when a prior must be trained (default: the prior's paper budget)")
     a.add_argument("--attack-param", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument("--prior-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="prior option when a prior must be trained, e.g. minibatch_features=0")
     a.add_argument("--classes-per-chunk", type=int, default=0, help="attack classes in chunks (0: all at once)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="auto")
@@ -138,11 +141,14 @@ def cmd_attack(args) -> int:
     cfg = AttackConfig(attack=args.attack, target=args.target, prior=args.prior, classes=parse_classes(args.classes),
                        per_class=args.per_class, iterations=args.iterations, seed=args.seed,
                        params=parse_params(args.attack_param), prior_steps=args.prior_steps,
+                       prior_params=parse_params(args.prior_param),
                        classes_per_chunk=args.classes_per_chunk, device=args.device)
     res = run_attack(cfg, args.out, cache_root=args.cache, progress=not args.quiet)
     if is_main():
         print(json.dumps({"out": args.out, "attack": args.attack, "classes": res.info["classes"],
-                          "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"]}))
+                          "target_accuracy_on_reconstructions": res.info["target_accuracy_on_reconstructions"],
+                          "iterations_fraction": res.info.get("iterations_fraction"),
+                          "prior_steps_fraction": res.info.get("prior_steps_fraction")}))
     return 0
 
 

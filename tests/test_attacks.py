@@ -13,6 +13,7 @@ from re_analysis import ReAnalysisError
 from re_analysis.artifacts import load_tensors
 from re_analysis.attacks import (AttackConfig, LabelOnlyTarget, create_attack, list_attacks, load_attack_run,
                                  load_prior, run_attack)
+from re_analysis.attacks.base import attack_class
 from re_analysis.attacks.brepmi import BREPMI
 from re_analysis.metrics import attack_accuracy
 from re_analysis.training import load_classifier
@@ -21,14 +22,17 @@ from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
+PRIOR_STEPS = {"wgan-gp": 200, "kedmi": 100, "plg": 60}  # of the papers' 640, 768 and 30,000
+NO_MBD = ["--prior-param", "minibatch_features=0"]  # KEDMI's minibatch discrimination costs minutes on a CPU
 SMALL = {  # (iterations, extra CLI args): budgets that keep CI short but still beat chance clearly
     "gmi": (300, []),
-    "kedmi": (300, []),
-    "lomma-gmi": (200, ["--attack-param", "distill_epochs=3"]),
-    "lomma-kedmi": (200, ["--attack-param", "distill_epochs=3"]),
+    "kedmi": (300, NO_MBD),
+    "lomma-gmi": (200, ["--attack-param", "distill_epochs=3", "--attack-param", "n_aug=1"]),
+    "lomma-kedmi": (200, ["--attack-param", "distill_epochs=3", "--attack-param", "n_aug=1", *NO_MBD]),
     "plg-mi": (200, []),
-    "brep-mi": (40, ["--attack-param", "sphere_points=16"]),
-    "ppa": (100, ["--attack-param", "candidates=200", "--attack-param", "final_transforms=20"]),
+    "brep-mi": (10, ["--attack-param", "sphere_points=16"]),  # BREP-MI: stop after 10 steps without growth
+    "ppa": (30, ["--attack-param", "search_space=400", "--attack-param", "candidates=20",
+                 "--attack-param", "final_transforms=20"]),
 }
 
 
@@ -44,8 +48,9 @@ def attacked(trained, cache, tmp_path_factory):
     runs = {}
     for name, (iters, extra) in SMALL.items():
         out = root / name
+        steps = PRIOR_STEPS[attack_class(name).prior_kind]
         run_cli("attack", "--attack", name, "--target", trained["none"], "--iterations", iters, "--per-class", 3,
-                "--prior-steps", 200, "--cache", cache, "--out", out, "--quiet", *extra)
+                "--prior-steps", steps, "--cache", cache, "--out", out, "--quiet", *extra)
         runs[name] = out
     return runs
 
@@ -62,6 +67,18 @@ def test_target_classifies_reconstructions_as_their_class(attacked, name):
     res = load_attack_run(attacked[name])
     assert res.images.shape == (15, 1, 28, 28) and res.images.min() >= -1 and res.images.max() <= 1
     assert (attacked[name] / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_attack_records_the_fraction_of_its_papers_budget(attacked, name):
+    info = json.loads((attacked[name] / "attack.json").read_text())
+    paper_iterations = attack_class(name).paper_budget["iterations"]
+    assert info["iterations_fraction"] == pytest.approx(SMALL[name][0] / paper_iterations)
+    kind = attack_class(name).prior_kind
+    assert info["prior_steps"] == PRIOR_STEPS[kind]
+    assert info["prior_steps_fraction"] == pytest.approx(PRIOR_STEPS[kind] / info["prior_paper_steps"])
+    assert info["prior_paper_steps"] == {"wgan-gp": 640, "kedmi": 768, "plg": 30_000}[kind]  # 2,000 public digits
+    assert info["hflip_preserves_labels"] is False
 
 
 @pytest.mark.parametrize("name", ["gmi", "kedmi"])
@@ -90,7 +107,7 @@ def test_brep_mi_is_label_only(trained, cache):
         BREPMI(iterations=1).run(model, prior, labels, seed=0, progress=False)
     oracle = LabelOnlyTarget(model)
     assert not hasattr(oracle, "forward") and not hasattr(oracle, "features")
-    res = BREPMI(iterations=2, sphere_points=4).run(oracle, prior, labels, seed=0, progress=False)
+    res = BREPMI(iterations=2, sphere_points=4, max_steps=50).run(oracle, prior, labels, seed=0, progress=False)
     assert oracle.queries > 0 and res.images.shape[0] == 2
     with pytest.raises(ReAnalysisError, match="needs the target's logits"):
         create_attack("gmi", iterations=1).run(oracle, prior, labels, seed=0, progress=False)
@@ -156,6 +173,8 @@ def test_killed_attack_skips_finished_classes(trained, cache, tmp_path):
     (["--classes", "a-b"], "is not a list"),
     (["--attack-param", "lamda=3"], "unknown parameter(s) lamda"),
     (["--attack-param", "lr=-1"], "lr must be a non-negative number"),
+    (["--attack-param", "select=worst"], "select must be one of all, best"),
+    (["--prior-param", "stpes=3"], "unknown prior parameter(s) stpes"),
 ])
 def test_bad_attack_input(trained, tmp_path, args, message):
     out = tmp_path / "x"

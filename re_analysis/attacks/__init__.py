@@ -14,9 +14,11 @@ from . import lomma as _lomma  # noqa: F401
 from . import plgmi as _plgmi  # noqa: F401
 from . import brepmi as _brepmi  # noqa: F401
 from . import ppa as _ppa  # noqa: F401
-from .priors import Prior, PriorConfig, load_prior, train_prior
+from .priors import PAPER_BUDGETS, Prior, PriorConfig, heldout_public, load_prior, paper_steps, train_prior
+from .quality import prior_quality, record_prior_quality
 from .runner import AttackConfig, load_attack_run, run_attack
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "AttackConfig", "LabelOnlyTarget", "LatentOptimizationAttack",
-           "Prior", "PriorConfig", "attack_info", "create_attack", "list_attacks", "load_attack_run",
-           "load_prior", "register_attack", "run_attack", "train_prior"]
+           "PAPER_BUDGETS", "Prior", "PriorConfig", "attack_info", "create_attack", "heldout_public", "list_attacks",
+           "load_attack_run", "load_prior", "paper_steps", "prior_quality", "record_prior_quality",
+           "register_attack", "run_attack", "train_prior"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,12 +54,24 @@ class LabelOnlyTarget:
 
 
 class Attack:
-    """An MI attack. Subclasses set ``name``, ``prior_kind``, ``access`` and ``defaults``."""
+    """An MI attack. Subclasses set ``name``, ``prior_kind``, ``access`` and ``defaults``,
+    and declare their fidelity: ``paper`` (citation), ``code`` (official repository),
+    ``deviations`` (``(what differs, why)`` pairs that remain) and ``paper_budget`` (the
+    paper's value of each budget parameter, e.g. ``{"iterations": 1500}``).
+
+    ``defaults`` equal the paper's budget; :meth:`budget` reports what fraction of it a run
+    used. String parameters list their allowed values in ``choices``.
+    """
 
     name = "attack"
     prior_kind = "wgan-gp"  # which prior the attack needs (see attacks.priors)
     access = "logits"  # "logits" (white-box scores) or "label" (predicted label only)
     defaults: dict[str, Any] = {}
+    choices: dict[str, tuple] = {}
+    paper = ""
+    code = ""
+    deviations: tuple[tuple[str, str], ...] = ()
+    paper_budget: dict[str, float] = {}
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.defaults)
@@ -67,13 +79,29 @@ class Attack:
             raise ReAnalysisError(f"unknown parameter(s) {', '.join(sorted(unknown))} for attack {self.name!r}; "
                                   f"known: {', '.join(sorted(self.defaults)) or 'none'}")
         self.params = {**self.defaults, **params}
+        self.given = dict(self.params)  # as asked; ``params`` may resolve None defaults at run time
         self.validate()
 
     def validate(self) -> None:
         for k, v in self.params.items():
-            if isinstance(self.defaults[k], (int, float)) and not isinstance(self.defaults[k], bool):
+            default = self.defaults[k]
+            if k in self.choices:
+                if v not in self.choices[k]:
+                    raise ReAnalysisError(f"attack {self.name!r}: {k} must be one of "
+                                          f"{', '.join(map(str, self.choices[k]))}, got {v!r}")
+            elif default is None and v is None:
+                continue
+            elif default is None or (isinstance(default, (int, float)) and not isinstance(default, bool)):
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v or v < 0:
                     raise ReAnalysisError(f"attack {self.name!r}: {k} must be a non-negative number, got {v!r}")
+
+    def budget(self) -> dict[str, Any]:
+        """Each budget parameter as run, the paper's value and their ratio, plus
+        ``iterations_fraction`` (what ran / the paper's iterations)."""
+        rows = {k: {"ran": self.params[k], "paper": p, "fraction": self.params[k] / p}
+                for k, p in self.paper_budget.items()}
+        return {"iterations_fraction": rows["iterations"]["fraction"] if "iterations" in rows else None,
+                "budget": rows}
 
     def prepare(self, target, prior, public_images: torch.Tensor, device: torch.device, seed: int,
                 cache_dir: Path | None = None) -> None:
@@ -90,10 +118,14 @@ class Attack:
 class LatentOptimizationAttack(Attack):
     """Gradient-based latent search, the loop GMI, KEDMI, LOMMA, PLG-MI and PPA share.
 
-    Subclasses define ``init_latents``, ``make_optimizer``, ``loss`` and ``finalize``.
+    Subclasses define ``init_latents``, ``make_optimizer``, ``loss`` and ``finalize``;
+    ``setup`` runs first (resolving dataset-dependent parameters, building augmentations).
     """
 
     defaults = {"iterations": 1500, "checkpoint_every": 100}
+
+    def setup(self, target, prior, labels: torch.Tensor) -> None:
+        """Called once at the start of :meth:`run`, before the latents are drawn."""
 
     def init_latents(self, labels, prior, seed, device) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -120,6 +152,7 @@ class LatentOptimizationAttack(Attack):
         for p in list(target.parameters()) + list(prior.generator.parameters()) + list(prior.discriminator.parameters()):
             p.requires_grad_(False)
         target.eval(), prior.generator.eval(), prior.discriminator.eval()
+        self.setup(target, prior, labels)
         latents = {k: v.detach().clone().requires_grad_(True) for k, v in self.init_latents(labels, prior, seed, device).items()}
         opt = self.make_optimizer(latents)
         start, history = 0, []
@@ -146,7 +179,11 @@ class LatentOptimizationAttack(Attack):
                 save_state(state_path, {k: v.detach() for k, v in latents.items()}, {"opt": opt},
                            {"iteration": it + 1, "history": history})
         images, out_labels, z = self.finalize(latents, labels, target, prior, seed)
-        return AttackResult(images, out_labels, z, history)
+        return AttackResult(images, out_labels, z, history, self.run_info())
+
+    def run_info(self) -> dict[str, Any]:
+        """What the run decided beyond its images (e.g. GMI's selected restarts)."""
+        return {}
 
 
 def register_attack(name: str):

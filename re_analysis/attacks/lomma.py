@@ -1,14 +1,26 @@
 """LOMMA — "Re-thinking Model Inversion Attacks Against Deep Neural Networks", Nguyen et
-al., CVPR 2023. A wrapper around GMI and KEDMI with two changes:
+al., CVPR 2023 (official code: sutd-visual-computing-group/Re-thinking_MI). A wrapper
+around GMI and KEDMI with two changes, as in the official ``attack.py``:
 
-1. **Logit loss** instead of cross-entropy: ``-z_y(x) + lambda_reg * ||phi(x) - p_reg||^2``
-   (mean over feature dimensions), where ``phi`` is the model's penultimate features and
-   ``p_reg`` their mean over public images, which keeps the maximised logit from drifting
-   to features no real image has.
-2. **Model augmentation**: ``n_aug`` models of other architectures are distilled from the
-   target on public data (KL between softened outputs, temperature ``tau``) and attacked
-   together with the target as an ensemble (loss averaged over models). They are cached
+1. **Logit loss** instead of cross-entropy: the identity loss is the mean over the
+   target and its augmented models of ``-z_y(x)`` (the logit of the attacked class),
+   plus, on the TARGET only, ``lambda_reg * mean((phi(x) - p_reg)^2)`` where ``phi`` is
+   the target's penultimate features and ``p_reg`` their mean over (up to 5,000) public
+   images; lambda_reg 1. The regulariser keeps the maximised logit from drifting to
+   features no real image has; the augmented models add logits only.
+2. **Model augmentation**: 3 models of other architectures distilled from the target on
+   public data (official ``train_augmodel``: KL divergence at temperature 1 summed over
+   the batch, divided by T^2 and the batch size; SGD lr 0.01, momentum 0.9, weight decay
+   1e-4, 20 epochs of batches of 64), attacked together with the target. They are cached
    per target and seed.
+
+Budgets from the official attack config: 2,400 iterations for both wrappers (GMI's
+Nesterov SGD and KEDMI's Adam, lr as in those attacks).
+
+Example:
+    >>> from re_analysis.attacks import create_attack
+    >>> create_attack("lomma-gmi").params["n_aug"]
+    3
 """
 
 from __future__ import annotations
@@ -17,50 +29,108 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..artifacts import atomic_save_tensors, config_hash, load_tensors
 from ..models import create_model
 from ..models.inputs import normalize, predict_logits
+from ..models.registry import Classifier
+from ..models.small import CNN28
 from .base import register_attack
 from .gmi import GMI
 from .kedmi import KEDMI
 
-AUG_ARCHS = {28: ("cnn28s", "mlp28", "cnn28"), 64: ("resnet18", "ir152", "vgg16"), 224: ("vgg16", "ir152", "resnet18")}
+LOMMA_CODE = "https://github.com/sutd-visual-computing-group/Re-thinking_MI"
+# Students by image size, first three that differ from the target's architecture. LOMMA's own
+# are EfficientNet-B0/B1/B2 (64 px and up); at 28 px a family of small nets of other shapes.
+STUDENTS = {28: ("cnn28s", "mlp28", "cnn28w", "cnn28"),
+            64: ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "resnet18")}
 
 
-def distill(target, arch: str, public: torch.Tensor, seed: int, epochs: int, tau: float, device) -> torch.nn.Module:
-    """Train ``arch`` to mimic ``target`` on public images (KL on softened outputs)."""
+class EfficientNetStudent(Classifier):
+    """torchvision EfficientNet (random init), LOMMA's augmented model, split at its pooled features."""
+
+    def __init__(self, variant: str, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        from torchvision import models as tvm
+
+        net = getattr(tvm, variant)(weights=None)
+        if in_channels != 3:
+            first = net.features[0][0]
+            net.features[0][0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride,
+                                           first.padding, bias=False)
+        self.body = nn.Sequential(net.features, net.avgpool, nn.Flatten())
+        self.feature_dim = net.classifier[1].in_features
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        self.num_classes = num_classes
+
+    def features(self, x):
+        return self.body(x)
+
+    def head(self, f):
+        return self.fc(f)
+
+
+def build_student(arch: str, num_classes: int, channels: int, size: int) -> Classifier:
+    """A student by name: a registered model, ``cnn28w`` (CNN28 at width 64) or an EfficientNet."""
+    if arch == "cnn28w":  # a wider CNN28: not a registered model, only a LOMMA student
+        model = CNN28(num_classes, channels, size, width=64)
+    elif arch.startswith("efficientnet"):
+        model = EfficientNetStudent(arch, num_classes, channels)
+    else:
+        return create_model(arch, num_classes, channels, size)
+    model.arch = arch
+    return model
+
+
+def student_archs(target_arch: str | None, size: int, n: int) -> list[str]:
+    family = STUDENTS[28 if size <= 32 else 64]
+    return [a for a in family if a != target_arch][:n]
+
+
+def distill(target, arch: str, public: torch.Tensor, seed: int, epochs: int, tau: float, device,
+            batch_size: int = 64, lr: float = 0.01) -> nn.Module:
+    """Train ``arch`` to mimic ``target`` on public images (LOMMA's ``train_augmodel``)."""
     torch.manual_seed(seed)
-    student = create_model(arch, target.num_classes, public.shape[1], public.shape[-1]).to(device)
-    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    student = build_student(arch, target.num_classes, public.shape[1], public.shape[-1]).to(device)
+    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=20, gamma=0.5)
     teacher = predict_logits(target, public).to(device)
     x_all = public.to(device)
     g = torch.Generator().manual_seed(seed)
+    student.train()
     for _ in range(epochs):
         perm = torch.randperm(len(x_all), generator=g).to(device)
-        for i in range(0, len(perm), 64):
-            idx = perm[i:i + 64]
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i:i + batch_size]
             out = student(normalize(x_all[idx]))
-            loss = F.kl_div(F.log_softmax(out / tau, 1), F.softmax(teacher[idx] / tau, 1), reduction="batchmean") * tau ** 2
+            kl = F.kl_div(F.log_softmax(out / tau, 1), F.softmax(teacher[idx] / tau, 1), reduction="sum")
+            loss = kl / tau ** 2 / len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        sched.step()
     return student.eval()
 
 
 class LOMMAMixin:
-    lomma_defaults = {"lambda_reg": 1.0, "n_aug": 2, "distill_epochs": 10, "tau": 1.0}
+    lomma_defaults = {"lambda_reg": 1.0, "n_aug": 3, "distill_epochs": 20, "tau": 1.0, "reg_samples": 5000}
+    lomma_deviations = (
+        ("students at 28 px: cnn28s, mlp28 and a wide CNN28 (official: EfficientNet-B0/B1/B2 at 64 px)",
+         "EfficientNets downsample 28 px digits to nothing; the students keep LOMMA's point, other "
+         "architectures than the target's"),
+    )
 
     def prepare(self, target, prior, public_images, device, seed, cache_dir=None):
         size = public_images.shape[-1]
-        archs = [a for a in AUG_ARCHS[min(AUG_ARCHS, key=lambda s: abs(s - size))] if a != getattr(target, "arch", None)]
         self.models = [target]
-        for i, arch in enumerate(archs[: int(self.params["n_aug"])]):
+        for i, arch in enumerate(student_archs(getattr(target, "arch", None), size, int(self.params["n_aug"]))):
             # cache_dir is already specific to the target (the runner names it by the target's config hash)
-            key = config_hash({"arch": arch, "seed": seed, "epochs": self.params["distill_epochs"], "tau": self.params["tau"]})
+            key = config_hash({"arch": arch, "seed": seed, "epochs": self.params["distill_epochs"],
+                               "tau": self.params["tau"], "recipe": "lomma-sgd"})
             path = Path(cache_dir) / f"aug-{arch}-{key}.safetensors" if cache_dir else None
             if path is not None and path.is_file():
-                student = create_model(arch, target.num_classes, public_images.shape[1], size).to(device)
+                student = build_student(arch, target.num_classes, public_images.shape[1], size).to(device)
                 student.load_state_dict(load_tensors(path, device=str(device)))
                 student.eval()
             else:
@@ -71,24 +141,31 @@ class LOMMAMixin:
             for p in student.parameters():
                 p.requires_grad_(False)
             self.models.append(student)
+        reg = public_images[: int(self.params["reg_samples"])]
         with torch.no_grad():
-            self.p_reg = [torch.cat([m.features(normalize(public_images[i:i + 256].to(device)))
-                                     for i in range(0, len(public_images), 256)]).mean(0) for m in self.models]
+            self.p_reg = torch.cat([target.features(normalize(reg[i:i + 256].to(device)))
+                                    for i in range(0, len(reg), 256)]).float().mean(0)
 
     def identity_loss(self, target, images, labels):
-        total = 0.0
-        for m, p in zip(self.models, self.p_reg):
+        """Mean over models of -logit_y, plus the feature regulariser on the target alone."""
+        logit_loss, reg = 0.0, 0.0
+        for i, m in enumerate(self.models):
             f = m.features(images)
-            logit = m.head(f).gather(1, labels[:, None]).squeeze(1)
-            total = total + (-logit + self.params["lambda_reg"] * (f - p).pow(2).mean(1)).mean()
-        return total / len(self.models)
+            logit_loss = logit_loss - m.head(f).gather(1, labels[:, None]).mean()
+            if i == 0:  # the target (official: ``reg only with the target classifier``)
+                reg = (f - self.p_reg).pow(2).mean()
+        return logit_loss / len(self.models) + self.params["lambda_reg"] * reg
 
 
 @register_attack("lomma-gmi")
 class LOMMAGMI(LOMMAMixin, GMI):
     """LOMMA + GMI (Nguyen et al., CVPR 2023): logit loss and distilled augmented models."""
 
-    defaults = {**GMI.defaults, **LOMMAMixin.lomma_defaults}
+    defaults = {**GMI.defaults, "iterations": 2400, **LOMMAMixin.lomma_defaults}
+    paper = "Nguyen et al., Re-thinking Model Inversion Attacks Against Deep Neural Networks, CVPR 2023 (on GMI)"
+    code = LOMMA_CODE
+    paper_budget = {"iterations": 2400, "n_aug": 3, "distill_epochs": 20}
+    deviations = GMI.deviations + LOMMAMixin.lomma_deviations
 
 
 @register_attack("lomma-kedmi")
@@ -96,3 +173,7 @@ class LOMMAKEDMI(LOMMAMixin, KEDMI):
     """LOMMA + KEDMI (Nguyen et al., CVPR 2023): logit loss and distilled augmented models."""
 
     defaults = {**KEDMI.defaults, **LOMMAMixin.lomma_defaults}
+    paper = "Nguyen et al., Re-thinking Model Inversion Attacks Against Deep Neural Networks, CVPR 2023 (on KEDMI)"
+    code = LOMMA_CODE
+    paper_budget = {"iterations": 2400, "n_aug": 3, "distill_epochs": 20}
+    deviations = KEDMI.deviations + LOMMAMixin.lomma_deviations

@@ -1,29 +1,42 @@
-"""PPA-style attack — "Plug & Play Attacks: Towards Robust and Flexible Model Inversion
-Attacks", Struppek et al., ICML 2022, with the public-data GAN (``wgan-gp``) as its prior
-instead of a pre-trained StyleGAN (no weights can be downloaded here).
+"""PPA — "Plug & Play Attacks: Towards Robust and Flexible Model Inversion Attacks",
+Struppek et al., ICML 2022 (official code: LukasStruppek/Plug-and-Play-Attacks), with the
+public-data GAN (``wgan-gp``) as its prior instead of a pre-trained StyleGAN (no weights
+can be downloaded here).
 
-Pipeline: (1) **initial selection**: draw ``candidates`` latents, score each by the
-target's confidence for every attacked class averaged over random transforms, keep the
-best ``oversample * per_class`` per class; (2) **optimisation** with the Poincaré loss
-(hyperbolic distance between the L1-normalised logits and the one-hot label, as in PPA)
-under random resized crops and flips; (3) **final selection**: keep the ``per_class``
-latents with the highest mean confidence under ``final_transforms`` (100 in PPA) random
-transforms. PPA optimises StyleGAN's W space with Adam lr 0.005, betas (0.1, 0.1) for 70
-steps; in a DCGAN's z space we keep the betas and use lr 0.05 over 300 steps.
+As in the official pipeline and its default/FaceScrub configs:
+
+1. **initial selection** (``attacks/initial_selection.py``): draw ``search_space`` latents
+   once; score each by the target's softmax confidence for every attacked class, averaged
+   over the image and its mirror image (the mirror only where a flip keeps labels); for
+   each class keep its own ``candidates`` best latents (200);
+2. **optimisation** (``attacks/optimize.py``): Poincaré loss of the target's logits under
+   RandomResizedCrop(area 0.9-1, square), no flip; Adam lr 0.005, betas (0.1, 0.1), 50
+   iterations;
+3. **final selection** (``attacks/final_selection.py``): per class, keep the ``per_class``
+   candidates with the highest mean confidence over ``final_transforms`` (100) draws of
+   RandomResizedCrop(area 0.5-0.9, aspect 0.8-1.2) and a flip (where it keeps labels).
+
+Example:
+    >>> from re_analysis.attacks import create_attack
+    >>> p = create_attack("ppa").params
+    >>> p["search_space"], p["candidates"], p["iterations"]
+    (2000, 200, 50)
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..errors import ReAnalysisError
+from .augment import initial_selection_views, ppa_optimisation_augmentation, ppa_selection_augmentation
 from .base import LatentOptimizationAttack, register_attack
-from .priors import random_augment
 
 
-def poincare_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """PPA's Poincaré loss: arccosh(1 + 2|u - v|^2 / ((1 - |u|^2)(1 - |v|^2)))."""
+def poincare_loss(logits: torch.Tensor, labels: torch.Tensor, xi: float = 1e-4) -> torch.Tensor:
+    """PPA's Poincaré loss: arccosh(1 + 2|u - v|^2 / ((1 - |u|^2)(1 - |v|^2))) with u the
+    L1-normalised logits and v the one-hot label minus ``xi`` (official ``losses/poincare.py``)."""
     u = logits / logits.abs().sum(1, keepdim=True)
-    v = torch.nn.functional.one_hot(labels, logits.shape[1]).float().clamp(0, 1 - eps)
+    v = (torch.nn.functional.one_hot(labels, logits.shape[1]).float() - xi).clamp(0, 1)
     num = 2 * (u - v).pow(2).sum(1)
     den = (1 - u.pow(2).sum(1)) * (1 - v.pow(2).sum(1))
     return torch.acosh(1 + num / den).mean()
@@ -31,55 +44,77 @@ def poincare_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5)
 
 @register_attack("ppa")
 class PPA(LatentOptimizationAttack):
-    """PPA-style (Struppek et al., ICML 2022): initial selection, Poincaré loss, final selection under transforms."""
+    """PPA (Struppek et al., ICML 2022): per-class candidates, Poincaré loss, final selection under transforms."""
 
     prior_kind = "wgan-gp"
-    defaults = {"iterations": 300, "lr": 0.05, "candidates": 500, "oversample": 2, "init_transforms": 4,
-                "final_transforms": 100, "checkpoint_every": 100}
+    defaults = {"iterations": 50, "lr": 0.005, "search_space": 2000, "candidates": 200, "final_transforms": 100,
+                "checkpoint_every": 25}
+    paper = "Struppek et al., Plug & Play Attacks: Towards Robust and Flexible Model Inversion Attacks, ICML 2022"
+    code = "https://github.com/LukasStruppek/Plug-and-Play-Attacks"
+    paper_budget = {"iterations": 50, "search_space": 2000, "candidates": 200, "final_transforms": 100}
+    deviations = (
+        ("prior: GMI's WGAN-GP trained on the public split, optimised in its z space "
+         "(official: pre-trained StyleGAN2, optimised in W with truncation 0.5)",
+         "no StyleGAN weights can be downloaded here"),
+        ("no centre crop and resize to 224 px around the transforms",
+         "they adapt StyleGAN's 1024 px output to the target; our generator already produces the target's size"),
+        ("transforms drawn per image (official: one torchvision draw per batch of 25)",
+         "same distribution per image; per-image draws batch all classes together"),
+        ("no horizontal flip on data whose labels a flip changes (digits, glyphs)",
+         "a mirrored digit is not a digit"),
+        ("50 iterations (official FaceScrub/default configs; CelebA: 70, Stanford Dogs: 100)",
+         "MIDRE's headline setting is FaceScrub"),
+    )
+
+    def setup(self, target, prior, labels):
+        self._target = target  # the initial selection scores candidates with the target
+        g = prior.generator
+        self.optimise_augment = ppa_optimisation_augmentation(g.image_size)
+        self.select_augment = ppa_selection_augmentation(g.image_size, prior.hflip)
+        self.hflip = prior.hflip
+        n_max = int(torch.bincount(labels).max())
+        if n_max > int(self.params["candidates"]):
+            raise ReAnalysisError(f"ppa keeps per_class={n_max} of {self.params['candidates']} candidates per class; "
+                                  "lower per_class or raise candidates")
+        if int(self.params["candidates"]) > int(self.params["search_space"]):
+            raise ReAnalysisError("ppa's candidates per class cannot exceed its search_space")
 
     @torch.no_grad()
     def confidence(self, target, images, labels, n: int, gen) -> torch.Tensor:
-        """Mean softmax confidence for ``labels`` over ``n`` random transforms."""
+        """Mean softmax confidence for ``labels`` over ``n`` final-selection transforms."""
         total = torch.zeros(len(images), device=images.device)
         for _ in range(n):
-            total += target(random_augment(images, gen)).softmax(1).gather(1, labels[:, None]).squeeze(1)
+            total += target(self.select_augment(images, gen)).softmax(1).gather(1, labels[:, None]).squeeze(1)
         return total / n
 
     def init_latents(self, labels, prior, seed, device):
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 424_242)
-        cand = torch.randn(int(self.params["candidates"]), prior.z_dim, device=device, generator=gen)
+        space = torch.randn(int(self.params["search_space"]), prior.z_dim, device=device, generator=gen)
         target = self._target
         with torch.no_grad():
-            imgs = torch.cat([prior.generator(cand[i:i + 256]) for i in range(0, len(cand), 256)])
-            probs = torch.zeros(len(cand), target.num_classes, device=device)
-            for _ in range(int(self.params["init_transforms"])):
-                probs += target(random_augment(imgs, gen)).softmax(1)
-        keep = int(self.params["oversample"])
-        rows = []
-        for k in labels.unique(sorted=True).tolist():
-            n = int((labels == k).sum()) * keep
-            rows.append(probs[:, k].topk(min(n, len(cand))).indices)
-        z = cand[torch.cat(rows)]
-        self._labels = labels.unique(sorted=True).repeat_interleave(
-            torch.tensor([len(r) for r in rows], device=device))
-        return {"z": z}
+            probs = []
+            for i in range(0, len(space), 256):
+                views = initial_selection_views(prior.generator(space[i:i + 256]), self.hflip)
+                probs.append(sum(target(v).softmax(1) for v in views) / len(views))
+            probs = torch.cat(probs)
+        n = int(self.params["candidates"])
+        classes = labels.unique(sorted=True)
+        rows = [probs[:, k].topk(n).indices for k in classes.tolist()]
+        self._labels = classes.repeat_interleave(n)
+        return {"z": space[torch.cat(rows)]}
 
     def make_optimizer(self, latents):
         return torch.optim.Adam([latents["z"]], lr=self.params["lr"], betas=(0.1, 0.1))
 
     def loss(self, latents, labels, target, prior, it, gen):
         x = prior.generator(latents["z"])
-        return poincare_loss(target(random_augment(x, gen)), self._labels)
-
-    def run(self, target, prior, labels, seed, state_path=None, progress=True):
-        self._target = target  # initial selection scores candidates with the target
-        return super().run(target, prior, labels, seed, state_path, progress)
+        return poincare_loss(target(self.optimise_augment(x, gen)), self._labels)
 
     def finalize(self, latents, labels, target, prior, seed):
         z = latents["z"].detach()
         gen = torch.Generator(device=z.device).manual_seed(seed * 1_000_003 + 777_767)
         with torch.no_grad():
-            imgs = prior.generator(z).float()
+            imgs = torch.cat([prior.generator(z[i:i + 256]) for i in range(0, len(z), 256)]).float()
             score = self.confidence(target, imgs, self._labels, int(self.params["final_transforms"]), gen)
         keep = []
         for k in labels.unique(sorted=True).tolist():

@@ -9,18 +9,18 @@ labels, latents), ``grid.png`` and ``attack.json``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torchvision.utils import save_image
 
 from ..artifacts import (atomic_output, atomic_save_tensors, atomic_write_json, claim_run_dir, claim_scope,
-                         config_hash, environment_versions, load_tensors, read_json, remove_artifact)
-from ..data import load_dataset, materialize
+                         environment_versions, load_tensors, read_json, remove_artifact)
+from ..data import materialize
 from ..errors import ReAnalysisError
 from ..distributed import barrier, rank_device, setup
 from ..runs import target_record, target_splits
@@ -38,7 +38,9 @@ def default_cache() -> Path:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """What determines an attack run. ``iterations=None`` keeps the attack's own default."""
+    """What determines an attack run. ``iterations=None`` keeps the attack's own default (its
+    paper's budget); ``prior_steps=None`` trains a missing prior for its paper's budget;
+    ``prior_params`` are further :class:`PriorConfig` fields (e.g. ``minibatch_features=0``)."""
 
     attack: str = "gmi"
     target: str = ""
@@ -48,8 +50,9 @@ class AttackConfig:
     iterations: int | None = None
     seed: int = 0
     params: dict = field(default_factory=dict)
-    prior_steps: int = 1500
+    prior_steps: int | None = None
     prior_seed: int = 0
+    prior_params: dict = field(default_factory=dict)
     classes_per_chunk: int = 0
     device: str = "auto"
 
@@ -61,7 +64,16 @@ class AttackConfig:
             raise ReAnalysisError(f"per_class must be at least 1, got {self.per_class}")
         if self.iterations is not None and self.iterations < 1:
             raise ReAnalysisError(f"iterations must be at least 1, got {self.iterations}")
+        if self.prior_steps is not None and self.prior_steps < 1:
+            raise ReAnalysisError(f"prior_steps must be at least 1 (or None for the paper's budget), got {self.prior_steps}")
         object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "prior_params", dict(self.prior_params))
+        fixed = {"kind", "dataset", "root", "image_size", "dataset_params", "seed", "steps", "target_hash"}
+        known = set(PriorConfig.__dataclass_fields__) - fixed - {"checkpoint_every"}
+        unknown = set(self.prior_params) - known
+        if unknown:
+            raise ReAnalysisError(f"unknown prior parameter(s) {', '.join(sorted(unknown))}; "
+                                  f"known: {', '.join(sorted(known))}")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
 
@@ -77,7 +89,7 @@ def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model,
     t = target_rec["config"]
     pc = PriorConfig(kind=attack_cls.prior_kind, dataset=t["dataset"], root=t.get("root"),
                      image_size=t.get("image_size"), dataset_params=t.get("dataset_params", {}),
-                     seed=cfg.prior_seed, steps=cfg.prior_steps,
+                     seed=cfg.prior_seed, steps=cfg.prior_steps, **cfg.prior_params,
                      target_hash=None if attack_cls.prior_kind == "wgan-gp" else target_rec["config_hash"])
     return train_prior(pc, target=target_model, cache_root=cache_root / "priors", device=str(device),
                        progress=progress)
@@ -109,7 +121,8 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
         raise ReAnalysisError(f"classes {bad} do not exist: the target has classes 0-{target.num_classes - 1}")
     size = cfg.classes_per_chunk or -(-len(classes) // dist_.world)
     key = {"attack": cfg.attack, "params": attack.params, "target": rec["config_hash"], "classes": classes,
-           "per_class": cfg.per_class, "seed": cfg.seed, "prior": cfg.prior or {"steps": cfg.prior_steps, "seed": cfg.prior_seed},
+           "per_class": cfg.per_class, "seed": cfg.seed, "prior": cfg.prior or {"steps": cfg.prior_steps, "seed": cfg.prior_seed,
+                                                                   **({"params": cfg.prior_params} if cfg.prior_params else {})},
            "classes_per_chunk": 0 if size >= len(classes) else size}
     if dist_.is_main:
         claim_run_dir(out_dir, key, kind="attack")
@@ -123,7 +136,6 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
     barrier()
     if not dist_.is_main:
         prior = resolve_prior(cfg, attack_cls, rec, target, device, cache_root, False)
-    t = rec["config"]
     splits = target_splits(rec)
     public, _ = materialize(splits.public)
     attack.prepare(target, prior, public, device, cfg.seed, cache_root / "augmented" / rec["config_hash"])
@@ -142,7 +154,8 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
         res = attack.run(victim, prior, labels, cfg.seed, state_path=parts / f"state-{ci:04d}.safetensors",
                          progress=progress)
         atomic_save_tensors(part, {"images": res.images, "labels": res.labels, "latents": res.latents.flatten(1),
-                                   "loss_history": torch.tensor(res.loss_history or [float("nan")])})
+                                   "loss_history": torch.tensor(res.loss_history or [float("nan")])},
+                            {"info": json.dumps(run_summary(res.info))})
         remove_artifact(parts / f"state-{ci:04d}.safetensors")
     barrier()
     if dist_.is_main:
@@ -152,9 +165,30 @@ def run_attack(cfg: AttackConfig, out_dir: str | Path, cache_root: str | Path | 
     return load_attack_run(out_dir)
 
 
+def run_summary(info: dict) -> dict:
+    """The JSON-able part of an attack's run info (tensors such as traces stay in memory)."""
+    return {k: v for k, v in info.items() if not torch.is_tensor(v)}
+
+
+def chunk_info(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    return json.loads(meta.get("info", "{}"))
+
+
+def prior_budget(prior) -> dict:
+    """The prior's steps as trained against its paper's (from ``prior.json``)."""
+    info = prior.info
+    return {"prior_steps": info.get("steps"), "prior_paper_steps": info.get("paper_steps"),
+            "prior_steps_fraction": info.get("steps_fraction")}
+
+
 def merge_attack_run(out_dir: Path, cfg: AttackConfig, attack, rec, target, prior, classes, n_chunks: int,
                      seconds: float, queries=None) -> AttackResult:
-    parts = [load_tensors(out_dir / "parts" / f"chunk-{ci:04d}.safetensors") for ci in range(n_chunks)]
+    paths = [out_dir / "parts" / f"chunk-{ci:04d}.safetensors" for ci in range(n_chunks)]
+    parts = [load_tensors(p) for p in paths]
     images = torch.cat([p["images"] for p in parts])
     labels = torch.cat([p["labels"] for p in parts]).long()
     latents = torch.cat([p["latents"] for p in parts])
@@ -172,7 +206,9 @@ def merge_attack_run(out_dir: Path, cfg: AttackConfig, attack, rec, target, prio
             "target_defense": rec["config"].get("defense"), "dataset": rec["config"].get("dataset"),
             "prior": str(prior.run_dir) if prior.run_dir else None, "prior_kind": prior.kind,
             "target_accuracy_on_reconstructions": target_acc, "loss_history": history,
-            "label_queries": queries, "seconds": round(seconds, 3), "versions": environment_versions()}
+            "label_queries": queries, "seconds": round(seconds, 3), "versions": environment_versions(),
+            **attack.budget(), **prior_budget(prior), "hflip_preserves_labels": prior.hflip,
+            "run_info": [chunk_info(p) for p in paths]}
     atomic_write_json(out_dir / "attack.json", info)
     return AttackResult(images, labels, latents, history[0] if len(history) == 1 else sum(history, []), info)
 

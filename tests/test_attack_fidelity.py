@@ -1,0 +1,416 @@
+"""Each attack's defining behaviour, as its paper and official code define it, on the
+embedded digits (small budgets; the behaviours, not the attack strength, are checked)."""
+
+import pytest
+import torch
+from torch import nn
+
+from re_analysis import ReAnalysisError
+from re_analysis.attacks import (ATTACKS, LabelOnlyTarget, PriorConfig, create_attack, heldout_public, paper_steps,
+                                 prior_quality, train_prior)
+from re_analysis.attacks.augment import plg_augmentation, ppa_selection_augmentation
+from re_analysis.attacks.brepmi import BREPMI
+from re_analysis.attacks.gan import Generator, SNProjectionDiscriminator
+from re_analysis.attacks.priors import STEP, build_gan, public_parts
+from re_analysis.data import load_dataset, materialize
+from re_analysis.fidelity import fidelity_table, missing_fidelity
+from re_analysis.models.inputs import predict_logits
+from re_analysis.registry import Registry
+from re_analysis.runs import target_record
+from re_analysis.training import load_classifier
+
+pytestmark = pytest.mark.slow
+
+PRIOR_STEPS = 4  # behaviours only: a barely trained prior is enough
+
+
+@pytest.fixture(scope="module")
+def target(trained):
+    return load_classifier(trained["none"])
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    return train_prior(PriorConfig(steps=PRIOR_STEPS), cache_root=tmp_path_factory.mktemp("priors"), device="cpu",
+                       progress=False)
+
+
+# --- fidelity declarations ---------------------------------------------------------------
+
+def test_every_registered_attack_declares_paper_code_and_deviations():
+    assert missing_fidelity(ATTACKS) == {}
+    table = fidelity_table(ATTACKS)
+    assert list(table.columns) == ["method", "paper", "code", "deviation", "reason"]
+    assert set(table["method"]) == set(ATTACKS.names())
+    assert table["code"].str.startswith("https://github.com/").all()
+    assert (table["reason"].str.len() > 0).all()
+
+
+def test_fidelity_table_names_undeclared_methods_and_says_none():
+    reg = Registry("defense")
+
+    @reg.register("faithful")
+    class Faithful:
+        paper, code, deviations = "A et al., 2020", "https://github.com/a/b", ()
+
+    table = fidelity_table(reg)
+    assert table.to_dict("records") == [{"method": "faithful", "paper": "A et al., 2020", "code": "https://github.com/a/b",
+                                         "deviation": "none", "reason": ""}]
+
+    @reg.register("vague")
+    class Vague:
+        paper = "B et al."
+
+    with pytest.raises(ReAnalysisError, match="vague: code, deviations"):
+        fidelity_table(reg)
+
+
+def test_defaults_are_the_papers_budgets():
+    for name in ATTACKS.names():
+        attack = create_attack(name)
+        assert attack.budget()["iterations_fraction"] == 1.0, name
+        assert all(row["fraction"] == 1.0 for row in attack.budget()["budget"].values()), name
+    assert create_attack("gmi", iterations=300).budget()["iterations_fraction"] == 0.2
+    # GMI: 100 epochs of ceil(2000/64)=32 batches, a generator step every 5th; PLG-MI: 30,000 iterations
+    assert paper_steps("wgan-gp", 2000) == 640 and paper_steps("kedmi", 2000) == 768 and paper_steps("plg", 10) == 30_000
+
+
+# --- BREP-MI -------------------------------------------------------------------------------
+
+class DigitMixture(nn.Module):
+    """A smooth 'generator' over real private digits: z (16-d) -> softmax(keys . z / 0.1)-weighted
+    mix of 20 real digits per class, each key near its class's axis. Every class is reachable
+    (a GAN trained for a few steps is not), so BREP-MI's geometry can be checked on real images."""
+
+    def __init__(self):
+        super().__init__()
+        splits = load_dataset("mnist5k")
+        x, y = materialize(splits.private_train)
+        picks = torch.cat([(y == k).nonzero().squeeze(1)[:20] for k in range(5)])
+        self.register_buffer("bank", x[picks].float().div(127.5).sub(1).flatten(1))
+        g = torch.Generator().manual_seed(0)
+        keys = torch.randn(100, 16, generator=g) * 0.3
+        keys[torch.arange(100), torch.arange(100) // 20] += 2.0
+        self.register_buffer("keys", keys)
+        self.z_dim, self.channels = 16, 1
+
+    def forward(self, z):
+        return (torch.softmax(z @ self.keys.t() / 0.1, 1) @ self.bank).view(-1, 1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def digit_prior():
+    return type("DigitPrior", (), {"generator": DigitMixture(), "z_dim": 16})()
+
+
+def test_brep_mi_keeps_every_point_in_its_class_and_never_shrinks_the_radius(target, digit_prior):
+    oracle = LabelOnlyTarget(target)
+    labels = torch.arange(5)
+    attack = BREPMI(iterations=10, sphere_points=16, max_steps=3000)
+    res = attack.run(oracle, digit_prior, labels, seed=0, progress=False)
+    prior = digit_prior
+    assert torch.equal(predict_logits(target, res.images).argmax(1), labels)  # returned points lie in their class
+    trace = res.info["radius_trace"]
+    assert (trace[1:] >= trace[:-1]).all()  # the radius never shrinks
+    assert trace[0].eq(2.0).all() and not any(res.info["capped"])  # every row stopped by the rule, not the cap
+    assert res.latents.abs().max() <= 1.5  # z clamped to [-1.5, 1.5]
+    grew = torch.tensor(res.info["radius_increases"]) > 0
+    assert grew.any()
+    # a row whose radius never grew returns its initial point (the first hit of the random draws)
+    start = attack.initial_points(LabelOnlyTarget(target), prior, labels, 0, labels.device)
+    assert torch.equal(res.latents[~grew], start[~grew])
+
+
+def test_brep_mi_growth_rule_step_cap_and_rejection_on_a_half_space():
+    """Hand-checkable geometry: class 1 is the half-space z_0 > 0 of a 3-d latent space."""
+
+    class HalfSpace(nn.Module):
+        num_classes = 2
+
+        def forward(self, x):
+            return torch.stack([-x[:, 0], x[:, 0]], 1)
+
+    class Identity(nn.Module):
+        channels = 1
+
+        def forward(self, z):
+            return z
+
+    fake_prior = type("P", (), {"generator": Identity(), "z_dim": 3})()
+    attack = BREPMI(iterations=5, sphere_points=8)
+    labels = torch.tensor([1])
+    s = {"z": torch.tensor([[0.05, 0.0, 0.0]]), "radius": torch.tensor([2.0]), "since_growth": torch.tensor([0]),
+         "done": torch.tensor([False]), "z_out": torch.tensor([[0.05, 0.0, 0.0]]), "growths": torch.tensor([0]),
+         "capped": torch.tensor([False])}
+    oracle = LabelOnlyTarget(HalfSpace())
+    for t in range(40):
+        before = s["z"].clone()
+        r_before = float(s["radius"])
+        attack.step(oracle, fake_prior, labels, s, torch.Generator().manual_seed(t))
+        assert s["z"][0, 0] > 0  # never accepts a point outside the class
+        assert (s["z"] - before).norm() <= min(r_before / 3, 3) + 1e-6  # step at most min(r/3, 3)
+        assert float(s["radius"]) in (r_before, pytest.approx(r_before * 1.3))
+        assert s["z"].abs().max() <= 1.5
+    # at the box's face z_0 = 1.5 a sphere of radius 2 has points across z_0 = 0: growth stops below ~1.5 / sin
+    assert float(s["radius"]) < 20
+
+
+def test_brep_mi_refuses_logits(target, prior):
+    with pytest.raises(ReAnalysisError, match="label-only"):
+        BREPMI(iterations=1).run(target, prior, torch.arange(2), seed=0, progress=False)
+
+
+# --- KEDMI, GMI, LOMMA ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kedmi_prior(trained, target, tmp_path_factory):
+    h = target_record(trained["none"])["config_hash"]
+    return train_prior(PriorConfig(kind="kedmi", steps=1, target_hash=h), target=target,
+                       cache_root=tmp_path_factory.mktemp("kprior"), device="cpu", progress=False)
+
+
+def test_kedmi_learns_one_distribution_per_class_and_samples_it(target, kedmi_prior):
+    labels = torch.arange(5).repeat_interleave(4)
+    res = create_attack("kedmi", iterations=30, clip=0).run(target, kedmi_prior, labels, seed=0, progress=False)
+    mu, log_var = res.info["mu"], res.info["log_var"]
+    assert mu.shape == (5, kedmi_prior.z_dim) and log_var.shape == (5, kedmi_prior.z_dim)
+    eps = (res.latents - mu[labels]) / (0.5 * log_var[labels]).exp()
+    assert eps.abs().max() < 6 and abs(float(eps.std()) - 1) < 0.1  # every sample is N(mu_k, sigma_k) of its class
+    assert not torch.equal(res.latents[0], res.latents[1])  # several samples from the one distribution
+    clipped = create_attack("kedmi", iterations=5).run(target, kedmi_prior, labels, seed=0, progress=False)
+    assert clipped.latents.abs().max() <= 1.0  # z clamped to [-1, 1] as in LOMMA's KEDMI runs
+
+
+def test_gmi_select_best_keeps_the_restart_with_the_highest_target_logit(target, prior):
+    labels = torch.arange(5).repeat_interleave(3)
+    every = create_attack("gmi", iterations=20).run(target, prior, labels, seed=1, progress=False)
+    best = create_attack("gmi", iterations=20, select="best").run(target, prior, labels, seed=1, progress=False)
+    assert torch.equal(best.labels, torch.arange(5))  # one image per identity
+    logits = predict_logits(target, every.images).gather(1, labels[:, None]).squeeze(1).view(5, 3)
+    chosen = predict_logits(target, best.images).gather(1, best.labels[:, None]).squeeze(1)
+    assert torch.allclose(chosen, logits.max(1).values)
+    assert best.info["selected_rows"] == (logits.argmax(1) + torch.arange(5) * 3).tolist()
+
+
+def test_gmi_uses_nesterov_and_the_mnist_learning_rate(target, prior):
+    attack = create_attack("gmi", iterations=1)
+    attack.run(target, prior, torch.arange(2), seed=0, progress=False)
+    assert attack.params["lr"] == 0.01  # GMI's MNIST setting (0.02 is its CelebA setting)
+    opt = attack.make_optimizer({"z": torch.zeros(1, 3, requires_grad=True)})
+    assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_lomma_regulariser_touches_only_the_target(target, prior, trained):
+    public = materialize(load_dataset("mnist5k").public)[0][::10]  # 250 digits: enough to distil for one epoch
+    attack = create_attack("lomma-gmi", distill_epochs=1)
+    attack.prepare(target, prior, public, torch.device("cpu"), seed=0)
+    assert len(attack.models) == 4  # the target and 3 distilled students
+    assert {m.arch for m in attack.models[1:]} == {"cnn28s", "mlp28", "cnn28w"}
+    x = prior.sample(6, seed=3)
+    y = torch.arange(6) % 5
+    with torch.no_grad():
+        with_reg = attack.identity_loss(target, x, y)
+        attack.params["lambda_reg"] = 0.0
+        without = attack.identity_loss(target, x, y)
+        by_hand = (target.features(x) - attack.p_reg).pow(2).mean()  # the target's features only
+        mean_logit = sum(m(x).gather(1, y[:, None]).mean() for m in attack.models) / 4
+    assert torch.allclose(with_reg - without, by_hand)
+    assert torch.allclose(without, -mean_logit)
+
+
+# --- no flips on digits -------------------------------------------------------------------
+
+LEFT_BRIGHT = torch.cat([torch.full((1, 1, 28, 14), 0.8), torch.full((1, 1, 28, 14), -0.8)], 3)
+
+
+def mirrored(x: torch.Tensor) -> torch.Tensor:
+    """Rows whose left half is much darker than the right: LEFT_BRIGHT seen in a mirror.
+    (Real digits differ by at most 0.26 between halves; crops and rotations of LEFT_BRIGHT
+    keep a difference above +0.6, its mirror images below -0.5.)"""
+    return (x[..., :14].mean((1, 2, 3)) - x[..., 14:].mean((1, 2, 3))) < -0.5
+
+
+class MirrorSpy(nn.Module):
+    """The target, recording every input that is a mirror image of LEFT_BRIGHT."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.num_classes, self.arch = model, model.num_classes, model.arch
+        self.seen = self.flipped = 0
+
+    def features(self, x):
+        self.seen += len(x)
+        self.flipped += int(mirrored(x).sum())
+        return self.model.features(x)
+
+    def head(self, f):
+        return self.model.head(f)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_mirror_detector_sees_flips_where_a_dataset_allows_them():
+    x = LEFT_BRIGHT.expand(64, 1, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    assert not mirrored(plg_augmentation(28, 1, hflip=False)(x, g)).any()
+    assert 10 < int(mirrored(plg_augmentation(28, 1, hflip=True)(x, g)).sum()) < 54
+    assert 10 < int(mirrored(ppa_selection_augmentation(28, hflip=True)(x, g)).sum()) < 54
+
+
+def test_no_stage_ever_flips_a_digit(trained, target, tmp_path, monkeypatch):
+    """Every generated image any prior or attack shows the target is LEFT_BRIGHT (with a zero
+    gradient path through the real generator): the spy must never see its mirror image."""
+    original = Generator.forward
+    monkeypatch.setattr(Generator, "forward", lambda self, z, y=None: LEFT_BRIGHT + 0 * original(self, z, y))
+    # BREP-MI's start needs images of every class; with one image for all z, start anywhere
+    monkeypatch.setattr(BREPMI, "initial_points", lambda self, oracle, prior, labels, seed, device:
+                        torch.zeros(len(labels), prior.z_dim))
+    spy = MirrorSpy(target)
+    h = target_record(trained["none"])["config_hash"]
+    priors = {kind: train_prior(PriorConfig(kind=kind, steps=2, target_hash=None if kind == "wgan-gp" else h),
+                                target=spy, cache_root=tmp_path, device="cpu", progress=False)
+              for kind in ("wgan-gp", "kedmi", "plg")}
+    assert not load_dataset("mnist5k").hflip_preserves_labels and not priors["plg"].hflip
+    public = materialize(load_dataset("mnist5k").public)[0][::10]
+    labels = torch.arange(5).repeat_interleave(2)
+    small = {"gmi": {}, "kedmi": {}, "lomma-gmi": {"distill_epochs": 1, "n_aug": 1},
+             "lomma-kedmi": {"distill_epochs": 1, "n_aug": 1}, "plg-mi": {},
+             "ppa": {"search_space": 64, "candidates": 4, "final_transforms": 5}, "brep-mi": {"iterations": 2, "max_steps": 10}}
+    assert set(small) == set(ATTACKS.names())
+    for name, params in small.items():
+        attack = create_attack(name, **({"iterations": 3} | params))
+        prior = priors[type(attack).prior_kind]
+        attack.prepare(spy, prior, public, torch.device("cpu"), seed=0)
+        victim = LabelOnlyTarget(spy) if attack.access == "label" else spy
+        attack.run(victim, prior, labels, seed=0, progress=False)
+    assert spy.seen > 1000 and spy.flipped == 0
+
+
+# --- priors -------------------------------------------------------------------------------
+
+def test_prior_discriminator_steps_per_generator_step_match_the_official_code(target):
+    """GMI, KEDMI and PLG-MI all take 5 discriminator steps per generator step; PLG-MI's
+    discriminator is spectrally normalised (largest singular value 1)."""
+    public = materialize(load_dataset("mnist5k").public)[0][:256]
+    for kind in ("wgan-gp", "kedmi", "plg"):
+        cfg = PriorConfig(kind=kind, target_hash="t")
+        g, d = build_gan(cfg, 1, 28, 5)
+        opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+        batch = {"public": public, "soft": torch.full((256, 5), 0.2), "labels": torch.arange(256) % 5,
+                 "augment": plg_augmentation(28, 1, False, 0.5), "target": target}
+        STEP[kind](cfg, g, d, opt_g, opt_d, batch, torch.Generator().manual_seed(0), "cpu")
+        steps = lambda opt: int(next(iter(opt.state.values()))["step"])
+        assert (steps(opt_d), steps(opt_g)) == (5, 1), kind
+    assert isinstance(d, SNProjectionDiscriminator)
+    w = d.body[0].weight.flatten(1)
+    assert float(torch.linalg.matrix_norm(w.detach(), ord=2)) == pytest.approx(1.0, abs=0.05)
+
+
+def test_prior_trains_on_the_public_split_less_a_seeded_heldout_part(prior):
+    splits, train, heldout = public_parts(PriorConfig())
+    assert len(train) + len(heldout) == len(splits.public) and len(heldout) == 500  # 20% of 2,500, per class
+    assert prior.info["public_train"] == 2000 and prior.info["steps"] == PRIOR_STEPS
+    assert prior.info["steps_fraction"] == pytest.approx(PRIOR_STEPS / 640)
+    flat_train = {bytes(x.numpy()) for x in train}
+    assert not any(bytes(x.numpy()) in flat_train for x in heldout_public(prior))
+
+
+class BankGenerator(nn.Module):
+    """A 'generator' returning images from a bank (by z's first coordinate's rank), for known-quality priors."""
+
+    def __init__(self, bank, num_classes=0, by_class=None):
+        super().__init__()
+        self.bank, self.num_classes, self.by_class = bank, num_classes, by_class
+        self.z_dim, self.p = 4, nn.Parameter(torch.zeros(1))
+
+    def forward(self, z, y=None):
+        idx = (torch.special.ndtr(z[:, 0]) * 100_000).long()  # uniform over the bank for z ~ N(0, 1)
+        if y is None:
+            return self.bank[idx % len(self.bank)]
+        return torch.stack([self.by_class[int(k)][int(i) % len(self.by_class[int(k)])] for k, i in zip(y, idx)])
+
+
+def fake_prior(generator, conditional=False):
+    from re_analysis.attacks.priors import Prior
+
+    return Prior("plg" if conditional else "wgan-gp", generator, nn.Identity(), {"num_target_classes": 5})
+
+
+def test_prior_quality_passes_real_images_and_fails_noise(trained):
+    eval_model = load_classifier(trained["eval"])
+    _, train, heldout = public_parts(PriorConfig())
+    real = fake_prior(BankGenerator(train.float().div(127.5).sub(1)))
+    noise = fake_prior(BankGenerator(torch.rand(500, 1, 28, 28) * 2 - 1))
+    q_real = prior_quality(real, eval_model, heldout, train_images=train)
+    q_noise = prior_quality(noise, eval_model, heldout, train_images=train)
+    assert q_real["passed"] and q_real["fid_ratio"] < 2 and q_real["class_kappa"] is None
+    assert not q_noise["passed"] and q_noise["fid_ratio"] > 10 * q_real["fid_ratio"]
+
+
+def test_prior_quality_class_agreement_reads_only_the_private_classes(trained):
+    eval_model = load_classifier(trained["eval"])
+    splits = load_dataset("mnist5k")
+    priv, priv_y = materialize(splits.private_train)
+    _, train, heldout = public_parts(PriorConfig())
+    norm = lambda x: x.float().div(127.5).sub(1)
+    right = {k: norm(priv[priv_y == k]) for k in range(5)}
+    wrong = {k: norm(priv[priv_y == (k + 1) % 5]) for k in range(5)}
+
+    class Wider(nn.Module):  # an evaluation model with 5 extra (public) classes that always win
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def features(self, x):
+            return self.m.features(x)
+
+        def forward(self, x):
+            out = self.m(x)
+            return torch.cat([out, out.abs().amax(1, keepdim=True).expand(-1, 5) + 10], 1)
+
+    for model in (eval_model, Wider(eval_model)):
+        good = prior_quality(fake_prior(BankGenerator(None, 5, right), True), model, heldout, train_images=train)
+        bad = prior_quality(fake_prior(BankGenerator(None, 5, wrong), True), model, heldout, train_images=train)
+        assert good["class_share"] > 0.9 and good["class_kappa"] > 0.85
+        assert bad["class_share"] < 0.1 and not bad["passed"]
+
+
+# --- reproducible augmentations -------------------------------------------------------------
+
+def test_augmentations_follow_the_callers_seed_and_leave_the_global_rng_alone():
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    aug = plg_augmentation(28, 1, hflip=False)
+    state = torch.get_rng_state()
+    a = aug(x, torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, aug(x, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, aug(x, torch.Generator().manual_seed(6)))
+    assert not torch.equal(a[0], a[1])  # one draw per image
+
+
+def test_plg_mi_resumed_from_its_checkpoint_equals_an_uninterrupted_run(trained, target, tmp_path):
+    h = target_record(trained["none"])["config_hash"]
+    prior = train_prior(PriorConfig(kind="plg", steps=2, target_hash=h), target=target, cache_root=tmp_path,
+                        device="cpu", progress=False)
+    labels = torch.arange(5)
+    full = create_attack("plg-mi", iterations=12, checkpoint_every=5).run(target, prior, labels, 0, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    attack = create_attack("plg-mi", iterations=12, checkpoint_every=5)
+    original = attack.loss
+
+    def dying(latents, labels, target, prior, it, gen):
+        if it == 8:
+            raise Killed
+        return original(latents, labels, target, prior, it, gen)
+
+    attack.loss = dying
+    state = tmp_path / "state.safetensors"
+    with pytest.raises(Killed):
+        attack.run(target, prior, labels, 0, state_path=state, progress=False)
+    attack.loss = original
+    resumed = attack.run(target, prior, labels, 0, state_path=state, progress=False)
+    assert torch.equal(resumed.images, full.images)
