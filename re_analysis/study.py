@@ -268,13 +268,14 @@ def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int)
     params = dict(preset["attacks"][attack])
     iterations = params.pop("iterations", None)
     prior = preset["prior"]
-    steps = prior.get("steps", 600)
+    steps = prior.get("steps")  # None: the prior paper's budget
     if attack_class(attack).prior_kind != "wgan-gp":  # KEDMI/PLG priors are trained per target
         steps = prior.get("target_steps", steps)
     return AttackConfig(attack=attack, target=str(paths.target(label, seed, target_config(preset, label, seed))),
                         classes=attacked_classes(preset, seed),
                         per_class=preset["per_class"], iterations=iterations, seed=seed, params=params,
-                        prior_steps=steps, prior_seed=prior.get("seed", 0), device=preset["device"])
+                        prior_steps=steps, prior_seed=prior.get("seed", 0), prior_params=dict(prior.get("params") or {}),
+                        device=preset["device"])
 
 
 TEST_PREDICTIONS = "test_predictions.csv"

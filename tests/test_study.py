@@ -8,15 +8,16 @@ from re_analysis.study import list_presets, load_preset, restrict, summarize, tr
 
 
 def test_presets_load_and_cover_what_the_book_says():
-    assert {"smoke", "quick", "full", "fashion", "paper-celeba", "paper-facescrub"} <= set(list_presets())
+    assert {"smoke", "quick", "mnist", "full", "fashion", "paper-celeba", "paper-facescrub"} <= set(list_presets())
     q = load_preset("quick")
-    assert len(q["seeds"]) >= 3
-    attacks = set(q["attacks"])
-    for d in ("none", "random-erasing"):
-        assert {a for x, a in q["pairs"] if x == d} == attacks  # against every attack
-    for d in ("mid", "bido", "nls", "tl-dmi", "dp-sgd"):
+    assert q["dataset"] == "glyphs" and len(q["seeds"]) >= 3
+    assert {"gmi", "lomma-gmi"} <= set(q["attacks"])
+    assert all(not q["attacks"][a].get("iterations") for a in q["attacks"])  # the attacks' own budgets
+    for d in ("none", "random-erasing", "re-partial-p0.5", "re-fixed-center", "re-fixed-corner", "random-erasing+nls"):
         assert {"gmi", "lomma-gmi"} <= {a for x, a in q["pairs"] if x == d}
-    assert {"re-p0.5", "re-fixed", "re-area0.8"} <= {x for x, a in q["pairs"] if a == "gmi"}
+    assert load_preset("smoke")["dataset"] == "mnist5k" and load_preset("mnist")["dataset"] == "mnist5k"
+    full = load_preset("full")
+    assert full["dataset"] == "glyphs" and len(full["pairs"]) == len(full["defenses"]) * len(full["attacks"])
     assert load_preset("paper-celeba")["dataset"] == "celeba"
 
 
