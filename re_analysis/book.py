@@ -105,14 +105,15 @@ def stage_tables(run_dir: Path, stage: Path) -> list[Path]:
 
 
 def build_book(preset: str = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,
-               build_dir: str | Path = "_build", device: str = "auto", progress: bool = True) -> Path:
+               build_dir: str | Path = "_build", device: str = "auto", progress: bool = True,
+               workers: int | None = None) -> Path:
     """Study -> notebooks -> HTML in ``build_dir/html``; returns the path of ``index.html``."""
     from .study import load_preset, run_study
 
     src = find_source(source)
     run_dir = Path(run_dir or src / "runs" / preset).resolve()
     build_dir = Path(build_dir).resolve()
-    p = load_preset(preset, device=device)
+    p = load_preset(preset, device=device, workers=workers)
     run_study(p, run_dir, progress=progress)
     stage = build_dir / "stage"
     if stage.exists():

@@ -76,6 +76,8 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--preset", default="quick", help="smoke, quick, full, fashion, paper-celeba, paper-facescrub or a YAML path")
     s.add_argument("--out", default=None, help="run directory (default: runs/PRESET)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=None, help="processes that run independent steps at once "
+                                                                "(default: the preset's, 1 thread each)")
     s.add_argument("--quiet", action="store_true")
 
     b = sub.add_parser("book", help="the main job: study, then every notebook through papermill, then the HTML book")
@@ -84,6 +86,7 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--source", default=None, help="repository root holding _config.yml (default: current folder)")
     b.add_argument("--build-dir", default="_build")
     b.add_argument("--device", default="auto")
+    b.add_argument("--workers", type=int, default=None, help="processes of the study (default: the preset's)")
     b.add_argument("--quiet", action="store_true")
 
     v = sub.add_parser("verify", help="check every artifact of a study or run directory against its manifest "
@@ -172,7 +175,7 @@ def cmd_analyze(args) -> int:
 def cmd_study(args) -> int:
     from .study import load_preset, run_study, summarize
 
-    preset = load_preset(args.preset, device=args.device)
+    preset = load_preset(args.preset, device=args.device, workers=args.workers)
     out = args.out or f"runs/{preset['name']}"
     results = run_study(preset, out, progress=not args.quiet)
     print(summarize(results).to_string(index=False, max_cols=8))
@@ -183,7 +186,8 @@ def cmd_study(args) -> int:
 def cmd_book(args) -> int:
     from .book import build_book
 
-    index = build_book(args.preset, args.run_dir, args.source, args.build_dir, args.device, progress=not args.quiet)
+    index = build_book(args.preset, args.run_dir, args.source, args.build_dir, args.device, progress=not args.quiet,
+                       workers=args.workers)
     print(f"book: {index}")
     return 0
 

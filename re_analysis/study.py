@@ -55,7 +55,7 @@ STUDY_LOG = "study.log"
 
 PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
                "robust_model", "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params",
-               "embed", "classes", "claims"}
+               "embed", "classes", "claims", "workers"}
 ID_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "target_dir", "attack_dir"]
 RESULT_COLUMNS = ID_COLUMNS + [
     # utility
@@ -163,6 +163,10 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
         raise ReAnalysisError("preset robust_model must be a mapping of training options or false (no robust judge)")
     p.setdefault("gap_figures", [])
     p.setdefault("device", "auto")
+    p.setdefault("workers", 1)
+    if not (isinstance(p["workers"], int) and not isinstance(p["workers"], bool) and p["workers"] >= 1):
+        raise ReAnalysisError(f"preset workers must be a positive integer (processes that run independent steps "
+                              f"at once), got {p['workers']!r}")
     p.setdefault("embed", True)
     p.setdefault("name", "custom")
     return p
@@ -437,8 +441,74 @@ def _keyed(table: pd.DataFrame, **keys) -> pd.DataFrame:
     return table.assign(**keys)[list(keys) + [c for c in table.columns if c not in keys]]
 
 
+def shared_priors(preset: dict[str, Any]) -> list:
+    """The priors that no target shapes (GMI's WGAN-GP, trained on the public data only),
+    one per distinct configuration among the preset's attacks."""
+    from .attacks.base import attack_class
+    from .attacks.priors import PriorConfig
+
+    prior, out = preset["prior"], []
+    for attack in dict.fromkeys(a for _, a in preset["pairs"]):
+        if attack_class(attack).prior_kind != "wgan-gp":
+            continue
+        cfg = PriorConfig(kind="wgan-gp", dataset=preset["dataset"], root=preset.get("root"),
+                          image_size=preset.get("image_size"), dataset_params=preset.get("dataset_params", {}),
+                          seed=prior.get("seed", 0), steps=prior.get("steps"), **dict(prior.get("params") or {}))
+        if cfg not in out:
+            out.append(cfg)
+    return out
+
+
+def _run_step(preset: dict[str, Any], root: str, step: tuple, threads: int) -> None:
+    """One independent step of the grid, in a worker process (its result lands in the cache)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    paths = StudyPaths(Path(root))
+    kind = step[0]
+    if kind == "eval":
+        train_eval_model(preset, paths, False, robust=step[1])
+    elif kind == "target":
+        train_target(preset, paths, step[1], step[2], False)
+    elif kind == "prior":
+        from .attacks.priors import train_prior
+
+        train_prior(step[1], cache_root=paths.cache / "priors", device=preset["device"], progress=False)
+    else:
+        attack_evaluate(preset, paths, step[1], step[2], step[3], False)
+
+
+def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> None:
+    """Fill the cache with ``preset["workers"]`` processes at once, one torch thread each.
+
+    Two independent processes keep 2 CPU cores busier than one process with two threads
+    (small convolutions parallelise poorly inside one process). Phase 1 trains the judges,
+    the shared priors and every target; phase 2 attacks and evaluates. Each step claims
+    its run directory (:func:`re_analysis.artifacts.claim_run_dir`), so a step that needs
+    another's result waits for it and then reuses it. Thread counts change the last digits
+    of floating-point sums, so a study run with other ``workers`` may differ in those digits.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // preset["workers"])
+    labels = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
+    phase1 = [("eval", False)] + ([("eval", True)] if preset["robust_model"] is not False else [])
+    phase1 += [("prior", cfg) for cfg in shared_priors(preset)]
+    phase1 += [("target", label, seed) for seed in preset["seeds"] for label in labels]
+    phase2 = [("attack", d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
+    with cf.ProcessPoolExecutor(preset["workers"], mp_context=mp.get_context("spawn")) as pool:
+        for phase, name in ((phase1, "train"), (phase2, "attack")):
+            futures = [pool.submit(_run_step, preset, str(paths.root), step, threads) for step in phase]
+            for f in tqdm(cf.as_completed(futures), total=len(futures), desc=f"study {preset['name']}: {name}",
+                          disable=not progress):
+                f.result()
+
+
 def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> StudyTables:
     """Every step of the grid (cached steps are reused); returns the study's tables."""
+    if preset["workers"] > 1:
+        run_in_workers(preset, paths, progress)
     train_eval_model(preset, paths, progress)
     if preset["robust_model"] is not False:
         train_eval_model(preset, paths, progress, robust=True)

@@ -5,6 +5,7 @@ Everything runs on the embedded mnist5k digits with a tiny study (two 2-epoch ta
 """
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -16,6 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import run_cli
@@ -92,7 +94,7 @@ def assert_one_line(exc: DamagedArtifactError, path: Path, problem: str, fix: st
 def test_every_artifact_of_a_study_is_recorded_with_its_checksum(reference):
     root, _, _ = reference
     report = verify_runs(root)
-    assert report.clean and report.runs == 7 and not report.notes, [str(p) for p in report.problems]
+    assert report.clean and report.runs == 8 and not report.notes, [str(p) for p in report.problems]
     recorded = {}
     for manifest in root.rglob("manifest.json"):
         for key, entry in json.loads(manifest.read_text())["artifacts"].items():
@@ -212,7 +214,7 @@ def test_verify_reports_damage_and_unrecorded_files(reference, tmp_path, capsys)
 
     root = Path(shutil.copytree(reference[0], tmp_path / "study"))
     assert main(["verify", str(root)]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == "clean: 32 files in 7 runs match their manifests"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "clean: 52 files in 8 runs match their manifests"
     weights = one_run(root, "targets/random-erasing-*") / "model.safetensors"
     truncate(weights)
     gap = one_run(root, "attacks/none--gmi-*") / "gap.json"
@@ -224,7 +226,7 @@ def test_verify_reports_damage_and_unrecorded_files(reference, tmp_path, capsys)
     assert f"damaged: {weights}: size differs: {weights.stat().st_size} bytes" in "\n".join(out)
     assert f"damaged: {gap}: missing" in out
     assert any(line.startswith(f"unrecorded: {stray}") for line in out)
-    assert out[-1].startswith("3 problem(s) in 7 runs; to repair: re-run the study")
+    assert out[-1].startswith("3 problem(s) in 8 runs; to repair: re-run the study")
 
 
 # --------------------------------------------------------------------------- the study recomputes damaged steps
@@ -333,6 +335,20 @@ def test_claims_are_reentrant_within_a_process(tmp_path):
             claim_run_dir(tmp_path / "run", {"a": 1}, kind="train")  # the study calls train inside its own claim
         lock_run_dir(tmp_path / "run", timeout=0)
     ensure_intact(tmp_path / "run")
+
+
+def test_a_study_in_two_worker_processes_runs_the_same_steps(reference, preset_file, tmp_path):
+    """workers=2 fills the cache with the very runs a sequential study makes (same config
+    hashes); a sequential call afterwards finds every step done and computes nothing."""
+    root = tmp_path / "study"
+    run_study(load_preset(preset_file, workers=2), root, progress=False)
+    runs = lambda r: sorted(str(p.parent.relative_to(r)) for p in r.rglob("manifest.json"))  # noqa: E731
+    assert runs(root) == runs(reference[0])
+    steps = lambda: {p: p.stat().st_mtime_ns for p in root.rglob("manifest.json") if p.parent != root}  # noqa: E731
+    stamps = steps()  # the study's own manifest is rewritten with its tables; its steps' are not
+    run_study(load_preset(preset_file), root, progress=False)
+    assert steps() == stamps
+    assert list(pd.read_csv(root / "results.csv").columns) == list(pd.read_csv(io.StringIO(reference[1])).columns)
 
 
 # --------------------------------------------------------------------------- kill -9 at random moments
