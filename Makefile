@@ -28,5 +28,7 @@ install:
 book: fonts install
 	re-analysis book --preset $(PRESET)
 
+# One test file per process (pytest-xdist, as many as cores), one torch thread each: small
+# models keep two processes busier than one process with two threads.
 test: fonts system-deps install
-	$(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n auto --dist loadfile
