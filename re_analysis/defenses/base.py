@@ -144,5 +144,5 @@ class NoAugmentation(Defense):
 
     name = "none-noaug"
     paper = "Ablation of the standard augmentation (not a published defense)"
-    code = ""
+    code = "https://github.com/ngoc-nguyen-0/MIDRE_TMLR (its No Defense recipe, minus the augmentation)"
     standard_augmentation = False
