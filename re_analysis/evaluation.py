@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,7 @@ def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str
     """
     if out_dir is not None:
         lock_run_dir(out_dir)  # one writer of out_dir at a time
+    t0 = time.perf_counter()
     res = load_attack_run(attack_run)
     info = res.info
     target_rec = target_record(Path(info["target"]))
@@ -301,6 +303,7 @@ def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str
     if chance:
         metrics.update(chance_baseline(info, target, evaluator, robust, memory, device, seed=int(info.get("seed", 0)),
                                        pixel_k=pixel_k))
+    metrics["evaluate_seconds"] = round(time.perf_counter() - t0, 3)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -420,6 +423,7 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
 
     if out_dir is not None:
         lock_run_dir(out_dir)  # one writer of out_dir at a time
+    t0 = time.perf_counter()
     res = load_attack_run(attack_run)
     if Path(res.info["target"]).resolve() != Path(target_dir).resolve():
         if res.info.get("target_config_hash") != target_record(Path(target_dir))["config_hash"]:
@@ -456,6 +460,7 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
                 "attack": res.info["attack"], "feature_space": "target-model penultimate features",
                 "erasing": repr(eraser), "private_per_class": max_private_per_class})
     if not embed:
+        gap["seconds"] = round(time.perf_counter() - t0, 3)
         if out_dir is not None:
             atomic_write_json(Path(out_dir) / "gap.json", gap)
         return gap
@@ -472,6 +477,7 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     for c, v in overlap.items():
         gap["per_class"][c].update({"hull_overlap_recon_private": v["recon_private"],
                                     "hull_overlap_recon_erased": v["recon_erased"]})
+    gap["seconds"] = round(time.perf_counter() - t0, 3)
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_json(out / "gap.json", gap)
