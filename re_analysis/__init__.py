@@ -25,7 +25,7 @@ _LAZY = {
     "attack_accuracy": "metrics", "knn_distance": "metrics", "PrivateIndex": "metrics", "prdc": "metrics",
     "frechet_distance": "metrics", "inception_fid": "metrics",
     "run_attack": "attacks", "AttackConfig": "attacks", "create_attack": "attacks", "list_attacks": "attacks",
-    "run_study": "study", "load_preset": "study", "build_book": "book",
+    "run_study": "study", "load_preset": "study", "build_book": "book", "verify_runs": "artifacts",
 }
 __all__ += sorted(_LAZY)
 

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,73 @@ def stage_tables(run_dir: Path, stage: Path) -> list[Path]:
     return copied
 
 
+GENERATED = Path("book") / "_generated"
+
+
+def markdown_cell(text) -> str:
+    """One table cell: a single line with its pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def link_code(code: str) -> str:
+    """The official-code cell with its address as a link: ``https://github.com/o/r (note)``
+    -> ``[o/r](https://github.com/o/r) (note)``."""
+    found = re.search(r"https?://\S+", code)
+    if not found:
+        return code
+    url = found.group(0)
+    label = re.sub(r"^https?://(www\.)?(github\.com/)?", "", url).rstrip("/")
+    return f"{code[:found.start()]}[{label}]({url}){code[found.end():]}"
+
+
+def fidelity_markdown(registry) -> str:
+    """:func:`re_analysis.fidelity.fidelity_table` of ``registry`` as a markdown table, one row
+    per deviation; the paper and the linked official code stand on each method's first row."""
+    from .fidelity import fidelity_table
+
+    rows, previous = [], None
+    for r in fidelity_table(registry).itertuples():
+        first = r.method != previous
+        rows.append([f"`{r.method}`" if first else "", r.paper if first else "", link_code(r.code) if first else "",
+                     r.deviation, r.reason])
+        previous = r.method
+    return markdown_table(["method", "paper", "official code", "what still differs", "why"], rows)
+
+
+def presets_markdown() -> str:
+    """One row per shipped preset: name, dataset, seeds, defense x attack pairs, description."""
+    from .study import list_presets, load_preset
+
+    rows = []
+    for name in list_presets():
+        p = load_preset(name)
+        rows.append([f"`{name}`", p["dataset"], ", ".join(map(str, p["seeds"])), len(p["pairs"]),
+                     p.get("description", "")])
+    return markdown_table(["preset", "dataset", "seeds", "defense x attack pairs", "what it covers"], rows)
+
+
+def write_generated(stage: str | Path) -> list[Path]:
+    """Write the tables the method chapter includes, generated from the code, into
+    ``stage/book/_generated/``: ``attacks_fidelity.md``, ``defenses_fidelity.md`` and
+    ``presets.md``. Only the staged copy gets them (the sources stay unchanged)."""
+    from .attacks import ATTACKS
+    from .defenses import DEFENSES
+
+    folder = Path(stage) / GENERATED
+    folder.mkdir(parents=True, exist_ok=True)
+    pages = {"attacks_fidelity.md": fidelity_markdown(ATTACKS), "defenses_fidelity.md": fidelity_markdown(DEFENSES),
+             "presets.md": presets_markdown()}
+    for name, text in pages.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return [folder / name for name in pages]
+
+
 def build_book(preset: str = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,
                build_dir: str | Path = "_build", device: str = "auto", progress: bool = True,
                workers: int | None = None) -> Path:
@@ -124,6 +192,7 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
             shutil.copytree(src / item, stage / item)
         elif (src / item).is_file():
             shutil.copy2(src / item, stage / item)
+    write_generated(stage)
     execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress)
     stage_tables(run_dir, stage)
     out = build_dir / "book-output"
