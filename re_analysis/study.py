@@ -342,13 +342,27 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
     if gap is None or (figure and preset["embed"] and not (out / "feature_space.png").is_file()):
         gap = analyze_gap(cfg.target, out, out, seed=seed, embed=figure and preset["embed"])
     info = res.info
-    budget = {k: info.get(k) for k in ("iterations_fraction", "prior_steps_fraction", "prior_passed", "prior_quality")}
+    budget = {k: info.get(k) for k in ("iterations_fraction", "prior_steps_fraction")}
+    budget.update(prior_check(info, paths.eval_model(eval_config(preset))))
     fractions = [v for v in (budget["iterations_fraction"], budget["prior_steps_fraction"]) if v is not None]
     budget["reduced_budget"] = bool(fractions) and min(fractions) < 1
     return {**metrics, **{k: gap.get(k) for k in GAP_KEYS}, **budget,
             "n_classes_attacked": len(info["classes"]),
             "target_accuracy_on_reconstructions": info["target_accuracy_on_reconstructions"],
             "target_dir": str(Path(cfg.target).relative_to(paths.root)), "attack_dir": str(out.relative_to(paths.root))}
+
+
+def prior_check(attack_info: dict, eval_dir: Path) -> dict:
+    """The attack's prior checked on held-out public images in the evaluation model's
+    features (:func:`re_analysis.attacks.record_prior_quality`, cached beside the prior):
+    ``prior_quality`` (FID ratio, 1 = as close as real public images) and ``prior_passed``
+    (within the documented floors). Empty for an attack without a prior."""
+    if not attack_info.get("prior"):
+        return {"prior_quality": None, "prior_passed": None}
+    from .attacks import load_prior, record_prior_quality
+
+    q = record_prior_quality(load_prior(attack_info["prior"]), eval_dir)
+    return {"prior_quality": q.get("fid_ratio"), "prior_passed": q.get("passed")}
 
 
 @claim_scope()  # the study directory stays locked until the study returns

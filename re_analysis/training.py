@@ -37,7 +37,7 @@ from .artifacts import (artifact_exists, atomic_save_tensors, atomic_write_json,
                         save_state, tensors_metadata)
 from .augment import StandardAugmentation, standard_augmentation
 from .config import TrainConfig
-from .data import load_dataset, materialize
+from .data import load_dataset, manifest_hash, materialize
 from .defenses import Defense, create_defense
 from .distributed import all_sum, barrier, rank_device, setup
 from .adversarial import pgd_accuracy, pgd_examples
@@ -120,6 +120,13 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
 
 
 @claim_scope()  # the run directory stays locked until train returns
+def data_key(splits) -> dict:
+    """``{"data": hash}`` for a dataset built from files with a manifest (``glyphs``: font files
+    and renderer versions), so that a run on other data is refused instead of reused."""
+    h = manifest_hash(splits)
+    return {"data": h} if h else {}
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: str | Path = "runs",
           progress: bool = True) -> TrainResult:
     """Train (or reuse) the classifier that ``config`` describes.
@@ -135,7 +142,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
                           **config.dataset_params)
     defense.check(splits)
     augmentation = standard_augmentation(config.dataset, splits, enabled=defense.standard_augmentation)
-    key = {**config.to_dict(), "augmentation": augmentation.recipe}
+    key = {**config.to_dict(), "augmentation": augmentation.recipe, **data_key(splits)}
     run_dir = Path(out_dir) if out_dir is not None else Path(cache_root) / f"train-{config_hash(key)}"
     torch.manual_seed(config.seed)
     num_classes = splits.num_classes + (splits.num_public_classes if config.open_set else 0)

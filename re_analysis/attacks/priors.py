@@ -53,6 +53,7 @@ from ..data import load_dataset, materialize
 from ..data.registry import stratified_split
 from ..errors import ReAnalysisError
 from ..models.inputs import autocast, normalize, predict_logits, resolve_device
+from ..training import data_key
 from .augment import plg_augmentation
 from .gan import Discriminator, Generator, SNProjectionDiscriminator
 
@@ -260,9 +261,10 @@ def train_prior(cfg: PriorConfig, out_dir: str | Path | None = None, target=None
         raise ReAnalysisError(f"a {cfg.kind} prior needs the target model (it learns from the target's outputs)")
     splits, public, heldout = public_parts(cfg)
     cfg, paper = resolve_steps(replace(cfg, image_size=splits.image_size), len(public))
-    run_dir = Path(out_dir) if out_dir else Path(cache_root) / f"prior-{cfg.kind}-{config_hash(cfg.key())}"
+    key = {**cfg.key(), **data_key(splits)}  # priors on other data (font versions) are never reused
+    run_dir = Path(out_dir) if out_dir else Path(cache_root) / f"prior-{cfg.kind}-{config_hash(key)}"
     dev = resolve_device(device)
-    claim_run_dir(run_dir, cfg.key(), kind="prior")
+    claim_run_dir(run_dir, key, kind="prior")
     if (run_dir / "prior.json").is_file():
         return load_prior(run_dir, dev)
 
