@@ -73,6 +73,18 @@ def test_finished_run_is_reused_and_other_config_refused(tmp_path):
     assert cached.run_dir.parent == tmp_path / "cache" and cached.run_dir.name.startswith("train-")
 
 
+def test_a_run_on_other_data_files_is_refused(tmp_path, monkeypatch):
+    """Data built from files with a manifest (glyphs' fonts) keys the run: the same config on
+    other files (another font version: another manifest hash) is refused, not reused."""
+    import re_analysis.training as training
+
+    monkeypatch.setattr(training, "manifest_hash", lambda splits: "fonts-v1")
+    train(short(epochs=1), tmp_path / "r", progress=False)
+    monkeypatch.setattr(training, "manifest_hash", lambda splits: "fonts-v2")
+    with pytest.raises(ReAnalysisError, match="another config"):
+        train(short(epochs=1), tmp_path / "r", progress=False)
+
+
 def test_killed_run_resumes_to_identical_weights(tmp_path):
     """SIGKILL a training process after its first checkpoint; the restart must end bit-identical."""
     args = ["train", "--defense", "random-erasing", "--epochs", "4", "--seed", "5", "--quiet"]
