@@ -361,12 +361,42 @@ def budget_sentence(results: pd.DataFrame) -> str:
             "Read their numbers as what a shorter search finds, not as the paper's attack.")
 
 
-def show_table(table: pd.DataFrame, index: bool = False) -> None:
-    """Display a headline table without the row index."""
+NOWRAP_CHARS = 45  # cells up to this long stay on one line ("0.62 [0.55, 0.70]" must not break)
+
+
+def table_html(table: pd.DataFrame, html_columns=(), index: bool = False) -> str:
+    """A headline table as HTML: values escaped (except ``html_columns``, already HTML), short
+    cells kept on one line, text left-aligned, the row index hidden.
+
+    Example:
+        >>> "<td" in table_html(pd.DataFrame({"a": ["0.62 [0.55, 0.70]"]}))
+        True
+    """
+    import html
+
+    def cell(value, raw: bool) -> str:
+        if raw:
+            return str(value)
+        text = NO_VALUE if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+        text = html.escape(text)
+        return f'<span style="white-space:nowrap">{text}</span>' if len(text) <= NOWRAP_CHARS else text
+
+    shown = table.copy() if index else table.reset_index(drop=True)
+    shown = shown.astype(object)
+    for c in shown.columns:
+        shown[c] = [cell(v, c in html_columns) for v in shown[c]]
+    shown.columns = [html.escape(str(c)) for c in shown.columns]
+    body = shown.to_html(index=index, escape=False, border=0, classes="dataframe re-analysis-table")
+    body = body.replace("<th>", '<th style="text-align:left">').replace('<th style="min-width', '<th style="text-align:left;min-width')
+    body = body.replace("<td>", '<td style="text-align:left;vertical-align:top">')
+    return f'<div style="overflow-x:auto;font-size:88%">{body}</div>'
+
+
+def show_table(table: pd.DataFrame, html_columns=(), index: bool = False) -> None:
+    """Display a headline table (see :func:`table_html`)."""
     from IPython.display import HTML, display
 
-    display(HTML(table.to_html(index=index, escape=True, na_rep=NO_VALUE, border=0,
-                               classes="dataframe re-analysis-table")))
+    display(HTML(table_html(table, html_columns, index)))
 
 
 def _figure_html(png: bytes, caption: str, run_dir: str | None, preset: str | None) -> str:
