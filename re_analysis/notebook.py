@@ -361,7 +361,7 @@ def budget_sentence(results: pd.DataFrame) -> str:
             "Read their numbers as what a shorter search finds, not as the paper's attack.")
 
 
-NOWRAP_CHARS = 45  # cells up to this long stay on one line ("0.62 [0.55, 0.70]" must not break)
+NOWRAP_CHARS = 24  # cells up to this long stay on one line (an interval such as "+0.10 [+0.003, +0.20]")
 
 
 def table_html(table: pd.DataFrame, html_columns=(), index: bool = False) -> str:
@@ -399,16 +399,43 @@ def show_table(table: pd.DataFrame, html_columns=(), index: bool = False) -> Non
     display(HTML(table_html(table, html_columns, index)))
 
 
+def _source(run_dir: str | None, preset: str | None) -> str:
+    """A caption's source line: the preset and the run's folder name, never a local path."""
+    if preset is None:
+        return ""
+    return f" Source: study preset <code>{preset}</code>" + (f", run <code>{Path(run_dir).name}</code>." if run_dir else ".")
+
+
 def _figure_html(png: bytes, caption: str, run_dir: str | None, preset: str | None) -> str:
     import base64
 
-    source = ""
-    if preset is not None:
-        source = f" Source: study preset <code>{preset}</code>"
-        source += f", run <code>{Path(run_dir).name}</code>." if run_dir else "."
+    source = _source(run_dir, preset)
     img = base64.b64encode(png).decode("ascii")
     return (f'<figure style="margin:1em 0"><img src="data:image/png;base64,{img}" style="max-width:100%"/>'
             f'<figcaption style="font-size:90%"><em>{caption}</em>{source}</figcaption></figure>')
+
+
+def show_images(images, caption: str, run_dir: str | None = None, preset: str | None = None) -> int:
+    """Display PNGs written by the study side by side (wrapping on narrow pages) under one
+    caption; ``images`` is a list of ``(path, title)``. Absent files are skipped; returns how
+    many were shown (nothing is displayed when none exists)."""
+    import base64
+    import html
+
+    from IPython.display import HTML, display
+
+    found = [(Path(p), t) for p, t in images if Path(p).is_file()]
+    if not found:
+        return 0
+    cells = "".join(
+        f'<div style="flex:0 1 auto;text-align:center;margin:0 .5em .5em 0">'
+        f'<div style="font-size:90%;font-weight:bold">{html.escape(str(t))}</div>'
+        f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode("ascii")}" style="max-width:100%"/></div>'
+        for p, t in found)
+    source = _source(run_dir, preset)
+    display(HTML(f'<figure style="margin:1em 0"><div style="display:flex;flex-wrap:wrap;align-items:flex-start">{cells}'
+                 f'</div><figcaption style="font-size:90%"><em>{caption}</em>{source}</figcaption></figure>'))
+    return len(found)
 
 
 def show_image(path: str | Path, caption: str, run_dir: str | None = None, preset: str | None = None) -> bool:

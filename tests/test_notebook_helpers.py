@@ -10,7 +10,7 @@ import pytest
 
 from re_analysis.notebook import (budget_label, budget_sentence, bootstrap_table, difference_sentence, format_interval,
                                   format_number, interval_columns, judges_present, load_table, missing_table,
-                                  reduced_runs, show_image, study_sentence, verdict_reason, with_interval, with_spread)
+                                  reduced_runs, show_image, show_images, study_sentence, table_html, verdict_reason, with_interval, with_spread)
 from re_analysis.errors import ReAnalysisError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,6 +115,18 @@ def test_load_table_and_the_sentence_for_a_missing_one(tmp_path):
     assert load_table(tmp_path, "one").to_dict("records") == [{"a": 1, "b": 2}]
     assert missing_table("separation") == "This study wrote no separation.csv, so this part has no numbers."
     assert not show_image(tmp_path / "gallery.png", "caption")
+    assert show_images([(tmp_path / "a.png", "none"), (tmp_path / "b.png", "random-erasing")], "caption") == 0
+
+
+def test_table_html_escapes_keeps_intervals_whole_and_passes_html_columns():
+    t = pd.DataFrame({"defense": ["<none>"], "acc": ["0.62 [0.55, 0.70]"], "long": ["x" * 60],
+                      "evidence": ["<b>RE vs none</b><br>gmi"], "n": [NAN]})
+    out = table_html(t, html_columns=["evidence"])
+    assert "&lt;none&gt;" in out and "<none>" not in out
+    assert '<span style="white-space:nowrap">0.62 [0.55, 0.70]</span>' in out
+    assert f'<span style="white-space:nowrap">{"x" * 60}</span>' not in out  # long text may wrap
+    assert "<b>RE vs none</b><br>gmi" in out and ">n/a<" in out
+    assert "<th>" not in out and "dataframe" in out
 
 
 def test_study_sentence():
