@@ -428,9 +428,9 @@ def show_images(images, caption: str, run_dir: str | None = None, preset: str | 
     if not found:
         return 0
     cells = "".join(
-        f'<div style="flex:0 1 auto;text-align:center;margin:0 .5em .5em 0">'
+        f'<div style="flex:1 1 0;min-width:260px;max-width:560px;text-align:center;margin:0 .5em .5em 0">'
         f'<div style="font-size:90%;font-weight:bold">{html.escape(str(t))}</div>'
-        f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode("ascii")}" style="max-width:100%"/></div>'
+        f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode("ascii")}" style="width:100%"/></div>'
         for p, t in found)
     source = _source(run_dir, preset)
     display(HTML(f'<figure style="margin:1em 0"><div style="display:flex;flex-wrap:wrap;align-items:flex-start">{cells}'
