@@ -540,3 +540,43 @@ def verdict_reason(row) -> str:
     if "covers zero" in note:
         return f"the interval {est} covers zero: no measurable difference"
     return note or f"the interval {est} covers zero"
+
+
+def _flag(v) -> bool | None:
+    if isinstance(v, str):
+        return {"true": True, "false": False}.get(v.strip().lower())
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    return bool(v)
+
+
+def prior_sentence(results: pd.DataFrame) -> str:
+    """Whether each attack's image prior passed its held-out check (``prior_passed``,
+    ``prior_quality``: its FID to held-out public images over that of real public images,
+    1 = as close as real ones), in one generated sentence; "" when the study recorded none.
+
+    Example:
+        >>> r = pd.DataFrame({"attack": ["gmi", "kedmi"], "defense": ["none", "none"], "seed": [0, 0],
+        ...                   "prior_passed": [True, False], "prior_quality": [1.8, 6.5]})
+        >>> prior_sentence(r)
+        'The prior of kedmi failed its held-out check (FID ratio up to 6.5 against held-out public images; 1 = as close as real ones) in 1 of 1 run(s): its reconstructions say little about leakage. The other priors passed.'
+    """
+    if "prior_passed" not in results:
+        return ""
+    flags = results.assign(_ok=[_flag(v) for v in results["prior_passed"]])
+    flags = flags[flags["_ok"].notna()]
+    if flags.empty:
+        return ""
+    failed = flags[flags["_ok"] == False]  # noqa: E712
+    if failed.empty:
+        return ("Every attack's image prior passed its held-out check (FID to held-out public images within the "
+                "documented floor of that of real ones).")
+    parts = []
+    for attack, g in failed.groupby("attack", sort=False):
+        q = pd.to_numeric(g.get("prior_quality"), errors="coerce") if "prior_quality" in g else pd.Series(dtype=float)
+        ratio = f"FID ratio up to {q.max():.1f} against held-out public images; 1 = as close as real ones" \
+            if len(q) and q.notna().any() else "no FID ratio recorded"
+        n = int((flags["attack"] == attack).sum())
+        parts.append(f"{attack} failed its held-out check ({ratio}) in {len(g)} of {n} run(s)")
+    return (f"The prior of {'; the prior of '.join(parts)}: its reconstructions say little about leakage."
+            + (" The other priors passed." if len(failed["attack"].unique()) < flags["attack"].nunique() else ""))

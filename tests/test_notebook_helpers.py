@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from re_analysis.notebook import (budget_label, budget_sentence, bootstrap_table, difference_sentence, format_interval,
+from re_analysis.notebook import (prior_sentence, budget_label, budget_sentence, bootstrap_table, difference_sentence, format_interval,
                                   format_number, interval_columns, judges_present, load_table, missing_table,
                                   reduced_runs, show_image, show_images, study_sentence, table_html, verdict_reason, with_interval, with_spread)
 from re_analysis.errors import ReAnalysisError
@@ -177,3 +177,13 @@ def test_every_chapter_keeps_its_shape(path):
     text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
     assert "{download}`" in text and "<data/" in text
     assert "plt.show()" not in "".join(body)
+
+
+def test_prior_sentence_names_the_priors_that_failed():
+    r = pd.DataFrame({"attack": ["gmi", "gmi", "plg-mi", "plg-mi"], "defense": ["none", "re", "none", "re"],
+                      "prior_passed": [True, "True", False, True], "prior_quality": [1.2, 1.4, 5.5, 3.0]})
+    assert prior_sentence(r) == ("The prior of plg-mi failed its held-out check (FID ratio up to 5.5 against held-out "
+                                 "public images; 1 = as close as real ones) in 1 of 2 run(s): its reconstructions say "
+                                 "little about leakage. The other priors passed.")
+    assert prior_sentence(r.assign(prior_passed=True)).startswith("Every attack's image prior passed")
+    assert prior_sentence(r.assign(prior_passed=NAN)) == "" and prior_sentence(r.drop(columns="prior_passed")) == ""
