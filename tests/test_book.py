@@ -60,13 +60,25 @@ def test_sources_stay_without_outputs(book):
 def test_study_tables_and_conclusions_are_generated(book):
     import pandas as pd
 
+    from html import escape
+
+    from re_analysis.notebook import with_interval
+
     results = pd.read_csv(book / "run" / "results.csv")
     assert set(results.defense) == {"none", "random-erasing"} and set(results.attack) == {"gmi"}
     assert results.natural_accuracy.min() > 0.9 and results.attack_accuracy_top1.notna().all()
     assert (book / "run" / "summary.csv").is_file() and (book / "run" / "tradeoff.csv").is_file()
     html = (book / "build" / "html" / "notebooks" / "06_conclusions.html").read_text()
-    none_acc = results[results.defense == "none"].natural_accuracy.mean()
-    assert f"{100 * none_acc:.1f}%" in html  # the number comes from the table, not from typed prose
+    summary = pd.read_csv(book / "run" / "summary.csv")
+    none_acc = with_interval(summary[summary.defense == "none"].head(1), "natural_accuracy").iloc[0]
+    assert none_acc in html  # the number comes from the table, not from typed prose
+    verdicts = pd.read_csv(book / "run" / "verdict_summary.csv")
+    for claim in verdicts.itertuples():  # every claim with a verdict is on the page (escaped as HTML)
+        assert claim.claim_text in html or escape(claim.claim_text) in html
+    for nb in ("01_training", "02_attacks", "03_feature_gap", "04_tradeoff", "05_ablations", "06_conclusions"):
+        page = (book / "build" / "html" / "notebooks" / f"{nb}.html").read_text()
+        assert "_downloads/" in page, f"{nb} links no downloadable table"
+        assert str(book) not in page, f"{nb} shows a local path"
 
 
 def test_wrong_notebook_parameter_fails_at_once(book, tmp_path):
