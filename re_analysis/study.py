@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import os
 import sys
@@ -52,6 +53,7 @@ from .errors import ReAnalysisError
 
 log = logging.getLogger("re_analysis")
 STUDY_LOG = "study.log"
+TABLES_RECORD = "tables.json"  # the key of the inputs the derived tables were computed from
 
 PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
                "robust_model", "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params",
@@ -693,14 +695,26 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | 
     if isinstance(tables, pd.DataFrame):
         tables = StudyTables(tables, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
     results = tables.results
-    atomic_write_text(root / "results.csv", results.to_csv(index=False))
+    texts = {"results": results.to_csv(index=False)}
     for name, frame in (("judgements", tables.judgements), ("natural", tables.natural),
                         ("gap_samples", tables.gap), ("separation", tables.separation)):
         if not frame.empty:
-            atomic_write_text(root / f"{name}.csv", frame.to_csv(index=False))
+            texts[name] = frame.to_csv(index=False)
+    # the derived tables (bootstraps: seconds to minutes) are a function of these texts and the
+    # claims' roles: when neither changed since the last call, the tables on disk stand
+    key = config_hash({"tables": {k: hashlib.sha256(v.encode()).hexdigest() for k, v in texts.items()},
+                       "claims": (preset or {}).get("claims") or {}})
+    derived = ["summary", "tradeoff"] + (["comparisons", "verdicts", "verdict_summary"] if "judgements" in texts else [])
+    done = root / TABLES_RECORD
+    if (done.is_file() and read_json(done).get("key") == key
+            and all((root / f"{n}.csv").is_file() for n in list(texts) + derived)):
+        return
+    for name, text in texts.items():
+        atomic_write_text(root / f"{name}.csv", text)
     atomic_write_text(root / "summary.csv", summarize(results, tables.judgements, tables.natural).to_csv(index=False))
     atomic_write_text(root / "tradeoff.csv", tradeoff(results).to_csv(index=False))
     if tables.judgements.empty:
+        atomic_write_json(done, {"key": key})
         return
     atomic_write_text(root / "comparisons.csv", comparisons(tables.judgements, tables.natural).to_csv(index=False))
     names = dict(zip(results["defense"], results["defense_name"]))
@@ -710,6 +724,7 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | 
                               chance_table(results), roles)
     atomic_write_text(root / "verdicts.csv", verdicts.to_csv(index=False))
     atomic_write_text(root / "verdict_summary.csv", summarize_verdicts(verdicts).to_csv(index=False))
+    atomic_write_json(done, {"key": key})
 
 
 def load_results(out_dir: str | Path) -> pd.DataFrame:
