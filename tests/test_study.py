@@ -74,3 +74,23 @@ def test_summary_and_tradeoff_hand_computed():
     assert t.loc["free", "tradeoff"] == float("inf")  # lower attack accuracy at no utility cost: first, not NaN
     assert t.loc["worse", "tradeoff"] == float("-inf") and t.loc["idle", "tradeoff"] == 0.0
     assert (t["n_seeds"] == 2).all() and not t["tradeoff"].isna().any()
+
+
+def test_derived_tables_are_recomputed_only_when_their_inputs_change(tmp_path):
+    from re_analysis.study import write_tables
+
+    rows = [{"dataset": "d", "defense": d, "defense_name": d, "attack": "gmi", "seed": s,
+             "natural_accuracy": nat, "attack_accuracy_top1": att}
+            for d, per_seed in {"none": [(0.98, 1.0), (0.99, 0.9)], "re": [(0.96, 0.6), (0.97, 0.5)]}.items()
+            for s, (nat, att) in enumerate(per_seed)]
+    df = pd.DataFrame(rows)
+    write_tables(df, tmp_path)
+    stamp = (tmp_path / "tradeoff.csv").stat().st_mtime_ns
+    write_tables(df, tmp_path)  # same inputs: the tables on disk stand
+    assert (tmp_path / "tradeoff.csv").stat().st_mtime_ns == stamp
+    df.loc[df["defense"] == "re", "attack_accuracy_top1"] = [0.7, 0.8]
+    write_tables(df, tmp_path)  # new inputs: recomputed
+    assert tradeoff(df).to_csv(index=False) == (tmp_path / "tradeoff.csv").read_text()
+    (tmp_path / "summary.csv").unlink()
+    write_tables(df, tmp_path)  # a missing table is rewritten even with the same inputs
+    assert (tmp_path / "summary.csv").is_file()
