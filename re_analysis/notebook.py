@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,29 @@ def ensure_study(run_dir: str, preset: str, dataset: str | None = None, defenses
     p = load_preset(preset, dataset=dataset, device=device)
     if defenses is not None or attacks is not None or seeds is not None:
         p = restrict(p, defenses, attacks, seeds)
-    results = run_study(p, run_dir, progress=progress)
+    results = finished_study(run_dir, p)
+    if results is None:
+        results = run_study(p, run_dir, progress=progress)
     if results.empty:
         raise ReAnalysisError("the study produced no rows; check the defenses and attacks parameters")
     return results
+
+
+def finished_study(run_dir: str, preset: dict) -> pd.DataFrame | None:
+    """The results of ``run_dir`` when its last study call ran exactly ``preset`` and
+    finished (``study.json`` is written last), else None. The book builds every chapter
+    right after its study: re-checking every step per notebook would only repeat that."""
+    from .artifacts import read_json
+    from .study import load_results
+
+    record_path = Path(run_dir) / "study.json"
+    if not record_path.is_file() or not (Path(run_dir) / "results.csv").is_file():
+        return None
+    record = {k: v for k, v in read_json(record_path).items() if k != "seconds_this_call"}
+    wanted = {k: v for k, v in preset.items() if k != "pairs"}
+    if record != json.loads(json.dumps(wanted)):  # the record went through JSON: tuples are lists there
+        return None
+    return load_results(run_dir)
 
 
 def mean_std(df: pd.DataFrame, by: list[str], cols: list[str], digits: int = 3) -> pd.DataFrame:

@@ -187,3 +187,18 @@ def test_prior_sentence_names_the_priors_that_failed():
                                  "little about leakage. The other priors passed.")
     assert prior_sentence(r.assign(prior_passed=True)).startswith("Every attack's image prior passed")
     assert prior_sentence(r.assign(prior_passed=NAN)) == "" and prior_sentence(r.drop(columns="prior_passed")) == ""
+
+
+def test_a_finished_study_is_read_not_rerun_only_for_its_own_preset(tmp_path):
+    import json
+
+    from re_analysis.notebook import finished_study
+    from re_analysis.study import load_preset
+
+    p = load_preset("smoke")
+    assert finished_study(str(tmp_path), p) is None  # nothing there yet
+    (tmp_path / "results.csv").write_text("dataset,defense\nmnist5k,none\n")
+    record = {k: v for k, v in p.items() if k != "pairs"}
+    (tmp_path / "study.json").write_text(json.dumps({**record, "seconds_this_call": 12.5}))
+    assert list(finished_study(str(tmp_path), p)["defense"]) == ["none"]
+    assert finished_study(str(tmp_path), load_preset("smoke", seeds=[0, 1])) is None  # another grid: run it
