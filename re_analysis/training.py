@@ -119,7 +119,6 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
     return model.to(device).eval()
 
 
-@claim_scope()  # the run directory stays locked until train returns
 def data_key(splits) -> dict:
     """``{"data": hash}`` for a dataset built from files with a manifest (``glyphs``: font files
     and renderer versions), so that a run on other data is refused instead of reused."""
@@ -127,6 +126,7 @@ def data_key(splits) -> dict:
     return {"data": h} if h else {}
 
 
+@claim_scope()  # the run directory stays locked until train returns
 def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: str | Path = "runs",
           progress: bool = True) -> TrainResult:
     """Train (or reuse) the classifier that ``config`` describes.
