@@ -96,6 +96,7 @@ def test_wrong_notebook_parameter_fails_at_once(book, tmp_path):
 def test_every_page_loads_with_figures_and_working_links(book):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -109,8 +110,8 @@ def test_every_page_loads_with_figures_and_working_links(book):
     figures = {}
     try:
         for page in pages:
-            driver.get(page.as_uri())
-            assert driver.execute_script("return document.readyState") == "complete", page
+            driver.get(page.as_uri())  # index.html redirects (meta refresh): wait for where it lands to load
+            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
             assert driver.title, f"{page} has no title"
             imgs = driver.execute_script(
                 "return Array.from(document.images).map(i => [i.src, i.complete, i.naturalWidth, i.naturalHeight])")
