@@ -457,19 +457,18 @@ def _keyed(table: pd.DataFrame, **keys) -> pd.DataFrame:
     return table.assign(**keys)[list(keys) + [c for c in table.columns if c not in keys]]
 
 
-def shared_priors(preset: dict[str, Any]) -> list:
+def shared_priors(preset: dict[str, Any], paths: StudyPaths) -> list:
     """The priors that no target shapes (GMI's WGAN-GP, trained on the public data only),
-    one per distinct configuration among the preset's attacks."""
+    one per distinct configuration among the preset's attacks: the very configs the attack
+    steps resolve (:func:`re_analysis.attacks.runner.prior_config`)."""
     from .attacks.base import attack_class
-    from .attacks.priors import PriorConfig
+    from .attacks.runner import prior_config
 
-    prior, out = preset["prior"], []
+    out = []
     for attack in dict.fromkeys(a for _, a in preset["pairs"]):
         if attack_class(attack).prior_kind != "wgan-gp":
             continue
-        cfg = PriorConfig(kind="wgan-gp", dataset=preset["dataset"], root=preset.get("root"),
-                          image_size=preset.get("image_size"), dataset_params=preset.get("dataset_params", {}),
-                          seed=prior.get("seed", 0), steps=prior.get("steps"), **dict(prior.get("params") or {}))
+        cfg = prior_config(attack_config(preset, paths, "none", attack, preset["seeds"][0]), "wgan-gp", preset)
         if cfg not in out:
             out.append(cfg)
     return out
@@ -510,7 +509,7 @@ def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) ->
     threads = max(1, (os.cpu_count() or 1) // preset["workers"])
     labels = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
     phase1 = [("eval", False)] + ([("eval", True)] if preset["robust_model"] is not False else [])
-    phase1 += [("prior", cfg) for cfg in shared_priors(preset)]
+    phase1 += [("prior", cfg) for cfg in shared_priors(preset, paths)]
     phase1 += [("target", label, seed) for seed in preset["seeds"] for label in labels]
     phase2 = [("attack", d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
     with cf.ProcessPoolExecutor(preset["workers"], mp_context=mp.get_context("spawn")) as pool:

@@ -78,6 +78,14 @@ class AttackConfig:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
 
 
+def prior_config(cfg: AttackConfig, kind: str, data: dict, target_hash: str | None = None) -> PriorConfig:
+    """The ``kind`` prior that ``cfg`` asks for on ``data`` (a mapping with the dataset's
+    ``dataset``, ``root``, ``image_size``, ``dataset_params``: a target's config or a preset)."""
+    return PriorConfig(kind=kind, dataset=data["dataset"], root=data.get("root"), image_size=data.get("image_size"),
+                       dataset_params=data.get("dataset_params", {}), seed=cfg.prior_seed, steps=cfg.prior_steps,
+                       **cfg.prior_params, target_hash=target_hash)
+
+
 def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model, device, cache_root: Path,
                   progress: bool):
     if cfg.prior is not None:
@@ -86,11 +94,8 @@ def resolve_prior(cfg: AttackConfig, attack_cls, target_rec: dict, target_model,
             raise ReAnalysisError(f"attack {cfg.attack!r} needs a {attack_cls.prior_kind} prior but {cfg.prior} "
                                   f"holds a {prior.kind} one; drop --prior to train the right one")
         return prior
-    t = target_rec["config"]
-    pc = PriorConfig(kind=attack_cls.prior_kind, dataset=t["dataset"], root=t.get("root"),
-                     image_size=t.get("image_size"), dataset_params=t.get("dataset_params", {}),
-                     seed=cfg.prior_seed, steps=cfg.prior_steps, **cfg.prior_params,
-                     target_hash=None if attack_cls.prior_kind == "wgan-gp" else target_rec["config_hash"])
+    pc = prior_config(cfg, attack_cls.prior_kind, target_rec["config"],
+                      target_hash=None if attack_cls.prior_kind == "wgan-gp" else target_rec["config_hash"])
     return train_prior(pc, target=target_model, cache_root=cache_root / "priors", device=str(device),
                        progress=progress)
 
