@@ -31,4 +31,4 @@ book: fonts install
 # One test file per process (pytest-xdist, as many as cores), one torch thread each: small
 # models keep two processes busier than one process with two threads.
 test: fonts system-deps install
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n auto --dist loadfile
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder

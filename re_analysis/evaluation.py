@@ -162,10 +162,12 @@ def judge_images(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, r
 
 @torch.no_grad()
 def accepted_prior_images(prior, target, classes, per_class: int, seed: int = 0, batch_size: int = 512,
-                          max_samples: int = CHANCE_MAX_SAMPLES) -> tuple[torch.Tensor, torch.Tensor, int]:
+                          max_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Unoptimised prior samples (z ~ N(0, I); a conditional prior is asked for each class)
     that the target labels as each class, ``per_class`` per class at most: the images an
-    attack starts from. Returns images, labels and how many samples were drawn."""
+    attack starts from. Stops after ``max_samples`` draws (default ``CHANCE_MAX_SAMPLES``).
+    Returns images, labels and how many samples were drawn."""
+    max_samples = CHANCE_MAX_SAMPLES if max_samples is None else int(max_samples)
     device = next(prior.generator.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 4_242)
     conditional = getattr(prior.generator, "num_classes", 0) > 0

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 PRIOR_STEPS = {"wgan-gp": 200, "kedmi": 200, "plg": 60}  # of the papers' 640, 768 and 30,000
 NO_MBD = ["--prior-param", "minibatch_features=0"]  # KEDMI's minibatch discrimination costs minutes on a CPU
 SMALL = {  # (iterations, extra CLI args): budgets that keep CI short but still beat chance clearly
-    "gmi": (300, []),
+    "gmi": (200, []),
     "kedmi": (600, NO_MBD),
     "lomma-gmi": (200, ["--attack-param", "distill_epochs=3", "--attack-param", "n_aug=1"]),
     "lomma-kedmi": (400, ["--attack-param", "distill_epochs=3", "--attack-param", "n_aug=1", *NO_MBD]),

@@ -305,9 +305,10 @@ def test_bad_defense_parameters_are_refused(tmp_path, defense, param, message):
 @pytest.mark.parametrize("defense", ["none-noaug", "mid", "bido", "bido-coco", "nls", "tl-dmi", "dp-sgd",
                                      "re-partial-p0.5", "re-fixed-corner"])
 def test_every_defense_trains_from_the_cli(tmp_path, defense):
-    run_cli("train", "--defense", defense, "--epochs", "2", "--quiet", "--out", tmp_path / defense)
+    epochs, floor = (2, 0.6) if defense == "dp-sgd" else (1, 0.9)  # one epoch reaches 0.95-0.98 without DP noise
+    run_cli("train", "--defense", defense, "--epochs", epochs, "--quiet", "--out", tmp_path / defense)
     m = json.loads((tmp_path / defense / "metrics.json").read_text())
-    assert m["natural_accuracy"] > 0.6 and m["defense"] == defense
+    assert m["natural_accuracy"] > floor and m["defense"] == defense
     assert m["augmentation"]["name"] == ("none" if defense == "none-noaug" else "shift")
     if defense == "dp-sgd":
         assert 0 < m["epsilon"] < math.inf and m["delta"] <= 1 / (10 * m["train_size"])

@@ -75,9 +75,8 @@ def test_two_rank_ddp_training_matches_single_process(tmp_path):
     assert ddp["train_size"] == single["train_size"]
 
 
-def test_two_rank_sharded_attack_matches_single_process(tmp_path):
-    run_cli("train", "--epochs", "3", "--quiet", "--out", tmp_path / "target")
-    args = ["attack", "--target", tmp_path / "target", "--iterations", "60", "--per-class", "2",
+def test_two_rank_sharded_attack_matches_single_process(tmp_path, trained):
+    args = ["attack", "--target", trained["none"], "--iterations", "60", "--per-class", "2",
             "--classes-per-chunk", "1", "--prior-steps", "60", "--cache", tmp_path / "cache", "--quiet"]
     torchrun(*args, "--out", tmp_path / "ddp")
     run_cli(*args, "--out", tmp_path / "single")
