@@ -11,6 +11,7 @@ import json
 import sys
 
 from .errors import ReAnalysisError
+from .presets import preset_names
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -73,7 +74,7 @@ def build_parser() -> ArgumentParser:
     z.add_argument("--device", default="cpu")
 
     s = sub.add_parser("study", help="run the grid of a preset: train, attack, evaluate, analyse -> results.csv")
-    s.add_argument("--preset", default="quick", help="smoke, quick, full, fashion, paper-celeba, paper-facescrub or a YAML path")
+    s.add_argument("--preset", default="quick", help=f"{', '.join(preset_names())} or a YAML path")
     s.add_argument("--out", default=None, help="run directory (default: runs/PRESET)")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None, help="processes that run independent steps at once "
@@ -81,7 +82,7 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--quiet", action="store_true")
 
     b = sub.add_parser("book", help="the main job: study, then every notebook through papermill, then the HTML book")
-    b.add_argument("--preset", default="quick")
+    b.add_argument("--preset", default="quick", help=f"{', '.join(preset_names())} or a YAML path")
     b.add_argument("--run-dir", default=None, help="study run directory (default: runs/PRESET)")
     b.add_argument("--source", default=None, help="repository root holding _config.yml (default: current folder)")
     b.add_argument("--build-dir", default="_build")

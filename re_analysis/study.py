@@ -50,6 +50,7 @@ from tqdm import tqdm
 from .artifacts import (DamagedArtifactError, atomic_write_json, atomic_write_text, claim_run_dir, claim_scope,
                         config_hash, ensure_intact, read_json, remove_artifact, set_aside, verify_runs)
 from .errors import ReAnalysisError
+from .presets import preset_names
 
 log = logging.getLogger("re_analysis")
 STUDY_LOG = "study.log"
@@ -86,7 +87,7 @@ JUDGE_CHANCE = {"eval_hit": "chance_accuracy_top1", "eval_hit_closed": "chance_a
 
 
 def list_presets() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("re_analysis.presets").iterdir() if p.name.endswith(".yaml"))
+    return preset_names()
 
 
 def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
