@@ -94,3 +94,13 @@ def test_derived_tables_are_recomputed_only_when_their_inputs_change(tmp_path):
     (tmp_path / "summary.csv").unlink()
     write_tables(df, tmp_path)  # a missing table is rewritten even with the same inputs
     assert (tmp_path / "summary.csv").is_file()
+
+
+@pytest.mark.parametrize("command", ["study", "book"])
+def test_cli_help_names_every_shipped_preset(command, capsys):
+    from re_analysis.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert all(f"{name}," in text or f"{name} or a YAML path" in text for name in list_presets())
