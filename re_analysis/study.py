@@ -107,6 +107,34 @@ def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
     return validate_preset(preset)
 
 
+DEFENSE_SPEC_KEYS = {"defense", "params", "train"}
+# What a defense entry's `train` may change: the recipe, not what the study fixes for every target
+FIXED_TRAIN_KEYS = {"dataset", "root", "image_size", "dataset_params", "defense", "defense_params", "seed", "device",
+                    "role"}
+
+
+def training_overrides(label: str, train: Any) -> dict[str, Any]:
+    """A defense entry's own training options (over the preset's ``train``), checked by name.
+
+    A method whose official recipe differs from the shared one declares it here, e.g.
+    Trap-MID's constant learning rate: ``trap-mid: {defense: trap-mid, train: {milestones: [1.0]}}``.
+    """
+    import dataclasses
+
+    from .config import TrainConfig
+
+    if train is None:
+        return {}
+    if not isinstance(train, dict):
+        raise ReAnalysisError(f"preset defense {label!r}: train must be a mapping of training options, got {train!r}")
+    allowed = {f.name for f in dataclasses.fields(TrainConfig)} - FIXED_TRAIN_KEYS
+    unknown = set(train) - allowed
+    if unknown:
+        raise ReAnalysisError(f"preset defense {label!r}: unknown training option(s) {', '.join(sorted(unknown))}; "
+                              f"choose from {', '.join(sorted(allowed))}")
+    return dict(train)
+
+
 def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
     from .attacks import list_attacks
     from .data import list_datasets
@@ -124,11 +152,16 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
     defenses = p.get("defenses") or {"none": {"defense": "none"}}
     for label, spec in defenses.items():
         spec = spec or {}
+        unknown = set(spec) - DEFENSE_SPEC_KEYS
+        if unknown:
+            raise ReAnalysisError(f"preset defense {label!r} has unknown key(s) {', '.join(sorted(unknown))}; "
+                                  f"a defense entry takes {', '.join(sorted(DEFENSE_SPEC_KEYS))}")
         for name in str(spec.get("defense", label)).split("+"):
             if name not in list_defenses():
                 raise ReAnalysisError(f"preset defense {label!r} uses unknown defense {name!r}; "
                                       f"choose from {', '.join(list_defenses())}")
-        defenses[label] = {"defense": spec.get("defense", label), "params": dict(spec.get("params") or {})}
+        defenses[label] = {"defense": spec.get("defense", label), "params": dict(spec.get("params") or {}),
+                           "train": training_overrides(label, spec.get("train"))}
     attacks = p.get("attacks") or {"gmi": {}}
     for name in attacks:
         if name not in list_attacks():
@@ -233,7 +266,8 @@ def target_config(preset, label: str, seed: int):
     spec = preset["defenses"][label]
     return TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
                        dataset_params=preset.get("dataset_params", {}), defense=spec["defense"],
-                       defense_params=spec["params"], seed=seed, device=preset["device"], **preset["train"])
+                       defense_params=spec["params"], seed=seed, device=preset["device"],
+                       **{**preset["train"], **spec.get("train", {})})
 
 
 def eval_config(preset, robust: bool = False):

@@ -104,3 +104,27 @@ def test_cli_help_names_every_shipped_preset(command, capsys):
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
     assert all(f"{name}," in text or f"{name} or a YAML path" in text for name in list_presets())
+
+
+def test_a_defense_entry_may_declare_its_own_training_options():
+    from re_analysis.study import target_config, validate_preset
+
+    p = validate_preset({"dataset": "mnist5k", "train": {"epochs": 3},
+                         "defenses": {"none": {}, "trap-mid": {"defense": "trap-mid", "train": {"milestones": [1.0]}}}})
+    trap, none = target_config(p, "trap-mid", 0), target_config(p, "none", 0)
+    assert trap.milestones == (1.0,) and trap.epochs == 3  # the entry's option over the preset's recipe
+    assert none.milestones == (0.75, 0.9)
+    assert target_config(load_preset("mnist"), "trap-mid", 0).milestones == (1.0,)  # official: no lr decay
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"defense": "mid", "parms": {"beta": 0.1}}, "unknown key(s) parms"),
+    ({"defense": "mid", "train": {"epoch": 3}}, "unknown training option(s) epoch"),
+    ({"defense": "mid", "train": {"seed": 3}}, "unknown training option(s) seed"),
+    ({"defense": "mid", "train": 3}, "train must be a mapping"),
+])
+def test_bad_defense_entries_are_refused(spec, message):
+    from re_analysis.study import validate_preset
+
+    with pytest.raises(ReAnalysisError, match=re.escape(message)):
+        validate_preset({"dataset": "mnist5k", "defenses": {"none": {}, "x": spec}})
