@@ -211,8 +211,7 @@ def cmd_verify(args) -> int:
 
 def cmd_list(kind: str) -> int:
     if kind == "presets":
-        from .study import list_presets
-        for name in list_presets():
+        for name in preset_names():
             print(name)
         return 0
     if kind == "attacks":

@@ -50,7 +50,7 @@ from tqdm import tqdm
 from .artifacts import (DamagedArtifactError, atomic_write_json, atomic_write_text, claim_run_dir, claim_scope,
                         config_hash, ensure_intact, read_json, remove_artifact, set_aside, verify_runs)
 from .errors import ReAnalysisError
-from .presets import preset_names
+from .presets import preset_names as list_presets  # noqa: F401 (re-exported: study.list_presets)
 
 log = logging.getLogger("re_analysis")
 STUDY_LOG = "study.log"
@@ -84,10 +84,6 @@ METRICS = RESULT_COLUMNS[len(ID_COLUMNS):]
 # judgements.csv verdict columns -> the results.csv column of their chance baseline
 JUDGE_CHANCE = {"eval_hit": "chance_accuracy_top1", "eval_hit_closed": "chance_accuracy_top1_closed",
                 "robust_hit": "chance_accuracy_robust", "pixel_hit": "chance_accuracy_pixel"}
-
-
-def list_presets() -> list[str]:
-    return preset_names()
 
 
 def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
