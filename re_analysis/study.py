@@ -109,10 +109,11 @@ FIXED_TRAIN_KEYS = {"dataset", "root", "image_size", "dataset_params", "defense"
                     "role"}
 
 
-def training_overrides(label: str, train: Any) -> dict[str, Any]:
-    """A defense entry's own training options (over the preset's ``train``), checked by name.
+def training_overrides(where: str, train: Any) -> dict[str, Any]:
+    """Training options of a preset (its ``train``, ``eval_model``, ``robust_model``, or a
+    defense entry's own ``train`` over the preset's), checked by name against ``TrainConfig``.
 
-    A method whose official recipe differs from the shared one declares it here, e.g.
+    A method whose official recipe differs from the shared one declares it in its entry, e.g.
     Trap-MID's constant learning rate: ``trap-mid: {defense: trap-mid, train: {milestones: [1.0]}}``.
     """
     import dataclasses
@@ -122,11 +123,11 @@ def training_overrides(label: str, train: Any) -> dict[str, Any]:
     if train is None:
         return {}
     if not isinstance(train, dict):
-        raise ReAnalysisError(f"preset defense {label!r}: train must be a mapping of training options, got {train!r}")
+        raise ReAnalysisError(f"{where} must be a mapping of training options, got {train!r}")
     allowed = {f.name for f in dataclasses.fields(TrainConfig)} - FIXED_TRAIN_KEYS
     unknown = set(train) - allowed
     if unknown:
-        raise ReAnalysisError(f"preset defense {label!r}: unknown training option(s) {', '.join(sorted(unknown))}; "
+        raise ReAnalysisError(f"{where}: unknown training option(s) {', '.join(sorted(unknown))}; "
                               f"choose from {', '.join(sorted(allowed))}")
     return dict(train)
 
@@ -157,7 +158,7 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
                 raise ReAnalysisError(f"preset defense {label!r} uses unknown defense {name!r}; "
                                       f"choose from {', '.join(list_defenses())}")
         defenses[label] = {"defense": spec.get("defense", label), "params": dict(spec.get("params") or {}),
-                           "train": training_overrides(label, spec.get("train"))}
+                           "train": training_overrides(f"preset defense {label!r}: train", spec.get("train"))}
     attacks = p.get("attacks") or {"gmi": {}}
     for name in attacks:
         if name not in list_attacks():
@@ -180,9 +181,10 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
         raise ReAnalysisError("a study needs the 'none' defense as its baseline; add `none: {}` to defenses")
     p.update({"seeds": seeds, "defenses": defenses, "attacks": attacks, "grid": grid, "pairs": pairs})
     p.setdefault("per_class", 5)
-    p.setdefault("train", {})
-    p.setdefault("eval_model", {})
-    p.setdefault("robust_model", {})
+    p["train"] = training_overrides("preset train", p.get("train"))
+    p["eval_model"] = training_overrides("preset eval_model", p.get("eval_model"))
+    if p.get("robust_model", {}) is not False:
+        p["robust_model"] = training_overrides("preset robust_model (false: no robust judge)", p.get("robust_model"))
     p.setdefault("prior", {})
     p.setdefault("classes", None)
     p.setdefault("claims", {})

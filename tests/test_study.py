@@ -128,3 +128,22 @@ def test_bad_defense_entries_are_refused(spec, message):
 
     with pytest.raises(ReAnalysisError, match=re.escape(message)):
         validate_preset({"dataset": "mnist5k", "defenses": {"none": {}, "x": spec}})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train", {"epoch": 3}, "preset train: unknown training option(s) epoch"),
+    ("eval_model", {"arhc": "preresnet8"}, "preset eval_model: unknown training option(s) arhc"),
+    ("robust_model", {"adverserial": {}}, "unknown training option(s) adverserial"),
+    ("train", {"dataset": "glyphs"}, "preset train: unknown training option(s) dataset"),  # the preset's own key
+    ("eval_model", [6], "preset eval_model must be a mapping"),
+])
+def test_misspelt_training_options_are_refused_by_name(key, value, message):
+    from re_analysis.study import validate_preset
+
+    with pytest.raises(ReAnalysisError, match=re.escape(message)):
+        validate_preset({"dataset": "mnist5k", key: value})
+
+
+def test_every_shipped_preset_passes_the_training_option_check():
+    for name in list_presets():
+        load_preset(name)  # raises on a misspelt option
