@@ -531,7 +531,7 @@ def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) ->
 
     Two independent processes keep 2 CPU cores busier than one process with two threads
     (small convolutions parallelise poorly inside one process). Phase 1 trains the judges,
-    the shared priors and every target; phase 2 attacks and evaluates. Each step claims
+    the shared priors and every target (priors first: the longest steps); phase 2 attacks and evaluates. Each step claims
     its run directory (:func:`re_analysis.artifacts.claim_run_dir`), so a step that needs
     another's result waits for it and then reuses it. Thread counts change the last digits
     of floating-point sums, so a study run with other ``workers`` may differ in those digits.
@@ -541,8 +541,10 @@ def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) ->
 
     threads = max(1, (os.cpu_count() or 1) // preset["workers"])
     labels = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
-    phase1 = [("eval", False)] + ([("eval", True)] if preset["robust_model"] is not False else [])
-    phase1 += [("prior", cfg) for cfg in shared_priors(preset, paths)]
+    # longest first: a shared prior (the paper's budget is the study's longest serial step) runs
+    # beside the judges, not after them
+    phase1 = [("prior", cfg) for cfg in shared_priors(preset, paths)]
+    phase1 += [("eval", False)] + ([("eval", True)] if preset["robust_model"] is not False else [])
     phase1 += [("target", label, seed) for seed in preset["seeds"] for label in labels]
     phase2 = [("attack", d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
     with cf.ProcessPoolExecutor(preset["workers"], mp_context=mp.get_context("spawn")) as pool:

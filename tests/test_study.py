@@ -12,10 +12,12 @@ def test_presets_load_and_cover_what_the_book_says():
     q = load_preset("quick")
     assert q["dataset"] == "glyphs" and len(q["seeds"]) >= 3
     assert q["dataset"] == "glyphs" and q["workers"] == 2
-    for d in ("none", "random-erasing"):
-        assert {"gmi", "lomma-gmi"} <= {a for x, a in q["pairs"] if x == d}
-    for d in ("nls", "re-partial-p0.5", "re-fixed-corner", "random-erasing+nls"):  # every claim has its runs
-        assert ("gmi" in {a for x, a in q["pairs"] if x == d})
+    for d in ("none", "random-erasing", "re-partial-p0.5", "re-fixed-corner"):  # claims 1-6 have their runs
+        assert (d, "gmi") in q["pairs"]
+    assert "iterations" not in q["attacks"]["gmi"] and "steps" not in q["prior"]  # the papers' budgets
+    mnist = load_preset("mnist")
+    for d in ("re-fixed-edge", "re-area0.2", "re-area0.8", "random-erasing+trap-mid"):  # the ablations on digits
+        assert {(d, "gmi"), (d, "lomma-gmi")} <= set(mnist["pairs"])
     assert load_preset("smoke")["dataset"] == "mnist5k" and load_preset("mnist")["dataset"] == "mnist5k"
     full = load_preset("full")
     assert full["dataset"] == "glyphs" and len(full["pairs"]) == len(full["defenses"]) * len(full["attacks"])
@@ -26,7 +28,7 @@ def test_restrict_keeps_the_baseline_and_adds_new_pairs():
     q = load_preset("quick")
     r = restrict(q, defenses=["random-erasing"], attacks=["gmi"], seeds=[0])
     assert r["pairs"] == [("none", "gmi"), ("random-erasing", "gmi")] and r["seeds"] == [0]
-    r2 = restrict(q, defenses=["random-erasing+nls"], attacks=["gmi"])
+    r2 = restrict(q, defenses=["random-erasing+nls"], attacks=["gmi"])  # a label the preset does not pair
     assert ("random-erasing+nls", "gmi") in r2["pairs"]
 
 
