@@ -526,6 +526,19 @@ def _run_step(preset: dict[str, Any], root: str, step: tuple, threads: int) -> N
         attack_evaluate(preset, paths, step[1], step[2], step[3], False)
 
 
+def study_phases(preset: dict[str, Any], paths: StudyPaths) -> tuple[list[tuple], list[tuple]]:
+    """The steps of a study in the order workers take them: (training, attacks).
+
+    Longest first: a shared prior (at its paper's budget the study's longest serial step)
+    runs beside the judges, not after them; then the judges, then every target."""
+    labels = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
+    phase1 = [("prior", cfg) for cfg in shared_priors(preset, paths)]
+    phase1 += [("eval", False)] + ([("eval", True)] if preset["robust_model"] is not False else [])
+    phase1 += [("target", label, seed) for seed in preset["seeds"] for label in labels]
+    phase2 = [("attack", d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
+    return phase1, phase2
+
+
 def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> None:
     """Fill the cache with ``preset["workers"]`` processes at once, one torch thread each.
 
@@ -540,13 +553,7 @@ def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) ->
     import multiprocessing as mp
 
     threads = max(1, (os.cpu_count() or 1) // preset["workers"])
-    labels = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
-    # longest first: a shared prior (the paper's budget is the study's longest serial step) runs
-    # beside the judges, not after them
-    phase1 = [("prior", cfg) for cfg in shared_priors(preset, paths)]
-    phase1 += [("eval", False)] + ([("eval", True)] if preset["robust_model"] is not False else [])
-    phase1 += [("target", label, seed) for seed in preset["seeds"] for label in labels]
-    phase2 = [("attack", d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
+    phase1, phase2 = study_phases(preset, paths)
     with cf.ProcessPoolExecutor(preset["workers"], mp_context=mp.get_context("spawn")) as pool:
         for phase, name in ((phase1, "train"), (phase2, "attack")):
             futures = [pool.submit(_run_step, preset, str(paths.root), step, threads) for step in phase]

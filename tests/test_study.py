@@ -149,3 +149,13 @@ def test_misspelt_training_options_are_refused_by_name(key, value, message):
 def test_every_shipped_preset_passes_the_training_option_check():
     for name in list_presets():
         load_preset(name)  # raises on a misspelt option
+
+
+def test_workers_take_the_shared_prior_first_then_the_judges_then_the_targets(tmp_path):
+    from re_analysis.study import StudyPaths, study_phases
+
+    train, attack = study_phases(load_preset("quick"), StudyPaths(tmp_path))
+    kinds = [step[0] for step in train]
+    assert kinds[0] == "prior" and train[0][1].kind == "wgan-gp"  # the longest serial step starts at once
+    assert kinds[1:3] == ["eval", "eval"] and set(kinds[3:]) == {"target"}
+    assert len(kinds[3:]) == 4 * 3 and len(attack) == 4 * 3  # 4 defenses x 3 seeds, GMI only
