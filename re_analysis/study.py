@@ -193,8 +193,6 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
                                     or (isinstance(classes, list) and classes and all(isinstance(c, int) for c in classes))):
         raise ReAnalysisError(f"preset classes must be a number of private classes to attack (>= 2, a seeded choice "
                               f"per seed) or a list of class indices, got {classes!r}")
-    if p["robust_model"] is not False and not isinstance(p["robust_model"], dict):
-        raise ReAnalysisError("preset robust_model must be a mapping of training options or false (no robust judge)")
     p.setdefault("gap_figures", [])
     p.setdefault("device", "auto")
     p.setdefault("workers", 1)
@@ -543,9 +541,9 @@ def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) ->
     """Fill the cache with ``preset["workers"]`` processes at once, one torch thread each.
 
     Two independent processes keep 2 CPU cores busier than one process with two threads
-    (small convolutions parallelise poorly inside one process). Phase 1 trains the judges,
-    the shared priors and every target (priors first: the longest steps); phase 2 attacks and evaluates. Each step claims
-    its run directory (:func:`re_analysis.artifacts.claim_run_dir`), so a step that needs
+    (small convolutions parallelise poorly inside one process). Phase 1 trains the shared
+    priors, the judges and every target; phase 2 attacks and evaluates (order:
+    :func:`study_phases`). Each step claims its run directory (:func:`re_analysis.artifacts.claim_run_dir`), so a step that needs
     another's result waits for it and then reuses it. Thread counts change the last digits
     of floating-point sums, so a study run with other ``workers`` may differ in those digits.
     """

@@ -146,11 +146,6 @@ def test_misspelt_training_options_are_refused_by_name(key, value, message):
         validate_preset({"dataset": "mnist5k", key: value})
 
 
-def test_every_shipped_preset_passes_the_training_option_check():
-    for name in list_presets():
-        load_preset(name)  # raises on a misspelt option
-
-
 def test_workers_take_the_shared_prior_first_then_the_judges_then_the_targets(tmp_path):
     from re_analysis.study import StudyPaths, study_phases
 
