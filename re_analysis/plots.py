@@ -83,7 +83,8 @@ def nearest_images_figure(recon, nearest_pixels, nearest_features, nearest_any, 
     reconstruction. Images are normalised (N, C, H, W) arrays in [-1, 1]."""
     plt = _plt()
     n = len(recon)
-    fig, axes = plt.subplots(n, 4, figsize=(4 * 1.25, n * 1.3), squeeze=False)
+    # constrained layout makes room for the suptitle above the column heads (tight_layout does not)
+    fig, axes = plt.subplots(n, 4, figsize=(4 * 1.25, n * 1.3 + 0.4), squeeze=False, layout="constrained")
     heads = ["reconstruction", "nearest private\n(pixels)", "nearest private\n(eval features)", "nearest training\nimage (any)"]
     for i in range(n):
         verdict = ""
@@ -101,7 +102,6 @@ def nearest_images_figure(recon, nearest_pixels, nearest_features, nearest_any, 
     for ax, h in zip(axes[0], heads):
         ax.set_title(f"{h}\n{ax.get_title()}".strip(), fontsize=7)
     fig.suptitle(title or "reconstructions and their nearest training images", fontsize=9)
-    fig.tight_layout()
     return fig
 
 

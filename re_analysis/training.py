@@ -9,8 +9,8 @@ Seeded and deterministic on CPU: every epoch re-seeds its data order, its augmen
 its Random Erasing boxes and its dropout from ``(seed, epoch)``, so a run resumed from the
 checkpoint of epoch k continues exactly as an uninterrupted run would. A checkpoint
 (safetensors, with the optimiser state and any state the defense trains itself; no pickle)
-is written atomically after each epoch. On CUDA the loop uses bf16 autocast and
-channels_last.
+is written atomically after each epoch. Models and batches are channels_last on every device
+(faster convolutions on CPU too); on CUDA the loop adds bf16 autocast.
 
 Example:
     >>> from re_analysis.config import TrainConfig
@@ -43,7 +43,7 @@ from .distributed import all_sum, barrier, rank_device, setup
 from .adversarial import pgd_accuracy, pgd_examples
 from .errors import ReAnalysisError
 from .models import Classifier, create_model
-from .models.inputs import autocast, normalize, predict_logits, resolve_device
+from .models.inputs import autocast, channels_last, normalize, predict_logits, resolve_device
 from .optim import lr_at, make_optimizer
 
 __all__ = ["train", "TrainResult", "load_classifier", "natural_accuracy", "resolve_device",
@@ -160,8 +160,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         return TrainResult(run_dir, read_json(run_dir / "metrics.json"), load_classifier(run_dir, device))
 
     model = defense.wrap_model(model.to(device)).to(device)  # the classifier that is trained and saved
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = channels_last(model)
     optimizer = make_optimizer(config, model.parameters())
     x_train, y_train = training_data(config, splits)
     x_test, y_test = materialize(splits.private_test)
@@ -312,8 +311,7 @@ def train_one_epoch(model: nn.Module, defense, optimizer, x_train: torch.Tensor,
         x = defense.transform_batch(x, y, generator=aug_gen)
         if config.adversarial:  # the robust judge: train on PGD examples (Madry et al. 2018)
             x = pgd_examples(unwrap_ddp(model), x, y, generator=aug_gen, **config.adversarial)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = channels_last(x)
         with autocast(device):
             loss, logits = defense.loss(model, x, y, epoch)
         optimizer.zero_grad(set_to_none=True)

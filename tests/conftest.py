@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -12,6 +14,25 @@ def run_cli(*args, check=True, env=None, timeout=900):
                           text=True, env={**os.environ, **(env or {})}, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"re-analysis {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def call_cli(*args, check=True):
+    """The CLI's ``main`` in this process: the same parsing, messages and exit codes as
+    :func:`run_cli`, without a fresh interpreter's 6-10 s of torch and torchvision imports
+    (measured: ``python -X importtime -m re_analysis.cli``). For tests of the CLI's wiring
+    and its errors; tests that compare runs across processes keep :func:`run_cli`."""
+    from re_analysis.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    proc = subprocess.CompletedProcess(["re-analysis", *map(str, args)], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"re-analysis {' '.join(map(str, args))} failed ({code}):\n{proc.stderr}")
     return proc
 
 

@@ -22,7 +22,7 @@ from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
-PRIOR_STEPS = {"wgan-gp": 200, "kedmi": 200, "plg": 60}  # of the papers' 640, 768 and 30,000
+PRIOR_STEPS = {"wgan-gp": 150, "kedmi": 200, "plg": 60}  # of the papers' 640, 768 and 30,000
 NO_MBD = ["--prior-param", "minibatch_features=0"]  # KEDMI's minibatch discrimination costs minutes on a CPU
 SMALL = {  # (iterations, extra CLI args): budgets that keep CI short but still beat chance clearly
     "gmi": (200, []),

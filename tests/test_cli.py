@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import call_cli, run_cli
 
 
 @pytest.mark.parametrize("kind, expect", [("datasets", "mnist5k"), ("models", "ir152"), ("defenses", "random-erasing")])
 def test_list_commands(kind, expect):
-    out = run_cli(kind).stdout
+    out = call_cli(kind).stdout
     assert expect in out
 
 
@@ -23,7 +23,7 @@ def test_list_commands(kind, expect):
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"
-    proc = run_cli(*args, "--out", out, check=False)
+    proc = call_cli(*args, "--out", out, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr

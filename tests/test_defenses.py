@@ -18,7 +18,7 @@ from re_analysis.optim import make_optimizer
 from re_analysis.study import load_preset
 from re_analysis.training import load_classifier, train, train_one_epoch
 
-from conftest import run_cli
+from conftest import call_cli
 
 CPU = torch.device("cpu")
 
@@ -274,7 +274,7 @@ def test_composition_routes_parameters_orders_engines_and_refuses_conflicts(tmp_
     assert isinstance(opt, DPOptimizer)
     assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model.parameters() if p.requires_grad}
     assert not create_defense("random-erasing+none-noaug").standard_augmentation  # augmentation switched off
-    run_cli("train", "--defense", "random-erasing+mid", "--epochs", "1", "--quiet", "--out", tmp_path / "c")
+    call_cli("train", "--defense", "random-erasing+mid", "--epochs", "1", "--quiet", "--out", tmp_path / "c")
     model = load_classifier(tmp_path / "c")  # the bottleneck is rebuilt from the saved wrapper info
     assert model.feature_dim == 64
 
@@ -297,7 +297,7 @@ def test_ablations_are_defense_names_a_preset_accepts():
     ("re-area0.8", "scale=0.1,0.3", "re-area0.8 fixes scale"),
 ])
 def test_bad_defense_parameters_are_refused(tmp_path, defense, param, message):
-    proc = run_cli("train", "--defense", defense, "--defense-param", param, "--out", tmp_path / "x", check=False)
+    proc = call_cli("train", "--defense", defense, "--defense-param", param, "--out", tmp_path / "x", check=False)
     assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "x").exists()
 
 
@@ -306,7 +306,7 @@ def test_bad_defense_parameters_are_refused(tmp_path, defense, param, message):
                                      "re-partial-p0.5", "re-fixed-corner"])
 def test_every_defense_trains_from_the_cli(tmp_path, defense):
     epochs, floor = (2, 0.6) if defense == "dp-sgd" else (1, 0.9)  # one epoch reaches 0.95-0.98 without DP noise
-    run_cli("train", "--defense", defense, "--epochs", epochs, "--quiet", "--out", tmp_path / defense)
+    call_cli("train", "--defense", defense, "--epochs", epochs, "--quiet", "--out", tmp_path / defense)
     m = json.loads((tmp_path / defense / "metrics.json").read_text())
     assert m["natural_accuracy"] > floor and m["defense"] == defense
     assert m["augmentation"]["name"] == ("none" if defense == "none-noaug" else "shift")

@@ -39,3 +39,19 @@ def test_bad_model_requests():
         create_model("ir152", 5, 3, 16)
     with pytest.raises(ReAnalysisError, match="num_classes"):
         create_model("cnn28", 1, 1, 28)
+
+
+@pytest.mark.parametrize("name", ["cnn28s", "preresnet8", "lenet28"])
+def test_channels_last_changes_the_layout_not_the_logits(name):
+    from re_analysis.models.inputs import channels_last
+
+    torch.manual_seed(0)
+    m = create_model(name, num_classes=7, in_channels=1, image_size=28).eval()
+    x = torch.randn(4, 1, 28, 28)
+    before = m(x)
+    m2, x2, labels = channels_last(m, x, torch.arange(4))
+    assert m2 is m and x2.is_contiguous(memory_format=torch.channels_last)
+    assert labels.tolist() == [0, 1, 2, 3]  # anything that is not an image batch passes unchanged
+    conv = next(p for p in m.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    torch.testing.assert_close(m(x2), before, rtol=1e-4, atol=1e-5)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..artifacts import load_state, save_state
 from ..errors import ReAnalysisError
+from ..models.inputs import channels_last
 from ..registry import Registry
 
 ATTACKS = Registry("attack")
@@ -152,6 +153,7 @@ class LatentOptimizationAttack(Attack):
         for p in list(target.parameters()) + list(prior.generator.parameters()) + list(prior.discriminator.parameters()):
             p.requires_grad_(False)
         target.eval(), prior.generator.eval(), prior.discriminator.eval()
+        channels_last(target, prior.generator, prior.discriminator)  # faster convs, same values
         self.setup(target, prior, labels)
         latents = {k: v.detach().clone().requires_grad_(True) for k, v in self.init_latents(labels, prior, seed, device).items()}
         opt = self.make_optimizer(latents)

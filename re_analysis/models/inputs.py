@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import ReAnalysisError
 
-__all__ = ["as_model_input", "normalize", "predict_logits", "autocast", "resolve_device"]
+__all__ = ["as_model_input", "normalize", "predict_logits", "autocast", "resolve_device", "channels_last"]
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -57,6 +57,18 @@ def resolve_device(name: str = "auto") -> torch.device:
 def autocast(device: torch.device):
     """bf16 autocast on CUDA, a no-op on CPU."""
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
+
+
+def channels_last(*items):
+    """Modules and 4-D tensors in the NHWC layout (others unchanged), returned in order.
+
+    Same arithmetic, faster convolutions: cuDNN with bf16, and oneDNN on one CPU thread
+    too (1.2-1.3x for a classifier's training step and GMI's latent search,
+    ``benchmarks/channels_last.py``). Modules are converted in place.
+    """
+    out = [x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4
+           else x.to(memory_format=torch.channels_last) if isinstance(x, nn.Module) else x for x in items]
+    return out[0] if len(out) == 1 else out
 
 
 @torch.no_grad()
