@@ -18,7 +18,7 @@ from re_analysis.attacks.brepmi import BREPMI
 from re_analysis.metrics import attack_accuracy
 from re_analysis.training import load_classifier
 
-from conftest import run_cli
+from conftest import call_cli, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -154,9 +154,9 @@ def test_attack_optimisation_resumes_from_its_checkpoint(trained, cache, tmp_pat
 
 def test_killed_attack_skips_finished_classes(trained, cache, tmp_path):
     args = ["attack", "--target", str(trained["none"]), "--iterations", "150", "--per-class", "2",
-            "--classes-per-chunk", "1", "--prior-steps", "200", "--cache", str(cache), "--quiet"]
+            "--classes-per-chunk", "1", "--prior-steps", PRIOR_STEPS["wgan-gp"], "--cache", str(cache), "--quiet"]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "re_analysis.cli", *args, "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "re_analysis.cli", *map(str, args), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = out / "parts" / "chunk-0000.safetensors"
     deadline = time.time() + 300
@@ -187,13 +187,13 @@ def test_killed_attack_skips_finished_classes(trained, cache, tmp_path):
 ])
 def test_bad_attack_input(trained, tmp_path, args, message):
     out = tmp_path / "x"
-    proc = run_cli("attack", "--target", trained["none"], "--out", out, *args, check=False)
+    proc = call_cli("attack", "--target", trained["none"], "--out", out, *args, check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
 
 
 def test_missing_target_is_explained(tmp_path):
-    proc = run_cli("attack", "--target", tmp_path / "nothing", "--out", tmp_path / "x", check=False)
+    proc = call_cli("attack", "--target", tmp_path / "nothing", "--out", tmp_path / "x", check=False)
     assert proc.returncode == 2 and "is not a finished training run" in proc.stderr
 
 
