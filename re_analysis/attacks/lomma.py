@@ -33,7 +33,7 @@ from torch import nn
 
 from ..artifacts import atomic_save_tensors, config_hash, load_tensors
 from ..models import create_model
-from ..models.inputs import normalize, predict_logits
+from ..models.inputs import channels_last, normalize, predict_logits
 from ..models.registry import Classifier
 from ..models.small import CNN28
 from .base import register_attack
@@ -92,7 +92,7 @@ def distill(target, arch: str, public: torch.Tensor, seed: int, epochs: int, tau
             batch_size: int = 64, lr: float = 0.01) -> nn.Module:
     """Train ``arch`` to mimic ``target`` on public images (LOMMA's ``train_augmodel``)."""
     torch.manual_seed(seed)
-    student = build_student(arch, target.num_classes, public.shape[1], public.shape[-1]).to(device)
+    student = channels_last(build_student(arch, target.num_classes, public.shape[1], public.shape[-1]).to(device))
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=20, gamma=0.5)
     teacher = predict_logits(target, public).to(device)
@@ -103,7 +103,7 @@ def distill(target, arch: str, public: torch.Tensor, seed: int, epochs: int, tau
         perm = torch.randperm(len(x_all), generator=g).to(device)
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
-            out = student(normalize(x_all[idx]))
+            out = student(channels_last(normalize(x_all[idx])))
             kl = F.kl_div(F.log_softmax(out / tau, 1), F.softmax(teacher[idx] / tau, 1), reduction="sum")
             loss = kl / tau ** 2 / len(idx)
             opt.zero_grad(set_to_none=True)
