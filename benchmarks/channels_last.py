@@ -21,24 +21,26 @@ import torch
 import torch.nn.functional as F
 
 from re_analysis.attacks.gan import Discriminator, Generator
+from re_analysis.attacks.priors import gradient_penalty
 from re_analysis.models import create_model
+from re_analysis.models.inputs import channels_last
 
-CL = torch.channels_last
 
-
-def fmt(x: torch.Tensor, cl: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=CL) if cl else x.contiguous()
+def layout(cl: bool, *items):
+    """The suite's own conversion when ``cl``, else the items as they are (contiguous)."""
+    if not cl:
+        return items[0] if len(items) == 1 else items
+    return channels_last(*items)
 
 
 def classifier_step(arch: str, cl: bool):
     torch.manual_seed(0)
-    model = create_model(arch, num_classes=100, in_channels=1, image_size=28)
-    model = model.to(memory_format=CL) if cl else model
+    model = layout(cl, create_model(arch, num_classes=100, in_channels=1, image_size=28))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 100, (64,))
 
     def step():
-        loss = F.cross_entropy(model(fmt(x, cl)), y)
+        loss = F.cross_entropy(model(layout(cl, x)), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -47,22 +49,18 @@ def classifier_step(arch: str, cl: bool):
 
 def gan(cl: bool):
     torch.manual_seed(0)
-    g, d = Generator(28, 1, 100, 32), Discriminator(28, 1, 32)
-    return (g.to(memory_format=CL), d.to(memory_format=CL)) if cl else (g, d)
+    return layout(cl, Generator(28, 1, 100, 32), Discriminator(28, 1, 32))
 
 
 def critic_step(cl: bool):
     g, d = gan(cl)
     opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    real = torch.rand(64, 1, 28, 28) * 2 - 1
+    real = layout(cl, torch.rand(64, 1, 28, 28) * 2 - 1)
 
     def step():
         with torch.no_grad():
-            fake = g(torch.randn(64, 100))
-        mix = fmt(torch.rand(64, 1, 1, 1) * (real - fake) + fake, cl).requires_grad_(True)
-        grad, = torch.autograd.grad(d(mix).sum(), mix, create_graph=True)
-        penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-        loss = d(fmt(fake, cl)).mean() - d(fmt(real, cl)).mean() + 10 * penalty
+            fake = g(torch.randn(64, 100))  # the generator's output keeps its layout
+        loss = d(fake).mean() - d(real).mean() + 10 * gradient_penalty(d, real, fake)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -72,8 +70,7 @@ def critic_step(cl: bool):
 def gmi_step(cl: bool):
     g, d = gan(cl)
     torch.manual_seed(0)
-    target = create_model("cnn28s", num_classes=100, in_channels=1, image_size=28).eval()
-    target = target.to(memory_format=CL) if cl else target
+    target = layout(cl, create_model("cnn28s", num_classes=100, in_channels=1, image_size=28).eval())
     for m in (g, d, target):
         m.eval().requires_grad_(False)
     z = torch.randn(40, 100).requires_grad_(True)

@@ -12,6 +12,11 @@ def run_cli(*args, check=True, env=None, timeout=900):
     """Run the installed console script; returns the CompletedProcess."""
     proc = subprocess.run([sys.executable, "-m", "re_analysis.cli", *map(str, args)], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    return checked(proc, args, check)
+
+
+def checked(proc: subprocess.CompletedProcess, args, check: bool) -> subprocess.CompletedProcess:
+    """``proc`` itself, or an AssertionError with its stderr when ``check`` and it failed."""
     if check and proc.returncode != 0:
         raise AssertionError(f"re-analysis {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -30,10 +35,8 @@ def call_cli(*args, check=True):
             code = main([str(a) for a in args])
         except SystemExit as exc:  # argparse's usage errors
             code = exc.code if isinstance(exc.code, int) else 1
-    proc = subprocess.CompletedProcess(["re-analysis", *map(str, args)], code, out.getvalue(), err.getvalue())
-    if check and code != 0:
-        raise AssertionError(f"re-analysis {' '.join(map(str, args))} failed ({code}):\n{proc.stderr}")
-    return proc
+    return checked(subprocess.CompletedProcess(["re-analysis", *map(str, args)], code, out.getvalue(), err.getvalue()),
+                   args, check)
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -63,7 +63,7 @@ def channels_last(*items):
     """Modules and 4-D tensors in the NHWC layout (others unchanged), returned in order.
 
     Same arithmetic, faster convolutions: cuDNN with bf16, and oneDNN on one CPU thread
-    too (1.2-1.3x for a classifier's training step and GMI's latent search,
+    too (1.3-1.7x for a classifier's training step, 1.0-1.2x for GMI's latent search:
     ``benchmarks/channels_last.py``). Modules are converted in place.
     """
     out = [x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4
