@@ -77,9 +77,9 @@ def run_one(method: str, n: int, d: int, classes: int) -> dict:
                 vals.append(d2.min(1).values)
         value = float(torch.cat(vals).double().mean())
     elif method == "prdc-ours":
-        from re_analysis.metrics import prdc
+        from re_analysis.metrics import prdc as prdc_ours
         fake, _ = make(n, d, classes, 2)
-        value = prdc(priv, fake + 0.3)["coverage"]
+        value = prdc_ours(priv, fake + 0.3)["coverage"]
     elif method == "prdc-package":
         import prdc as prdc_pkg
         fake, _ = make(n, d, classes, 2)

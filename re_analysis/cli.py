@@ -37,6 +37,8 @@ def build_parser() -> ArgumentParser:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--optimizer", default=None, choices=["adam", "sgd"])
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                   help="start from this finished run's weights (fine-tuning; same architecture and classes)")
     t.add_argument("--device", default="auto")
     t.add_argument("--out", required=True, help="run directory (metrics.json, model.safetensors)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -107,11 +109,11 @@ def cmd_train(args) -> int:
                               "optimizer": args.optimizer}.items() if v is not None}
     cfg = TrainConfig(dataset=args.dataset, root=args.root, image_size=args.image_size, arch=args.arch,
                       role=args.role, defense=args.defense, defense_params=parse_params(args.defense_param),
-                      seed=args.seed, device=args.device, **opts)
+                      seed=args.seed, device=args.device, init_from=args.init_from, **opts)
     result = train(cfg, args.out, progress=not args.quiet)
     m = result.metrics
     if is_main():
-            print(json.dumps({"run_dir": str(result.run_dir), "natural_accuracy": m["natural_accuracy"],
+        print(json.dumps({"run_dir": str(result.run_dir), "natural_accuracy": m["natural_accuracy"],
                           "arch": m["arch"], "defense": m["defense"], "seed": m["seed"]}))
     return 0
 

@@ -72,6 +72,9 @@ class TrainConfig:
     Recipe defaults (Adam, lr 1e-3, step decay at 75% and 90% of the epochs, gamma 0.1)
     scale down the MIDRE official recipe (Adam 1e-3, 100 epochs, MultiStepLR at 75/90);
     the epoch count and batch size default to a smoke-size run on ``mnist5k``.
+    ``init_from`` (a finished run directory of the same architecture and classes) starts
+    from that run's weights instead of a random initialisation: fine-tuning, e.g. the robust
+    judge's adversarial fine-tuning of the natural one.
     """
 
     dataset: str = "mnist5k"
@@ -93,6 +96,7 @@ class TrainConfig:
     device: str = "auto"
     open_set: bool | None = None
     adversarial: dict = field(default_factory=dict)
+    init_from: str | None = None
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -155,7 +159,7 @@ class TrainConfig:
         if not d["dataset_params"]:
             d.pop("dataset_params")  # keeps the hashes of runs made before the field existed
         d.pop("device")  # where it ran does not change what it is (CPU/GPU numerics aside)
-        for key in ("open_set", "adversarial"):  # off by default: keeps the hashes of targets
+        for key in ("open_set", "adversarial", "init_from"):  # off by default: keeps the hashes of targets
             if not d[key]:
                 d.pop(key)
         return d

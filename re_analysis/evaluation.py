@@ -248,7 +248,10 @@ def judge_record(prefix: str, judge: Judge | None) -> dict[str, Any]:
            f"{prefix}_open_set": bool(r.get("open_set", False))}
     if "pgd_accuracy" in r:
         out.update({f"{prefix}_pgd_accuracy": r["pgd_accuracy"], f"{prefix}_pgd_eps": r["adversarial"]["eps"],
-                    f"{prefix}_pgd_train_steps": r["adversarial"]["steps"]})
+                    f"{prefix}_pgd_train_steps": r["adversarial"]["steps"],
+                    f"{prefix}_pgd_train_epochs": r.get("epochs"),
+                    # fine-tuned from a trained judge (its natural accuracy) or trained from random weights
+                    f"{prefix}_finetuned_from_accuracy": (r.get("init_from") or {}).get("natural_accuracy")})
     return out
 
 

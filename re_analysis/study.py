@@ -106,10 +106,13 @@ def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
 DEFENSE_SPEC_KEYS = {"defense", "params", "train"}
 # What a defense entry's `train` may change: the recipe, not what the study fixes for every target
 FIXED_TRAIN_KEYS = {"dataset", "root", "image_size", "dataset_params", "defense", "defense_params", "seed", "device",
-                    "role"}
+                    "role", "init_from"}
+# `robust_model: {from_judge: true}`: the robust judge fine-tunes the open-set judge adversarially
+# (its `epochs` are then fine-tuning epochs) instead of training from random weights
+ROBUST_KEYS = {"from_judge"}
 
 
-def training_overrides(where: str, train: Any) -> dict[str, Any]:
+def training_overrides(where: str, train: Any, extra: set[str] = frozenset()) -> dict[str, Any]:
     """Training options of a preset (its ``train``, ``eval_model``, ``robust_model``, or a
     defense entry's own ``train`` over the preset's), checked by name against ``TrainConfig``.
 
@@ -124,7 +127,7 @@ def training_overrides(where: str, train: Any) -> dict[str, Any]:
         return {}
     if not isinstance(train, dict):
         raise ReAnalysisError(f"{where} must be a mapping of training options, got {train!r}")
-    allowed = {f.name for f in dataclasses.fields(TrainConfig)} - FIXED_TRAIN_KEYS
+    allowed = ({f.name for f in dataclasses.fields(TrainConfig)} - FIXED_TRAIN_KEYS) | set(extra)
     unknown = set(train) - allowed
     if unknown:
         raise ReAnalysisError(f"{where}: unknown training option(s) {', '.join(sorted(unknown))}; "
@@ -184,7 +187,8 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
     p["train"] = training_overrides("preset train", p.get("train"))
     p["eval_model"] = training_overrides("preset eval_model", p.get("eval_model"))
     if p.get("robust_model", {}) is not False:
-        p["robust_model"] = training_overrides("preset robust_model (false: no robust judge)", p.get("robust_model"))
+        p["robust_model"] = training_overrides("preset robust_model (false: no robust judge)", p.get("robust_model"),
+                                               extra=ROBUST_KEYS)
     p.setdefault("prior", {})
     p.setdefault("classes", None)
     p.setdefault("claims", {})
@@ -243,8 +247,11 @@ class StudyPaths:
         return self.root / "targets" / f"{label}-s{seed}-{config_hash(cfg.resolved().to_dict(), 8)}"
 
     def eval_model(self, cfg) -> Path:
-        kind = "robust-eval-model" if cfg.resolved().adversarial else "eval-model"
-        return self.root / "targets" / f"{kind}-{config_hash(cfg.resolved().to_dict(), 8)}"
+        key = cfg.resolved().to_dict()
+        kind = "robust-eval-model" if key.get("adversarial") else "eval-model"
+        if key.get("init_from"):  # the start's folder name carries its config hash; where the study lies does not count
+            key["init_from"] = Path(key["init_from"]).name
+        return self.root / "targets" / f"{kind}-{config_hash(key, 8)}"
 
     def attack(self, label: str, attack: str, seed: int, cfg) -> Path:
         key = {k: v for k, v in asdict(cfg).items() if k != "device"}
@@ -266,16 +273,21 @@ def target_config(preset, label: str, seed: int):
                        **{**preset["train"], **spec.get("train", {})})
 
 
-def eval_config(preset, robust: bool = False):
+def eval_config(preset, robust: bool = False, paths: StudyPaths | None = None):
     """The evaluation model (open set: private and public classes, another architecture than
     the targets); ``robust=True``: its adversarially trained twin (``robust_model`` options
-    on top of ``eval_model``'s, PGD per :data:`re_analysis.config.ROBUST_EVAL` by default)."""
+    on top of ``eval_model``'s, PGD per :data:`re_analysis.config.ROBUST_EVAL` by default;
+    with ``from_judge: true``, adversarial fine-tuning of the open-set judge in ``paths``)."""
     from .config import ROBUST_EVAL, TrainConfig
 
     opts = {"epochs": 8, **preset["eval_model"]}
     if robust:
         opts.update(preset["robust_model"] or {})
         opts.setdefault("adversarial", dict(ROBUST_EVAL))
+        if opts.pop("from_judge", False):
+            if paths is None:
+                raise ReAnalysisError("a robust judge fine-tuned from the open-set judge needs the study's paths")
+            opts["init_from"] = str(paths.eval_model(eval_config(preset)))
     return TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
                        dataset_params=preset.get("dataset_params", {}), role="eval", seed=opts.pop("seed", 0),
                        device=preset["device"], **opts)
@@ -342,12 +354,14 @@ def train_target(preset, paths: StudyPaths, label: str, seed: int, progress: boo
 def train_eval_model(preset, paths: StudyPaths, progress: bool, robust: bool = False):
     from .training import train
 
-    cfg = eval_config(preset, robust=robust)
+    cfg = eval_config(preset, robust=robust, paths=paths)
+    if cfg.init_from is not None:  # fine-tuned from the open-set judge: that one first (or wait for it)
+        train_eval_model(preset, paths, progress)
     return train(cfg, paths.eval_model(cfg), progress=progress)
 
 
 def robust_judge_dir(preset, paths: StudyPaths) -> Path | None:
-    return None if preset["robust_model"] is False else paths.eval_model(eval_config(preset, robust=True))
+    return None if preset["robust_model"] is False else paths.eval_model(eval_config(preset, robust=True, paths=paths))
 
 
 GAP_KEYS = ("mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",

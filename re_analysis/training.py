@@ -143,10 +143,14 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     defense.check(splits)
     augmentation = standard_augmentation(config.dataset, splits, enabled=defense.standard_augmentation)
     key = {**config.to_dict(), "augmentation": augmentation.recipe, **data_key(splits)}
-    run_dir = Path(out_dir) if out_dir is not None else Path(cache_root) / f"train-{config_hash(key)}"
     torch.manual_seed(config.seed)
     num_classes = splits.num_classes + (splits.num_public_classes if config.open_set else 0)
     model = create_model(config.arch, num_classes, splits.channels, splits.image_size)
+    start = None
+    if config.init_from is not None:
+        start = start_weights(config.init_from, model, defense)
+        key["init_from"] = start["config_hash"]  # what it started from, not where that lies on this machine
+    run_dir = Path(out_dir) if out_dir is not None else Path(cache_root) / f"train-{config_hash(key)}"
     dist_ = setup(device)
     device = rank_device(device)
     if dist_.enabled and single_process_only(defense):
@@ -205,6 +209,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         "device": str(device), "world_size": dist_.world, "config_hash": config_hash(key),
         "versions": environment_versions(),
         "augmentation": {**augmentation.recipe, "library": augmentation_library(augmentation)},
+        **({"init_from": start} if start else {}),
         **last_stats, **defense.report(model, x_test, y_test), **judge_report(model, config, splits, x_test, y_test),
     }
     if dist_.is_main:
@@ -218,6 +223,33 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         remove_artifact(ckpt)
     barrier()
     return TrainResult(run_dir, metrics, model.eval())
+
+
+def start_weights(init_from: str | Path, model: Classifier, defense: Defense) -> dict[str, Any]:
+    """Load the weights of the finished run ``init_from`` into ``model`` (fine-tuning); returns
+    what the run records about its start: the start's config hash, accuracy and role.
+
+    The start must be the same architecture with the same outputs (a run of the same
+    dataset and role) and unwrapped (a defense that changes the architecture cannot start
+    from another run)."""
+    path = Path(init_from)
+    if not (path / "metrics.json").is_file() or not artifact_exists(path / WEIGHTS):
+        raise ReAnalysisError(f"init_from {path} is not a finished training run (no metrics.json and {WEIGHTS}); "
+                              "train it first or drop init_from")
+    if defense.wrapper_info():
+        raise ReAnalysisError(f"defense {defense.name!r} changes the architecture; it cannot start from another run "
+                              "(drop init_from)")
+    info = json.loads(tensors_metadata(path / WEIGHTS)["model"])
+    want = {"arch": model.arch, "num_classes": model.num_classes, "in_channels": model.in_channels,
+            "image_size": model.image_size}
+    have = {k: info.get(k) for k in want}
+    if have != want or info.get("wrapper"):
+        raise ReAnalysisError(f"init_from {path} holds {have}{' (wrapped by a defense)' if info.get('wrapper') else ''}, "
+                              f"but this run trains {want}; start from a run of the same architecture, dataset and role")
+    model.load_state_dict(load_tensors(path / WEIGHTS))
+    metrics = read_json(path / "metrics.json")
+    return {"config_hash": metrics["config_hash"], "natural_accuracy": metrics["natural_accuracy"],
+            "role": metrics["role"], "epochs": metrics["epochs"]}
 
 
 def training_data(config: TrainConfig, splits) -> tuple[torch.Tensor, torch.Tensor]:

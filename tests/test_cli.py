@@ -20,6 +20,7 @@ def test_list_commands(kind, expect):
     (["train", "--epochs", "0"], "epochs must be a positive integer"),
     (["train", "--dataset", "fashion-mnist", "--root", "/no/such/dir"], "does not exist"),
     (["train", "--epochs", "x"], "invalid int value"),
+    (["train", "--init-from", "/no/such/run"], "is not a finished training run"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"

@@ -140,14 +140,15 @@ def test_pgd_stays_in_its_budget_and_is_seeded():
 @pytest.fixture(scope="module")
 def judges(trained, tmp_path_factory):
     """The session's cnn28 target and open-set standard judge (preresnet8, CLI defaults) and
-    a PGD-trained twin of the judge (3 epochs, eps 0.1, 2 steps: a CPU budget)."""
+    a PGD-trained twin of the judge: the standard judge fine-tuned adversarially (2 epochs,
+    eps 0.1, 2 steps: a CPU budget; what the studies' ``robust_model: {from_judge: true}`` does)."""
     from re_analysis.training import train
 
     root = tmp_path_factory.mktemp("judges")
     target = train(TrainConfig(device="cpu"), trained["none"], progress=False)  # reused, not retrained
     standard = train(TrainConfig(role="eval", device="cpu"), trained["eval"], progress=False)
-    robust = train(TrainConfig(role="eval", epochs=3, device="cpu", adversarial={"eps": 0.1, "steps": 2}),
-                   root / "robust", progress=False)
+    robust = train(TrainConfig(role="eval", epochs=2, device="cpu", adversarial={"eps": 0.1, "steps": 2},
+                               init_from=str(trained["eval"])), root / "robust", progress=False)
     return {"root": root, "target": target, "standard": standard, "robust": robust}
 
 

@@ -137,6 +137,8 @@ def test_bad_defense_entries_are_refused(spec, message):
     ("eval_model", {"arhc": "preresnet8"}, "preset eval_model: unknown training option(s) arhc"),
     ("robust_model", {"adverserial": {}}, "unknown training option(s) adverserial"),
     ("train", {"dataset": "glyphs"}, "preset train: unknown training option(s) dataset"),  # the preset's own key
+    ("train", {"from_judge": True}, "preset train: unknown training option(s) from_judge"),  # robust_model's only
+    ("eval_model", {"init_from": "runs/x"}, "unknown training option(s) init_from"),  # the study decides the start
     ("eval_model", [6], "preset eval_model must be a mapping"),
 ])
 def test_misspelt_training_options_are_refused_by_name(key, value, message):
@@ -154,3 +156,18 @@ def test_workers_take_the_shared_prior_first_then_the_judges_then_the_targets(tm
     assert kinds[0] == "prior" and train[0][1].kind == "wgan-gp"  # the longest serial step starts at once
     assert kinds[1:3] == ["eval", "eval"] and set(kinds[3:]) == {"target"}
     assert len(kinds[3:]) == 4 * 3 and len(attack) == 4 * 3  # 4 defenses x 3 seeds, GMI only
+
+
+def test_a_robust_judge_from_the_judge_fine_tunes_the_open_set_judge_of_its_study(tmp_path):
+    from re_analysis.study import StudyPaths, eval_config, robust_judge_dir, validate_preset
+
+    p = validate_preset({"dataset": "mnist5k", "eval_model": {"epochs": 4},
+                         "robust_model": {"epochs": 2, "from_judge": True}})
+    paths = StudyPaths(tmp_path / "a")
+    cfg = eval_config(p, robust=True, paths=paths)
+    assert cfg.init_from == str(paths.eval_model(eval_config(p))) and cfg.epochs == 2 and cfg.adversarial
+    # the judge's name does not depend on where the study lies
+    assert robust_judge_dir(p, paths).name == robust_judge_dir(p, StudyPaths(tmp_path / "b")).name
+    scratch = validate_preset({"dataset": "mnist5k", "eval_model": {"epochs": 4}, "robust_model": {"epochs": 2}})
+    assert eval_config(scratch, robust=True).init_from is None
+    assert robust_judge_dir(scratch, paths).name != robust_judge_dir(p, paths).name

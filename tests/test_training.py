@@ -45,6 +45,33 @@ def test_saved_model_reloads_with_the_same_accuracy(trained):
     assert acc == json.loads((trained["random-erasing"] / "metrics.json").read_text())["natural_accuracy"]
 
 
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_given_run_and_hashes_its_config_not_its_path(trained, tmp_path):
+    import shutil
+
+    start = json.loads((trained["none"] / "metrics.json").read_text())
+    # at a vanishing learning rate one epoch leaves the weights where they started: the start's accuracy
+    # (a random start at this rate stays at chance, 0.2 on five classes)
+    cfg = TrainConfig(epochs=1, lr=1e-9, init_from=str(trained["none"]), device="cpu")
+    tuned = train(cfg, cache_root=tmp_path / "cache", progress=False)
+    assert abs(tuned.metrics["natural_accuracy"] - start["natural_accuracy"]) <= 0.01
+    assert tuned.metrics["init_from"]["config_hash"] == start["config_hash"]
+    assert json.loads((tuned.run_dir / "config.json").read_text())["config"]["init_from"] == start["config_hash"]
+    # the same start copied elsewhere is the same run (no local path in the key)
+    moved = tmp_path / "elsewhere" / "start"
+    shutil.copytree(trained["none"], moved)
+    again = train(TrainConfig(epochs=1, lr=1e-9, init_from=str(moved), device="cpu"), cache_root=tmp_path / "cache",
+                  progress=False)
+    assert again.run_dir == tuned.run_dir
+    # another architecture (the judge: preresnet8, private and public classes) or an unfinished run is refused
+    with pytest.raises(ReAnalysisError, match="same architecture"):
+        train(TrainConfig(epochs=1, init_from=str(trained["eval"]), device="cpu"), tmp_path / "bad", progress=False)
+    with pytest.raises(ReAnalysisError, match="not a finished training run"):
+        train(TrainConfig(epochs=1, init_from=str(tmp_path / "nothing"), device="cpu"), tmp_path / "bad2",
+              progress=False)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
+
+
 def short(**kw):
     return TrainConfig(**{"epochs": 2, "defense": "random-erasing", **kw})
 
