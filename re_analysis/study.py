@@ -369,6 +369,15 @@ GAP_KEYS = ("mean_dist_private", "mean_dist_erased", "mean_dist_private_normaliz
             "separation_silhouette")
 
 
+def judged_by(metrics: dict, judge: Path, robust: Path | None) -> bool:
+    """Whether cached evaluation ``metrics`` came from these judges (a preset that changes a
+    judge re-judges its attacks). Compared by folder name, which carries the judge's config
+    hash, so a study folder that moved keeps its evaluations."""
+    def name(p):
+        return Path(p).name if p else None
+    return name(metrics.get("eval_model")) == name(judge) and name(metrics.get("robust_model")) == name(robust)
+
+
 def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: int, progress: bool) -> dict:
     """Attack one target, judge the reconstructions and measure the gap (each step cached)."""
     from .attacks import run_attack
@@ -380,9 +389,10 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
     res = run_attack(cfg, out, cache_root=paths.cache, progress=progress)
     metrics_path = out / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-    if "attack_accuracy_top1" not in metrics or not (out / "judgements.csv").is_file():
-        metrics = evaluate_attack(out, paths.eval_model(eval_config(preset)), out,
-                                  robust_model=robust_judge_dir(preset, paths))
+    judge, robust = paths.eval_model(eval_config(preset)), robust_judge_dir(preset, paths)
+    if ("attack_accuracy_top1" not in metrics or not (out / "judgements.csv").is_file()
+            or not judged_by(metrics, judge, robust)):
+        metrics = evaluate_attack(out, judge, out, robust_model=robust)
     figure = [label, attack] in [list(x) for x in preset["gap_figures"]] and seed == preset["seeds"][0]
     gap_path = out / "gap.json"
     gap = read_json(gap_path) if gap_path.is_file() and (out / "gap_samples.csv").is_file() else None

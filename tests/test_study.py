@@ -171,3 +171,16 @@ def test_a_robust_judge_from_the_judge_fine_tunes_the_open_set_judge_of_its_stud
     scratch = validate_preset({"dataset": "mnist5k", "eval_model": {"epochs": 4}, "robust_model": {"epochs": 2}})
     assert eval_config(scratch, robust=True).init_from is None
     assert robust_judge_dir(scratch, paths).name != robust_judge_dir(p, paths).name
+
+
+def test_cached_evaluations_are_redone_when_a_judge_changes(tmp_path):
+    from re_analysis.study import judged_by
+
+    cached = {"eval_model": "/old/place/targets/eval-model-aa", "robust_model": "/old/place/targets/robust-eval-model-bb"}
+    here = tmp_path / "targets"
+    assert judged_by(cached, here / "eval-model-aa", here / "robust-eval-model-bb")  # the study moved: kept
+    assert not judged_by(cached, here / "eval-model-aa", here / "robust-eval-model-cc")  # robust judge retrained
+    assert not judged_by(cached, here / "eval-model-zz", here / "robust-eval-model-bb")
+    assert not judged_by(cached, here / "eval-model-aa", None)  # the preset dropped its robust judge
+    assert judged_by({"eval_model": "x/eval-model-aa", "robust_model": None}, here / "eval-model-aa", None)
+    assert not judged_by({}, here / "eval-model-aa", None)  # an older record without judges
