@@ -164,6 +164,11 @@ def sensitivity(judgements: pd.DataFrame, judge: str, chance: float | None) -> s
     return None
 
 
+VERDICT_COLUMNS = ["claim", "claim_text", "dataset", "attack", "judge", "comparison", "estimate", "ci_low",
+                   "ci_high", "p_value", "n", "verdict", "note"]
+SUMMARY_COLUMNS = ["claim", "claim_text", "dataset", "verdict", "judge", "detail"]
+
+
 def _row(claim, dataset, attack, judge, comparison, cmp, verdict, note="", **extra) -> dict:
     return {"claim": claim, "claim_text": CLAIMS[claim], "dataset": dataset, "attack": attack, "judge": judge,
             "comparison": comparison, "estimate": cmp["difference"] if cmp else np.nan,
@@ -258,8 +263,9 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
                 note += f"; RE minus none {cmp['difference']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]"
             rows.append(_row(4, dataset, "", "target features", f"{re_} (vs none beside)", cmp, v, note,
                              level=lv[0], level_ci_low=lv[1], level_ci_high=lv[2]))
-    out = pd.DataFrame(rows)
-    return out.sort_values(["claim", "dataset", "attack"], kind="stable").reset_index(drop=True) if len(out) else out
+    # A study without RE, or with one defense only, has no comparison: an empty table, not an error.
+    out = pd.DataFrame(rows, columns=None if rows else VERDICT_COLUMNS)
+    return out.sort_values(["claim", "dataset", "attack"], kind="stable").reset_index(drop=True)
 
 
 def _tradeoff_rows(judgements, natural, dataset, attack, judge, re_, base) -> list[dict]:
@@ -301,4 +307,4 @@ def summarize_verdicts(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE) -> pd
         detail = "; ".join(f"{r.comparison}{' / ' + r.attack if r.attack else ''}: {r.verdict}" for r in g.itertuples())
         rows.append({"claim": claim, "claim_text": CLAIMS[claim], "dataset": dataset, "verdict": verdict,
                      "judge": judge if claim in (1, 5, 6, 7, 8) else g["judge"].iloc[0], "detail": detail})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -97,3 +97,12 @@ def test_ablation_and_composition_claims_and_summary():
     assert got == {5: [SUPPORTED], 6: [INCONCLUSIVE], 8: [SUPPORTED]}
     s = summarize_verdicts(v).set_index("claim")
     assert s.loc[1, "verdict"] == SUPPORTED and s.loc[6, "verdict"] == INCONCLUSIVE
+
+
+def test_a_study_with_one_defense_has_no_verdicts_rather_than_an_error():
+    # Found when a study of the undefended target alone (LOMMA-GMI at its own budget) failed in
+    # its tables with KeyError 'claim' after an hour of attacks.
+    v = claim_verdicts(hits("none", 0.5, rng_seed=1))
+    assert v.empty and "verdict" in v.columns
+    s = summarize_verdicts(v)
+    assert s.empty and list(s.columns)[:4] == ["claim", "claim_text", "dataset", "verdict"]
