@@ -254,8 +254,13 @@ class StudyPaths:
         return self.root / "targets" / f"{kind}-{config_hash(key, 8)}"
 
     def attack(self, label: str, attack: str, seed: int, cfg) -> Path:
+        from .attacks.base import attack_class
+
         key = {k: v for k, v in asdict(cfg).items() if k != "device"}
         key["target"] = Path(cfg.target).name
+        # the attack's defaults too: a release that changes a method's default makes a new run
+        # rather than clashing with the run of the old default (it once stopped a study)
+        key["params"] = {**attack_class(attack).defaults, **cfg.params}
         return self.root / "attacks" / f"{label}--{attack}-s{seed}-{config_hash(key, 8)}"
 
     @property

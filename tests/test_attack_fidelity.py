@@ -14,7 +14,7 @@ from re_analysis.attacks.gan import Generator, SNProjectionDiscriminator
 from re_analysis.attacks.priors import STEP, build_gan, public_parts
 from re_analysis.data import load_dataset, materialize
 from re_analysis.fidelity import fidelity_table, missing_fidelity
-from re_analysis.models.inputs import predict_logits
+from re_analysis.models.inputs import normalize, predict_logits
 from re_analysis.registry import Registry
 from re_analysis.runs import target_record
 from re_analysis.training import load_classifier
@@ -212,10 +212,47 @@ def test_lomma_regulariser_touches_only_the_target(target, prior, trained):
         with_reg = attack.identity_loss(target, x, y)
         attack.params["lambda_reg"] = 0.0
         without = attack.identity_loss(target, x, y)
-        by_hand = (target.features(x) - attack.p_reg).pow(2).mean()  # the target's features only
+        feats = target.features(normalize(public))
+        unit = feats.var(0, unbiased=False).mean()  # mean per-dimension variance of the public features
+        by_hand = (target.features(x) - feats.mean(0)).pow(2).mean() / unit  # the target's features only
         mean_logit = sum(m(x).gather(1, y[:, None]).mean() for m in attack.models) / 4
-    assert torch.allclose(with_reg - without, by_hand)
+    assert torch.allclose(with_reg - without, by_hand, rtol=1e-4)
     assert torch.allclose(without, -mean_logit)
+
+
+class ScaledFeatures(nn.Module):
+    """The same classifier with features multiplied by ``k`` and the head divided by ``k``:
+    same logits, features on another scale (a ReLU-ended net vs a BatchNorm-ended one)."""
+
+    def __init__(self, model, k):
+        super().__init__()
+        self.model, self.k, self.num_classes, self.arch = model, k, model.num_classes, model.arch
+
+    def features(self, x):
+        return self.model.features(x) * self.k
+
+    def head(self, f):
+        return self.model.head(f / self.k)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_lomma_regulariser_weighs_the_same_whatever_the_feature_scale(target, prior):
+    # LOMMA's targets end in BatchNorm1d; the raw regulariser on a ReLU-ended target outweighed
+    # the logits ~37x on glyphs. In public-variance units it does not depend on the scale.
+    public = materialize(load_dataset("mnist5k").public)[0][::10]
+    x, y = prior.sample(6, seed=3), torch.arange(6) % 5
+    losses = {}
+    for units in ("public", "raw"):
+        for k in (1.0, 10.0):
+            attack = create_attack("lomma-gmi", n_aug=0, reg_units=units)
+            model = ScaledFeatures(target, k)
+            attack.prepare(model, prior, public, torch.device("cpu"), seed=0)
+            with torch.no_grad():
+                losses[units, k] = attack.identity_loss(model, x, y)
+    assert torch.allclose(losses["public", 1.0], losses["public", 10.0], rtol=1e-4)
+    assert not torch.allclose(losses["raw", 1.0], losses["raw", 10.0], rtol=0.1)  # the official formula is not
 
 
 # --- no flips on digits -------------------------------------------------------------------

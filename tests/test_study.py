@@ -184,3 +184,20 @@ def test_cached_evaluations_are_redone_when_a_judge_changes(tmp_path):
     assert not judged_by(cached, here / "eval-model-aa", None)  # the preset dropped its robust judge
     assert judged_by({"eval_model": "x/eval-model-aa", "robust_model": None}, here / "eval-model-aa", None)
     assert not judged_by({}, here / "eval-model-aa", None)  # an older record without judges
+
+
+def test_a_changed_attack_default_makes_a_new_attack_run_not_a_clash(tmp_path, monkeypatch):
+    # Found when LOMMA's regulariser got a new default: the study stopped on "already holds an
+    # attack run with another config" because the folder name hashed only the preset's params.
+    from re_analysis.attacks.lomma import LOMMAGMI
+    from re_analysis.study import StudyPaths, attack_config, validate_preset
+
+    p = validate_preset({"dataset": "mnist5k", "attacks": {"lomma-gmi": {}}})
+    paths = StudyPaths(tmp_path)
+    before = paths.attack("none", "lomma-gmi", 0, attack_config(p, paths, "none", "lomma-gmi", 0))
+    monkeypatch.setattr(LOMMAGMI, "defaults", {**LOMMAGMI.defaults, "reg_units": "raw"})
+    after = paths.attack("none", "lomma-gmi", 0, attack_config(p, paths, "none", "lomma-gmi", 0))
+    assert before != after
+    # a preset that spells out the default names the same run as one that leaves it implicit
+    spelt = validate_preset({"dataset": "mnist5k", "attacks": {"lomma-gmi": {"reg_units": "raw"}}})
+    assert paths.attack("none", "lomma-gmi", 0, attack_config(spelt, paths, "none", "lomma-gmi", 0)) == after
