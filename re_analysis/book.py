@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import ReAnalysisError
@@ -75,13 +76,15 @@ def hide_plumbing(notebook: Path, replace: dict[str, str] | None = None) -> None
     nbformat.write(nb, str(notebook))
 
 
-def execute_notebooks(src: Path, stage: Path, params: dict, progress: bool = True) -> list[Path]:
-    """papermill each notebook into ``stage/notebooks`` with ``params``; returns the outputs."""
+def execute_notebooks(src: Path, stage: Path, params: dict, progress: bool = True, workers: int = 1) -> list[Path]:
+    """papermill each notebook into ``stage/notebooks`` with ``params``, ``workers`` at a time
+    (each runs in its own kernel process; they only read the finished study); returns the
+    outputs in book order."""
     import papermill as pm
 
-    out = []
     (stage / "notebooks").mkdir(parents=True, exist_ok=True)
-    for name in NOTEBOOKS:
+
+    def execute(name: str) -> Path:
         target = stage / "notebooks" / f"{name}.ipynb"
         t0 = time.perf_counter()
         pm.execute_notebook(str(src / "notebooks" / f"{name}.ipynb"), str(target), parameters=params,
@@ -89,8 +92,12 @@ def execute_notebooks(src: Path, stage: Path, params: dict, progress: bool = Tru
         hide_plumbing(target, {str(params["run_dir"]): f"runs/{params['preset']}", str(src.resolve()): "."})
         if progress:
             print(f"executed {name} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-        out.append(target)
-    return out
+        return target
+
+    # threads suffice: papermill waits on a kernel process per notebook (nbclient keeps one
+    # event loop per thread)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(execute, NOTEBOOKS))
 
 
 def stage_tables(run_dir: Path, stage: Path) -> list[Path]:
@@ -193,7 +200,8 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
         elif (src / item).is_file():
             shutil.copy2(src / item, stage / item)
     write_generated(stage)
-    execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress)
+    execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress,
+                      workers=p.get("workers") or 1)
     stage_tables(run_dir, stage)
     out = build_dir / "book-output"
     proc = subprocess.run(builder_command() + ["build", str(stage), "--path-output", str(out)], capture_output=True,

@@ -165,3 +165,35 @@ def test_verify_runs_is_a_lazy_export():
     from re_analysis.artifacts import verify_runs
 
     assert re_analysis.verify_runs is verify_runs and "verify_runs" in re_analysis.__all__
+
+
+def test_notebooks_run_two_at_a_time_and_come_back_in_book_order(tmp_path, monkeypatch):
+    """With workers=2 two notebooks execute at once (each waits at a barrier the other must
+    reach); the outputs are listed in the book's order whatever order they finish in."""
+    import threading
+
+    import nbformat
+    import papermill
+
+    from re_analysis import book
+
+    barrier = threading.Barrier(2, timeout=20)
+    finished = []
+
+    def fake_execute(source, target, **kwargs):
+        name = Path(source).stem
+        if name in book.NOTEBOOKS[:2]:
+            barrier.wait()  # raises BrokenBarrierError if the two never run together
+        if name == book.NOTEBOOKS[0]:
+            threading.Event().wait(0.2)  # finishes after the second
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})])
+        nbformat.write(nb, target)
+        finished.append(name)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    out = book.execute_notebooks(REPO, tmp_path, {"run_dir": "/nowhere/run", "preset": "smoke"}, progress=False,
+                                 workers=2)
+    assert [p.stem for p in out] == book.NOTEBOOKS
+    assert finished[0] == book.NOTEBOOKS[1] and finished != book.NOTEBOOKS
+    tags = nbformat.read(str(out[0]), as_version=4).cells[0].metadata["tags"]
+    assert "remove-cell" in tags  # the plumbing is hidden in parallel too
