@@ -177,3 +177,22 @@ def test_images_are_real_glyphs_of_their_font(aenigma):
     query_chars = glyphs.characters.repeat(len(query) // len(glyphs.characters))
     hits = (ref_chars[torch.cdist(query, ref).argmin(1)] == query_chars).float().mean()
     assert hits > 0.15  # chance: 1/62
+
+
+@needs_fonts
+def test_a_prior_is_checked_on_public_fonts_it_never_saw(aenigma):
+    """Fonts are identities: the prior's held-out public part is whole fonts (on digits it is
+    a share of each digit's images), so its quality check compares samples with identities
+    the prior never trained on."""
+    from re_analysis.attacks.priors import PriorConfig, public_parts, split_public
+
+    s = aenigma["seed0"]
+    assert s.labels_are_identities and not load_dataset("mnist5k").labels_are_identities
+    _, y = materialize(s.public)
+    train, held = split_public(y, 0.2, seed=0, by_identity=True)
+    held_ids = set(y[held].tolist())
+    assert not set(y[train].tolist()) & held_ids and len(train) + len(held) == len(y)
+    assert len(held_ids) == round(0.2 * s.num_public_classes)
+    assert all(int((y[held] == k).sum()) == int((y == k).sum()) for k in held_ids)  # each font whole
+    _, prior_train, prior_held = public_parts(PriorConfig(dataset="glyphs"))
+    assert (len(prior_train), len(prior_held)) == (len(train), len(held))

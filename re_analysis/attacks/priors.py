@@ -23,9 +23,11 @@ Budgets: ``PriorConfig.steps=None`` trains each kind for its paper's budget
 (:data:`PAPER_BUDGETS`), converted to generator steps for the public split at hand; a
 smaller ``steps`` is recorded as ``steps_fraction`` in ``prior.json``.
 
-Quality: a seeded ``heldout_fraction`` of the public split (per class) is kept out of
-training, so that :func:`re_analysis.attacks.quality.prior_quality` can compare samples
-with public images the prior never saw.
+Quality: a seeded ``heldout_fraction`` of the public split is kept out of training, so
+that :func:`re_analysis.attacks.quality.prior_quality` can compare samples with public
+images the prior never saw: per class on category datasets (digits), whole identities on
+identity datasets (fonts, faces: ``register_dataset(identities=True)``), where images of a
+trained identity are near copies in a judge's features.
 
 Each prior run writes ``generator.safetensors``, ``discriminator.safetensors`` and
 ``prior.json``; a checkpoint every ``checkpoint_every`` steps makes it resumable.
@@ -50,7 +52,7 @@ from tqdm import tqdm
 from ..artifacts import (atomic_save_tensors, atomic_write_json, claim_run_dir, claim_scope, config_hash,
                          environment_versions, load_state, load_tensors, read_json, remove_artifact, save_state)
 from ..data import load_dataset, materialize
-from ..data.registry import stratified_split
+from ..data.registry import class_split, stratified_split
 from ..errors import ReAnalysisError
 from ..models.inputs import autocast, normalize, predict_logits, resolve_device
 from ..training import data_key
@@ -188,9 +190,12 @@ def build_gan(cfg: PriorConfig, channels: int, image_size: int, num_target_class
     return g, Discriminator(image_size, channels, dim, out_dim=1)
 
 
-def split_public(public_labels: torch.Tensor, heldout_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded per-class split of the public split: (train indices, held-out indices)."""
-    train, heldout = stratified_split(public_labels.numpy(), heldout_fraction, seed)
+def split_public(public_labels: torch.Tensor, heldout_fraction: float, seed: int,
+                 by_identity: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded split of the public split: (train indices, held-out indices); per class, or with
+    ``by_identity`` a ``heldout_fraction`` of the public classes held out whole."""
+    split = class_split if by_identity else stratified_split
+    train, heldout = split(public_labels.numpy(), heldout_fraction, seed)
     return torch.from_numpy(train), torch.from_numpy(heldout)
 
 
@@ -198,7 +203,7 @@ def public_parts(cfg: PriorConfig):
     """(splits, public training images, held-out public images) of a prior's config."""
     splits = load_dataset(cfg.dataset, root=cfg.root, seed=cfg.seed, image_size=cfg.image_size, **cfg.dataset_params)
     images, labels = materialize(splits.public)
-    train, heldout = split_public(labels, cfg.heldout_fraction, cfg.seed)
+    train, heldout = split_public(labels, cfg.heldout_fraction, cfg.seed, by_identity=splits.labels_are_identities)
     return splits, images[train], images[heldout]
 
 
@@ -262,6 +267,8 @@ def train_prior(cfg: PriorConfig, out_dir: str | Path | None = None, target=None
     splits, public, heldout = public_parts(cfg)
     cfg, paper = resolve_steps(replace(cfg, image_size=splits.image_size), len(public))
     key = {**cfg.key(), **data_key(splits)}  # priors on other data (font versions) are never reused
+    if splits.labels_are_identities:  # trained without its held-out identities (category datasets: unchanged key)
+        key["heldout_by"] = "identity"
     run_dir = Path(out_dir) if out_dir else Path(cache_root) / f"prior-{cfg.kind}-{config_hash(key)}"
     dev = resolve_device(device)
     claim_run_dir(run_dir, key, kind="prior")

@@ -8,7 +8,10 @@ the attack optimises against):
   distance between ``n`` public TRAINING images and the same held-out images
   (real-vs-real, equal sizes, so FID's small-sample bias cancels). 1 means the samples
   are as close to unseen public data as real public data is; a prior that draws noise
-  or a few modes scores far above.
+  or a few modes scores far above. On identity datasets (fonts, faces) the held-out part
+  is whole public identities the prior never trained on; held out per class, the
+  reference would be near copies in the judge's identity features and even real images
+  of other identities would fail (glyphs: real private fonts scored 19 against the floor 4).
 - **class agreement** (conditional priors only, PLG-MI): the share of samples of class
   ``k`` that the evaluation model, restricted to the private classes 0..K-1, assigns to
   ``k``, as Cohen's kappa against chance 1/K: ``(share - 1/K) / (1 - 1/K)`` (0: chance, 1: all).

@@ -13,6 +13,7 @@ Example:
 """
 
 from .registry import (DATASETS, MISplits, dataset_info, default_image_size, hflip_preserves_labels,
+                       labels_are_identities,
                        list_datasets, load_dataset, manifest_hash, materialize, register_dataset)
 from .tensors import TensorImageDataset
 from .folders import FolderImageDataset
@@ -22,4 +23,4 @@ from . import glyphs as _glyphs  # noqa: F401  (registers glyphs)
 
 __all__ = ["MISplits", "TensorImageDataset", "FolderImageDataset", "load_dataset",
            "list_datasets", "register_dataset", "dataset_info",
-           "default_image_size", "hflip_preserves_labels", "manifest_hash", "materialize", "DATASETS"]
+           "default_image_size", "hflip_preserves_labels", "labels_are_identities", "manifest_hash", "materialize", "DATASETS"]

@@ -112,7 +112,7 @@ def load_imagefolder(root=None, seed: int = 0, image_size: int | None = None,
 
 
 @register_dataset("facescrub", "FaceScrub faces (root/actors/faces/<name>/..., root/actresses/faces/<name>/...)",
-                  hflip=True)
+                  hflip=True, identities=True)
 def load_facescrub(root=None, seed: int = 0, image_size: int | None = None,
                    num_private: int | None = None) -> MISplits:
     hint = ("FaceScrub is not downloadable here: obtain it from its authors and point --root at the folder "
@@ -139,7 +139,7 @@ def load_stanford_dogs(root=None, seed: int = 0, image_size: int | None = None,
 
 
 @register_dataset("celeba", "CelebA aligned faces (torchvision layout); private = the 1,000 most frequent identities",
-                  hflip=True)
+                  hflip=True, identities=True)
 def load_celeba(root=None, seed: int = 0, image_size: int | None = None,
                 num_private: int = 1000) -> MISplits:
     """CelebA in torchvision's ``CelebA(root, download=False)`` layout.

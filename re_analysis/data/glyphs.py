@@ -452,7 +452,8 @@ def flat(images: torch.Tensor, mask: np.ndarray) -> tuple[torch.Tensor, torch.Te
 
 
 @register_dataset("glyphs", "font identities from Debian fonts-aenigma: 62 jittered characters per font, 32 px; "
-                  "private = a seeded choice of num_private fonts, public = the others", image_size=32, hflip=False)
+                  "private = a seeded choice of num_private fonts, public = the others", image_size=32, hflip=False,
+                  identities=True)
 def load_glyphs(root=None, seed: int = 0, image_size: int | None = None, num_private: int = 100,
                 copies: int = 1, test_fraction: float = 0.1, identity_seed: int = 0,
                 render_seed: int = 0) -> MISplits:

@@ -29,6 +29,7 @@ class MISplits:
     private_class_names: list[str] = field(default_factory=list)
     public_class_names: list[str] = field(default_factory=list)
     hflip_preserves_labels: bool = False
+    labels_are_identities: bool = False
     manifest: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
@@ -36,11 +37,12 @@ class MISplits:
                 "private_test": len(self.private_test), "public": len(self.public),
                 "num_classes": self.num_classes, "num_public_classes": self.num_public_classes,
                 "channels": self.channels, "image_size": self.image_size,
-                "hflip_preserves_labels": self.hflip_preserves_labels}
+                "hflip_preserves_labels": self.hflip_preserves_labels,
+                "labels_are_identities": self.labels_are_identities}
 
 
 def register_dataset(name: str, description: str = "", image_size: int = 64, hflip: bool | None = False,
-                     augmentation: str | None = None):
+                     augmentation: str | None = None, identities: bool = False):
     """Register a loader ``fn(root, seed, image_size, **kw) -> MISplits`` under ``name``.
 
     ``image_size`` is the side length the loader uses when none is asked for; ``hflip``
@@ -48,7 +50,11 @@ def register_dataset(name: str, description: str = "", image_size: int = 64, hfl
     digits and glyphs: no, a mirrored 2 is not a 2). Priors, attacks and training flip
     only where it does. ``augmentation`` names the standard training augmentation
     (``re_analysis.augment``: ``"ppa"``, ``"shift"``, ``"none"``); None chooses it from the
-    images' channels.
+    images' channels. ``identities`` declares that a label names an identity (a person, a
+    font) rather than a category (a digit): a prior's held-out quality check then holds out
+    whole public identities, since images of an identity the prior trained on are near
+    copies in a judge's identity features (on glyphs: an FID ratio of 0.36 against 6.9 for
+    real fonts the prior never saw).
     """
     if augmentation is not None:
         from ..augment import RECIPES
@@ -56,7 +62,8 @@ def register_dataset(name: str, description: str = "", image_size: int = 64, hfl
         if augmentation not in RECIPES:
             raise ReAnalysisError(f"dataset {name!r} declares augmentation {augmentation!r}; "
                                   f"choose one of {', '.join(RECIPES)}")
-    return DATASETS.register(name, description, image_size=image_size, hflip=hflip, augmentation=augmentation)
+    return DATASETS.register(name, description, image_size=image_size, hflip=hflip, augmentation=augmentation,
+                             identities=identities)
 
 
 def list_datasets() -> list[str]:
@@ -72,6 +79,12 @@ def hflip_preserves_labels(name: str) -> bool | None:
     """Whether a horizontal flip keeps the labels of dataset ``name`` (declared at registration;
     None: it depends on the data and the loader says so on the splits it returns)."""
     return DATASETS.meta(name)["hflip"]
+
+
+def labels_are_identities(name: str) -> bool:
+    """Whether the labels of dataset ``name`` name identities (fonts, people), as declared at
+    registration; a prior's quality check then holds out whole public identities."""
+    return bool(DATASETS.meta(name).get("identities", False))
 
 
 def dataset_info() -> dict[str, str]:
@@ -94,7 +107,20 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0,
     splits = loader(root=root, seed=seed, image_size=image_size, **kwargs)
     if hflip_preserves_labels(name) is not None:  # None: the loader decides (imagefolder's `hflip` option)
         splits.hflip_preserves_labels = hflip_preserves_labels(name)
+    splits.labels_are_identities = labels_are_identities(name)
     return splits
+
+
+def class_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a seeded split by whole classes: a ``test_fraction`` of the classes (at
+    least one, never all) goes to the test side with every image it has."""
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise ReAnalysisError("a split by whole classes needs at least 2 classes")
+    n_test = min(len(classes) - 1, max(1, int(round(len(classes) * test_fraction))))
+    held = np.random.default_rng(seed).permutation(classes)[:n_test]
+    test = np.isin(labels, held)
+    return np.flatnonzero(~test), np.flatnonzero(test)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
