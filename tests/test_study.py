@@ -12,7 +12,8 @@ def test_presets_load_and_cover_what_the_book_says():
     q = load_preset("quick")
     assert q["dataset"] == "glyphs" and len(q["seeds"]) >= 3
     assert q["dataset"] == "glyphs" and q["workers"] == 2
-    for d in ("none", "random-erasing", "re-partial-p0.5", "re-fixed-corner"):  # claims 1-6 have their runs
+    for d in ("none", "random-erasing", "re-partial-p0.5", "re-fixed-corner", "bido", "random-erasing+bido"):
+        # every claim has its runs: 1-4 none and RE, 5 and 6 the ablations, 7 a baseline, 8 RE with it
         assert (d, "gmi") in q["pairs"]
     assert "iterations" not in q["attacks"]["gmi"] and "steps" not in q["prior"]  # the papers' budgets
     mnist = load_preset("mnist")
@@ -155,7 +156,7 @@ def test_workers_take_the_shared_prior_first_then_the_judges_then_the_targets(tm
     kinds = [step[0] for step in train]
     assert kinds[0] == "prior" and train[0][1].kind == "wgan-gp"  # the longest serial step starts at once
     assert kinds[1:3] == ["eval", "eval"] and set(kinds[3:]) == {"target"}
-    assert len(kinds[3:]) == 4 * 3 and len(attack) == 4 * 3  # 4 defenses x 3 seeds, GMI only
+    assert len(kinds[3:]) == 6 * 3 and len(attack) == 6 * 3  # 6 defenses x 3 seeds, GMI only
 
 
 def test_a_robust_judge_from_the_judge_fine_tunes_the_open_set_judge_of_its_study(tmp_path):
