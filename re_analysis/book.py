@@ -201,7 +201,7 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
             shutil.copy2(src / item, stage / item)
     write_generated(stage)
     execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress,
-                      workers=p.get("workers") or 1)
+                      workers=p["workers"])
     stage_tables(run_dir, stage)
     out = build_dir / "book-output"
     proc = subprocess.run(builder_command() + ["build", str(stage), "--path-output", str(out)], capture_output=True,

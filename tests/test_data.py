@@ -111,4 +111,18 @@ def test_celeba_private_is_the_most_frequent_identities(tmp_path):
     s = load_dataset("celeba", root=tmp_path, num_private=2)
     assert s.private_class_names == ["7", "9"] and s.public_class_names == ["3", "1"]
     assert s.image_size == 64 and s.private_train[0][0].shape == (3, 64, 64)
-    assert len(s.public) == 3
+    assert len(s.public) == 3 and s.labels_are_identities  # its prior check holds out whole people
+
+
+def test_class_split_holds_out_whole_classes_never_none_never_all():
+    from re_analysis.data.registry import class_split
+
+    labels = np.repeat(np.arange(10), [3, 1, 4, 2, 5, 2, 3, 1, 2, 4])
+    train, test = class_split(labels, 0.2, seed=0)
+    held = set(labels[test])
+    assert len(held) == 2 and not held & set(labels[train]) and len(train) + len(test) == len(labels)
+    assert np.array_equal(test, class_split(labels, 0.2, seed=0)[1])  # seeded
+    assert len(set(labels[class_split(labels, 0.01, seed=0)[1]])) == 1  # at least one class
+    assert len(set(labels[class_split(labels, 0.99, seed=0)[0]])) == 1  # never all of them
+    with pytest.raises(ReAnalysisError, match="at least 2 classes"):
+        class_split(np.zeros(5, dtype=int), 0.2, seed=0)
