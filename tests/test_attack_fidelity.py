@@ -11,7 +11,7 @@ from re_analysis.attacks import (ATTACKS, LabelOnlyTarget, PriorConfig, create_a
 from re_analysis.attacks.augment import plg_augmentation, ppa_selection_augmentation
 from re_analysis.attacks.brepmi import BREPMI
 from re_analysis.attacks.gan import Generator, SNProjectionDiscriminator
-from re_analysis.attacks.priors import STEP, build_gan, public_parts
+from re_analysis.attacks.priors import HELDOUT_DEVIATION, STEP, build_gan, public_parts
 from re_analysis.data import load_dataset, materialize
 from re_analysis.fidelity import fidelity_table, missing_fidelity
 from re_analysis.models.inputs import normalize, predict_logits
@@ -44,6 +44,16 @@ def test_every_registered_attack_declares_paper_code_and_deviations():
     assert set(table["method"]) == set(ATTACKS.names())
     assert table["code"].str.startswith("https://github.com/").all()
     assert (table["reason"].str.len() > 0).all()
+
+
+def test_every_attack_declares_that_its_prior_trains_on_part_of_the_public_data():
+    # every attack here searches a GAN prior that trains on 1 - heldout_fraction of the public
+    # split (official: all of it); the method table must say so, with the fraction that runs
+    share = round(100 * (1 - PriorConfig().heldout_fraction))
+    assert f"{share}% of the public split" in HELDOUT_DEVIATION[0]
+    table = fidelity_table(ATTACKS)
+    declared = set(table.loc[table["deviation"] == HELDOUT_DEVIATION[0], "method"])
+    assert declared == set(ATTACKS.names())
 
 
 def test_fidelity_table_names_undeclared_methods_and_says_none():

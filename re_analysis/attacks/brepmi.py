@@ -35,6 +35,7 @@ from tqdm import tqdm
 from ..artifacts import load_state, save_state
 from ..errors import ReAnalysisError
 from .base import Attack, AttackResult, LabelOnlyTarget, register_attack
+from .priors import HELDOUT_DEVIATION
 
 STATE = ("z", "radius", "since_growth", "done", "z_out", "growths", "capped")
 
@@ -59,6 +60,7 @@ class BREPMI(Attack):
          "the suite judges per_class reconstructions per class"),
         ("GAN prior: GMI's WGAN-GP trained here (official: GMI's CelebA/FFHQ GAN)",
          "no weights can be downloaded; same prior family"),
+        HELDOUT_DEVIATION,
     )
 
     @torch.no_grad()

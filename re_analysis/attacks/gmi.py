@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import LatentOptimizationAttack, per_class_seeds, register_attack
+from .priors import HELDOUT_DEVIATION
 
 GMI_CODE = "https://github.com/AI-secure/GMI-Attack"
 
@@ -75,6 +76,7 @@ class GMI(LatentOptimizationAttack):
         ("select='best' takes the best restart even if its logit is negative; official keeps none then "
          "(its running maximum starts at 0)",
          "every identity gets a reconstruction to judge"),
+        HELDOUT_DEVIATION,
     )
 
     def setup(self, target, prior, labels):

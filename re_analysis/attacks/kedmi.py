@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .base import LatentOptimizationAttack, register_attack
 from .gmi import identity_ce
+from .priors import HELDOUT_DEVIATION
 
 KEDMI_CODE = "https://github.com/SCccc21/Knowledge-Enriched-DMI"
 
@@ -51,6 +52,7 @@ class KEDMI(LatentOptimizationAttack):
          "one generator family for every image size; CPU cost at 28 px"),
         ("samples drawn with per-iteration seeds (seed, iteration); official: the global RNG",
          "resumable and deterministic"),
+        HELDOUT_DEVIATION,
     )
 
     def init_latents(self, labels, prior, seed, device):

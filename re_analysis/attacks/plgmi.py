@@ -22,7 +22,7 @@ import torch
 
 from .augment import plg_augmentation
 from .base import LatentOptimizationAttack, per_class_seeds, register_attack
-from .priors import max_margin_loss
+from .priors import HELDOUT_DEVIATION, max_margin_loss
 
 
 @register_attack("plg-mi")
@@ -46,6 +46,7 @@ class PLGMI(LatentOptimizationAttack):
         ("top_n = 200 pseudo-labelled public images per class (official: 30 of FFHQ per CelebA identity)",
          "with 5 classes 30 would keep 150 of 2,000 public digits; 200 keeps about the paper's share of the public set"),
         ("per-image augmentation seeded by (seed, iteration)", "resumable and deterministic"),
+        HELDOUT_DEVIATION,
     )
 
     def setup(self, target, prior, labels):

@@ -30,6 +30,7 @@ import torch
 from ..errors import ReAnalysisError
 from .augment import initial_selection_views, ppa_optimisation_augmentation, ppa_selection_augmentation
 from .base import LatentOptimizationAttack, register_attack
+from .priors import HELDOUT_DEVIATION
 
 
 def poincare_loss(logits: torch.Tensor, labels: torch.Tensor, xi: float = 1e-4) -> torch.Tensor:
@@ -64,6 +65,7 @@ class PPA(LatentOptimizationAttack):
          "a mirrored digit is not a digit"),
         ("50 iterations (official FaceScrub/default configs; CelebA: 70, Stanford Dogs: 100)",
          "MIDRE's headline setting is FaceScrub"),
+        HELDOUT_DEVIATION,
     )
 
     def setup(self, target, prior, labels):
