@@ -215,7 +215,7 @@ def test_lomma_regulariser_touches_only_the_target(target, prior, trained):
     attack = create_attack("lomma-gmi", distill_epochs=1)
     attack.prepare(target, prior, public, torch.device("cpu"), seed=0)
     assert len(attack.models) == 4  # the target and 3 distilled students
-    assert {m.arch for m in attack.models[1:]} == {"cnn28s", "mlp28", "cnn28w"}
+    assert {m.arch for m in attack.models[1:]} == {"cnn28s", "mlp28", "lenet28"}
     x = prior.sample(6, seed=3)
     y = torch.arange(6) % 5
     with torch.no_grad():

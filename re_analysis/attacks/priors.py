@@ -289,8 +289,10 @@ def train_prior(cfg: PriorConfig, out_dir: str | Path | None = None, target=None
     g, d = build_gan(cfg, splits.channels, splits.image_size, num_target)
     g, d = g.to(dev), d.to(dev)
     betas = (0.0, 0.9) if cfg.kind == "plg" else (0.5, 0.999)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas)
+    # fused: one kernel per step instead of one per operation; 10x faster on KEDMI's 10M-weight
+    # minibatch-discrimination layer on a CPU (benchmarks/RESULTS.md), the same Adam update
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas, fused=True)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas, fused=True)
     batch = {"public": public.to(dev), "soft": None, "labels": None, "augment": None, "target": None}
     if target is not None:
         target = target.to(dev).eval()
