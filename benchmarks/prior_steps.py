@@ -16,7 +16,7 @@ import time
 import torch
 
 from re_analysis.attacks.augment import plg_augmentation
-from re_analysis.attacks.priors import STEP, PriorConfig, build_gan
+from re_analysis.attacks.priors import STEP, PriorConfig, build_gan, prior_optimizers
 from re_analysis.models import create_model
 
 
@@ -24,9 +24,7 @@ def step_time(kind: str, fused: bool, repeats: int) -> float:
     torch.manual_seed(0)
     cfg = PriorConfig(kind=kind, target_hash=None if kind == "wgan-gp" else "benchmark")
     g, d = build_gan(cfg, 1, 28, 5)
-    betas = (0.0, 0.9) if kind == "plg" else (0.5, 0.999)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas, fused=fused)
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas, fused=fused)
+    opt_g, opt_d = prior_optimizers(cfg, g, d, fused=fused)
     public = torch.rand(2000, 1, 28, 28) * 2 - 1
     target = create_model("cnn28", 5, 1, 28).eval()
     batch = {"public": public, "soft": torch.softmax(torch.randn(2000, 5), 1), "labels": torch.randint(0, 5, (2000,)),
