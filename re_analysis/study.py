@@ -136,9 +136,9 @@ def training_overrides(where: str, train: Any, extra: set[str] = frozenset()) ->
 
 
 def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
-    from .attacks import list_attacks
+    from .attacks import create_attack, list_attacks
     from .data import list_datasets
-    from .defenses import list_defenses
+    from .defenses import create_defense, list_defenses
 
     p = copy.deepcopy(p)
     unknown = set(p) - PRESET_KEYS
@@ -162,11 +162,14 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
                                       f"choose from {', '.join(list_defenses())}")
         defenses[label] = {"defense": spec.get("defense", label), "params": dict(spec.get("params") or {}),
                            "train": training_overrides(f"preset defense {label!r}: train", spec.get("train"))}
+        if defenses[label]["params"]:  # a misspelt parameter fails here, not when its target trains
+            create_defense(defenses[label]["defense"], **defenses[label]["params"])
     attacks = p.get("attacks") or {"gmi": {}}
     for name in attacks:
         if name not in list_attacks():
             raise ReAnalysisError(f"preset attack {name!r} is not one of {', '.join(list_attacks())}")
         attacks[name] = dict(attacks[name] or {})
+        create_attack(name, **attacks[name])  # a misspelt parameter fails here, not an hour into the study
     grid = p.get("grid") or [{"defenses": "all", "attacks": "all"}]
     pairs = []
     for block in grid:
