@@ -160,6 +160,26 @@ def judge_images(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, r
     return df
 
 
+def attack_failures(info: dict, n: int) -> np.ndarray:
+    """Per reconstruction, whether the attack itself reported it as failed (BREP-MI: a
+    point whose radius never grew), from the chunks' run info in ``attack.json``."""
+    parts = [np.asarray(c["failed"], bool) for c in info.get("run_info") or [] if "failed" in c]
+    failed = np.concatenate(parts) if parts else np.zeros(n, bool)
+    if len(failed) != n:
+        raise ReAnalysisError(f"attack.json lists {len(failed)} failure flags for {n} reconstructions; "
+                              "the attack run is damaged: delete it and run the attack again")
+    return failed
+
+
+def count_failures_as_misses(df: pd.DataFrame, failed: np.ndarray) -> pd.DataFrame:
+    """``df`` with an ``attack_failed`` column and every judge's hit set to False on those rows:
+    a reconstruction the attack itself gave up on is a miss, as the official code scores it."""
+    df = df.assign(attack_failed=failed)
+    hits = [c for c in df.columns if "_hit" in c and c != "target_hit"] + ["all_accept"]
+    df.loc[failed, hits] = False
+    return df
+
+
 @torch.no_grad()
 def accepted_prior_images(prior, target, classes, per_class: int, seed: int = 0, batch_size: int = 512,
                           max_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -234,6 +254,7 @@ def judge_summary(df: pd.DataFrame) -> dict[str, Any]:
         "eval_judged_public": mean("eval_public"), "robust_judged_public": mean("robust_public"),
         "pixel_judged_public": mean("pixel_public"), "pixel_nearest_public": mean("pixel_nearest_public"),
         "pixel_rejected": mean("pixel_rejected"), "target_accuracy_on_reconstructions": mean("target_hit"),
+        "attack_failed": mean("attack_failed") if "attack_failed" in df else 0.0,
     }
 
 
@@ -294,7 +315,8 @@ def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str
     target = load_classifier(info["target"], device)
     splits = target_splits(target_rec)
     memory = training_images(splits, reject_quantile)
-    df = judge_images(res.images, res.labels, evaluator, robust, memory, target=target, pixel_k=pixel_k)
+    df = count_failures_as_misses(judge_images(res.images, res.labels, evaluator, robust, memory, target=target,
+                                               pixel_k=pixel_k), attack_failures(info, len(res.labels)))
     keep = torch.isin(memory.private_labels, torch.as_tensor(list(info["classes"])))
     metrics: dict[str, Any] = {
         **judge_summary(df),

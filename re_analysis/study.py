@@ -409,12 +409,20 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
     info = res.info
     budget = {k: info.get(k) for k in ("iterations_fraction", "prior_steps_fraction")}
     budget.update(prior_check(info, paths.eval_model(eval_config(preset))))
-    fractions = [v for v in (budget["iterations_fraction"], budget["prior_steps_fraction"]) if v is not None]
-    budget["reduced_budget"] = bool(fractions) and min(fractions) < 1
+    budget["reduced_budget"] = reduced_budget(info)
     return {**metrics, **{k: gap.get(k) for k in GAP_KEYS}, **budget,
             "n_classes_attacked": len(info["classes"]),
             "target_accuracy_on_reconstructions": info["target_accuracy_on_reconstructions"],
             "target_dir": str(Path(cfg.target).relative_to(paths.root)), "attack_dir": str(out.relative_to(paths.root))}
+
+
+def reduced_budget(attack_info: dict) -> bool:
+    """Whether any budget knob of the attack (iterations, candidates, students, sphere points,
+    transforms, ... as its ``paper_budget`` lists them) or of its prior ran below its paper's value."""
+    fractions = [row["fraction"] for row in (attack_info.get("budget") or {}).values()]
+    fractions += [attack_info[k] for k in ("iterations_fraction", "prior_steps_fraction")
+                  if attack_info.get(k) is not None]
+    return bool(fractions) and min(fractions) < 1
 
 
 def prior_check(attack_info: dict, eval_dir: Path) -> dict:

@@ -219,9 +219,9 @@ def test_lomma_regulariser_touches_only_the_target(target, prior, trained):
     x = prior.sample(6, seed=3)
     y = torch.arange(6) % 5
     with torch.no_grad():
-        with_reg = attack.identity_loss(target, x, y)
+        with_reg = attack.identity_loss(target, x, y).mean()  # rows' mean: the official iden_loss
         attack.params["lambda_reg"] = 0.0
-        without = attack.identity_loss(target, x, y)
+        without = attack.identity_loss(target, x, y).mean()
         feats = target.features(normalize(public))
         unit = feats.var(0, unbiased=False).mean()  # mean per-dimension variance of the public features
         by_hand = (target.features(x) - feats.mean(0)).pow(2).mean() / unit  # the target's features only
@@ -260,7 +260,7 @@ def test_lomma_regulariser_weighs_the_same_whatever_the_feature_scale(target, pr
             model = ScaledFeatures(target, k)
             attack.prepare(model, prior, public, torch.device("cpu"), seed=0)
             with torch.no_grad():
-                losses[units, k] = attack.identity_loss(model, x, y)
+                losses[units, k] = attack.identity_loss(model, x, y).mean()
     assert torch.allclose(losses["public", 1.0], losses["public", 10.0], rtol=1e-4)
     assert not torch.allclose(losses["raw", 1.0], losses["raw", 10.0], rtol=0.1)  # the official formula is not
 
@@ -461,3 +461,222 @@ def test_plg_mi_resumed_from_its_checkpoint_equals_an_uninterrupted_run(trained,
     attack.loss = original
     resumed = attack.run(target, prior, labels, 0, state_path=state, progress=False)
     assert torch.equal(resumed.images, full.images)
+
+
+# --- defining behaviours a wrong implementation fails -----------------------------------------
+
+def test_gmi_step_per_latent_does_not_depend_on_restarts_chunking_or_world_size(target, prior):
+    """The official attack averages over a batch of identities per restart (MNIST: 5); ours sums
+    the rows' losses over that batch, so one row's trajectory is the same with 1 or 5 restarts
+    per class and whether its class is attacked alone (a chunk, a rank) or with the others."""
+    def first_rows(labels, **kw):
+        res = create_attack("gmi", iterations=15, **kw).run(target, prior, labels, seed=2, progress=False)
+        firsts = torch.tensor([int((labels == k).nonzero()[0]) for k in labels.unique(sorted=True).tolist()])
+        return res.latents[firsts]
+
+    one = first_rows(torch.arange(5))
+    five = first_rows(torch.arange(5).repeat_interleave(5))
+    chunk = first_rows(torch.tensor([3, 4]))
+    assert torch.allclose(one, five, atol=1e-5) and torch.allclose(one[3:], chunk, atol=1e-5)
+    assert not torch.allclose(one, first_rows(torch.arange(5), identities=1), atol=1e-3)  # the divisor is used
+    lomma = create_attack("lomma-gmi", n_aug=0, iterations=1)
+    assert lomma.official_identities == {1: 5, 3: 60}  # LOMMA's recovery.py: bs = 60 (colour)
+
+
+def test_gmi_loss_is_the_official_prior_plus_100_identity_loss_and_clamps_z(target, prior):
+    attack = create_attack("gmi", iterations=3)
+    labels = torch.tensor([0, 1, 2, 0])
+    attack.run(target, prior, labels, seed=0, progress=False)  # resolves lr and identities for the data
+    assert (attack.params["lam"], attack.params["identities"], attack.params["lr"]) == (100.0, 5, 0.01)
+    z = torch.randn(4, prior.z_dim) * 2
+    with torch.no_grad():
+        x = prior.generator(z)
+        by_hand = (-prior.discriminator(x).sum() + 100 * torch.nn.functional.cross_entropy(
+            target(x), labels, reduction="sum")) / 5
+        assert torch.allclose(attack.loss({"z": z}, labels, target, prior, 0, None), by_hand, rtol=1e-5)
+    latents = {"z": z.clone()}
+    attack.project(latents)
+    assert latents["z"].abs().max() == 1.0 and torch.equal(latents["z"], z.clamp(-1, 1))
+
+
+def test_kedmi_starts_from_mean_zero_log_variance_one_and_uses_its_official_loss(target, kedmi_prior):
+    attack = create_attack("kedmi", iterations=1, clip=0)
+    labels = torch.tensor([1, 1, 3])
+    start = attack.init_latents(labels, kedmi_prior, 0, torch.device("cpu"))
+    assert torch.equal(start["mu"], torch.zeros(2, kedmi_prior.z_dim))  # one distribution per identity
+    assert torch.equal(start["log_var"], torch.ones(2, kedmi_prior.z_dim))
+    latents = {"mu": torch.randn(2, kedmi_prior.z_dim), "log_var": torch.randn(2, kedmi_prior.z_dim) * 0.1}
+    with torch.no_grad():
+        got = attack.loss(latents, labels, target, kedmi_prior, 0, torch.Generator().manual_seed(4))
+        eps = torch.randn(2, kedmi_prior.z_dim, generator=torch.Generator().manual_seed(4))
+        x = kedmi_prior.generator(latents["mu"] + eps * (0.5 * latents["log_var"]).exp())
+        lse = torch.logsumexp(kedmi_prior.discriminator(x), 1)
+        prior_loss = torch.nn.functional.softplus(lse).mean() - lse.mean()
+        by_hand = prior_loss + 100 * torch.nn.functional.cross_entropy(target(x), torch.tensor([1, 3]))
+    assert torch.allclose(got, by_hand, rtol=1e-5)
+
+
+def test_plg_mi_loss_is_the_max_margin_summed_over_two_augmented_views(trained, target, tmp_path):
+    from re_analysis.attacks.priors import max_margin_loss
+
+    logits = torch.tensor([[3.0, 1.0, 2.0], [3.0, 1.0, 2.0]])
+    # -(z_y - max_{j != y} z_j): label 0 -> -(3 - 2) = -1, label 1 -> -(1 - 3) = 2; mean 0.5
+    assert float(max_margin_loss(logits, torch.tensor([0, 1]))) == pytest.approx(0.5)
+    h = target_record(trained["none"])["config_hash"]
+    prior = train_prior(PriorConfig(kind="plg", steps=2, target_hash=h), target=target, cache_root=tmp_path,
+                        device="cpu", progress=False)
+    attack = create_attack("plg-mi", iterations=1)
+    labels = torch.arange(5)
+    attack.setup(target, prior, labels)
+    z = torch.randn(5, prior.z_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = attack.loss({"z": z}, labels, target, prior, 0, torch.Generator().manual_seed(9))
+        x, g = prior.generator(z, labels), torch.Generator().manual_seed(9)
+        views = [target(attack.augment(x, g)) for _ in range(2)]
+    assert torch.allclose(got, sum(max_margin_loss(v, labels) for v in views), rtol=1e-5)
+    ce = sum(torch.nn.functional.cross_entropy(v, labels) for v in views)
+    assert not torch.allclose(got, ce, rtol=1e-2)  # not a cross-entropy
+    assert not torch.allclose(got, sum(max_margin_loss(v, labels) for v in views) / 2, rtol=1e-2)  # not averaged
+
+
+def test_poincare_loss_equals_its_hand_computation():
+    from re_analysis.attacks.ppa import poincare_loss
+
+    logits, label = torch.tensor([[2.0, -1.0, 1.0]]), torch.tensor([0])
+    u = torch.tensor([0.5, -0.25, 0.25])  # logits / their L1 norm (4)
+    v = torch.tensor([1 - 1e-4, 0.0, 0.0])  # one-hot minus xi, clipped at 0
+    d = 1 + 2 * ((u - v) ** 2).sum() / ((1 - (u ** 2).sum()) * (1 - (v ** 2).sum()))
+    assert float(poincare_loss(logits, label)) == pytest.approx(float(torch.acosh(d)), rel=1e-5)
+
+
+class ScoreByLatent(nn.Module):
+    """A 'generator' whose image carries z, and a target whose logits read it back: class k's
+    score is z[k], so confidence is known in advance (z_dim = number of classes = 3)."""
+
+    channels, image_size, z_dim = 1, 28, 3
+
+    def forward(self, z):
+        return torch.nn.functional.pad(z[:, None, None, :], (0, 25, 0, 27)).expand(-1, 1, 28, 28).contiguous()
+
+
+class ReadLatent(nn.Module):
+    num_classes, arch = 3, "read"
+
+    def forward(self, x):
+        return 10 * x[:, 0, 0, :3]
+
+
+def test_ppa_keeps_the_official_quarter_and_the_most_confident_candidates():
+    prior = type("P", (), {"generator": ScoreByLatent(), "z_dim": 3, "hflip": False})()
+    target = ReadLatent()
+    attack = create_attack("ppa", search_space=300, final_transforms=1)
+    labels = torch.arange(3).repeat_interleave(2)
+    attack.select_augment = lambda x, gen: x  # transforms off: the confidence is known
+    attack.setup(target, prior, labels)
+    attack.select_augment = lambda x, gen: x
+    assert attack.params["candidates"] == 8  # 4 x 2 kept per class: the official 50 of 200
+    z = attack.init_latents(labels, prior, seed=0, device=torch.device("cpu"))["z"]
+    space = torch.randn(300, 3, generator=torch.Generator().manual_seed(424_242))
+    for k in range(3):  # per class its own top candidates by the target's confidence for it
+        conf = (10 * space).softmax(1)[:, k]
+        assert torch.equal(z[k * 8:(k + 1) * 8], space[conf.topk(8).indices])
+    images, kept, _ = attack.finalize({"z": z}, labels, target, prior, seed=0)
+    assert torch.equal(kept, labels)
+    conf = (10 * z).softmax(1)
+    for k in range(3):
+        best = conf[k * 8:(k + 1) * 8, k].topk(2).values
+        assert torch.allclose(((10 * images[kept == k, 0, 0, :3]).softmax(1)[:, k]).sort().values, best.sort().values)
+    assert attack.budget()["budget"]["candidates"]["fraction"] == 8 / 200  # recorded as a reduced budget
+
+
+def test_brep_mi_repels_from_outside_points_and_counts_only_accepted_steps(monkeypatch):
+    class HalfSpace(nn.Module):  # class 1 is z_0 > 0
+        num_classes = 2
+
+        def forward(self, x):
+            return torch.stack([-x[:, 0], x[:, 0]], 1)
+
+    class Identity(nn.Module):
+        channels = 1
+
+        def forward(self, z):
+            return z
+
+    prior = type("P", (), {"generator": Identity(), "z_dim": 3})()
+    oracle, labels = LabelOnlyTarget(HalfSpace()), torch.tensor([1])
+
+    def state(z0):
+        return {"z": torch.tensor([[z0, 0.0, 0.0]]), "radius": torch.tensor([1.0]), "since_growth": torch.tensor([0]),
+                "done": torch.tensor([False]), "z_out": torch.tensor([[z0, 0.0, 0.0]]), "growths": torch.tensor([0]),
+                "capped": torch.tensor([False])}
+
+    attack = BREPMI(iterations=5, sphere_points=32)
+    s = state(0.2)  # near the boundary: many sphere points are outside (z_0 < 0)
+    attack.step(oracle, prior, labels, s, torch.Generator().manual_seed(0))
+    assert s["z"][0, 0] > 0.2  # moved away from the outside points, along +z_0
+    # growth when the +-1 sum exceeds 0.75 x points: 29 of 32 inside (sum 26 > 24) grows, 28 (sum 24) does not
+    for inside, grows in ((29, True), (28, False)):
+        flags = torch.tensor([True] * inside + [False] * (32 - inside))
+        monkeypatch.setattr(LabelOnlyTarget, "predict", lambda self, x, f=flags: (
+            (f if len(x) == 32 else torch.ones(len(x), dtype=torch.bool)).long()))
+        s = state(1.0)
+        attack.step(oracle, prior, labels, s, torch.Generator().manual_seed(0))
+        assert (float(s["radius"]) > 1.0) == grows
+    # a rejected step (the new point is outside) leaves z and the patience counter as they were
+    monkeypatch.setattr(LabelOnlyTarget, "predict", lambda self, x: (
+        torch.tensor([True] * 8 + [False] * 24) if len(x) == 32 else torch.zeros(len(x), dtype=torch.bool)).long())
+    s = state(1.0)
+    attack.step(oracle, prior, labels, s, torch.Generator().manual_seed(0))
+    assert torch.equal(s["z"], torch.tensor([[1.0, 0.0, 0.0]])) and int(s["since_growth"]) == 0
+
+
+def test_brep_mi_scores_rows_whose_radius_never_grew_as_failures(target, digit_prior):
+    from re_analysis.evaluation import count_failures_as_misses
+
+    res = BREPMI(iterations=3, sphere_points=8, max_steps=200).run(LabelOnlyTarget(target), digit_prior,
+                                                                   torch.arange(5).repeat_interleave(2), 0,
+                                                                   progress=False)
+    failed = torch.tensor(res.info["failed"])
+    assert torch.equal(failed, torch.tensor(res.info["radius_increases"]) == 0)
+    import numpy as np
+    import pandas as pd
+
+    df = pd.DataFrame({"eval_hit": [True] * 10, "pixel_hit": [True] * 10, "target_hit": [True] * 10,
+                       "all_accept": [True] * 10})
+    judged = count_failures_as_misses(df, failed.numpy())
+    assert (judged.loc[failed.numpy(), ["eval_hit", "pixel_hit", "all_accept"]] == False).all().all()  # noqa: E712
+    assert judged.loc[~failed.numpy(), "eval_hit"].all() and judged["target_hit"].all()
+    assert np.array_equal(judged["attack_failed"], failed.numpy())
+
+
+def test_lomma_feature_mean_is_a_shuffled_sample_of_the_public_images(target, prior):
+    splits = load_dataset("mnist5k")
+    public, y = materialize(splits.public)
+    order = torch.argsort(y, stable=True)  # stored class by class, as glyph fonts are
+    public, y = public[order], y[order]
+    attack = create_attack("lomma-gmi", n_aug=0, reg_samples=500)
+    attack.prepare(target, prior, public, torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        feats = target.features(normalize(public)).float()
+    overall, first = feats.mean(0), feats[:500].mean(0)
+    assert (attack.p_reg - overall).norm() < 0.5 * (first - overall).norm()  # not the first class's mean
+
+
+def test_every_attack_declares_each_budget_knob_it_has():
+    knobs = {"iterations", "n_aug", "distill_epochs", "sphere_points", "final_transforms", "candidates",
+             "search_space", "views"}
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        assert knobs & set(cls.defaults) <= set(cls.paper_budget), name
+
+
+def test_reduced_budget_reads_every_knob():
+    from re_analysis.study import reduced_budget
+
+    full = {"iterations_fraction": 1.0, "prior_steps_fraction": 1.0,
+            "budget": {"iterations": {"fraction": 1.0}, "n_aug": {"fraction": 1.0}}}
+    assert not reduced_budget(full)
+    for knob in ("n_aug", "distill_epochs", "sphere_points", "final_transforms", "candidates"):
+        info = {**full, "budget": {**full["budget"], knob: {"fraction": 0.5}}}
+        assert reduced_budget(info), knob
+    assert reduced_budget({**full, "prior_steps_fraction": 0.2})

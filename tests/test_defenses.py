@@ -37,6 +37,7 @@ def configured(name, splits, n, epochs=1, resuming=False, **params):
     cfg = TrainConfig(defense=name, epochs=epochs, defense_params=params).resolved()
     torch.manual_seed(0)
     d = create_defense(name, **params)
+    d.check(splits)  # as the training loop does: resolves weights left to the dataset
     model = d.wrap_model(create_model("cnn28", 5, 1, 28))
     opt = make_optimizer(cfg, model.parameters())
     model, opt = d.configure(model, opt, {"num_samples": n, "batch_size": cfg.batch_size, "epochs": epochs,
@@ -291,7 +292,7 @@ def test_ablations_are_defense_names_a_preset_accepts():
     ("nls", "start=1.5", "start must be a fraction of the epochs"),
     ("dp-sgd", "noise_multiplier=0", "noise_multiplier must be a positive number"),
     ("dp-sgd", "delta=0.001", "above 1/(10 N)"),
-    ("tl-dmi", "finetune_layers=0", "finetune_layers must be a positive integer"),
+    ("tl-dmi", "freeze_layers=-1", "freeze_layers must be a non-negative integer"),
     ("bido", "sigma=0", "sigma must be a positive number"),
     ("trap-mid", "alpha=2", "alpha must be a number in (0, 1)"),
     ("re-area0.8", "scale=0.1,0.3", "re-area0.8 fixes scale"),
@@ -305,7 +306,8 @@ def test_bad_defense_parameters_are_refused(tmp_path, defense, param, message):
 @pytest.mark.parametrize("defense", ["none-noaug", "mid", "bido", "bido-coco", "nls", "tl-dmi", "dp-sgd",
                                      "re-partial-p0.5", "re-fixed-corner"])
 def test_every_defense_trains_from_the_cli(tmp_path, defense):
-    epochs, floor = (2, 0.6) if defense == "dp-sgd" else (1, 0.9)  # one epoch reaches 0.95-0.98 without DP noise
+    # one epoch reaches 0.95-0.98 without DP noise; MID at MNIST's official beta 0.1 needs two (0.87 after one)
+    epochs, floor = {"dp-sgd": (2, 0.6), "mid": (2, 0.9)}.get(defense, (1, 0.9))
     call_cli("train", "--defense", defense, "--epochs", epochs, "--quiet", "--out", tmp_path / defense)
     m = json.loads((tmp_path / defense / "metrics.json").read_text())
     assert m["natural_accuracy"] > floor and m["defense"] == defense
@@ -330,3 +332,114 @@ def test_trap_mid_keeps_accuracy_and_its_triggers_send_inputs_to_the_trapdoor_cl
     probe.triggers = triggers
     assert probe.trapdoor_accuracy(load_classifier(tmp_path / "trap"), x_test) == pytest.approx(m["trapdoor_accuracy"])
     assert probe.trapdoor_accuracy(load_classifier(trained["none"]), x_test) < 0.35  # no trapdoor without Trap-MID
+
+
+# --- weights and frozen layers as the official code sets them -------------------------------------
+
+def test_every_defense_declares_its_loss_weights_with_their_official_values():
+    weights = {"beta", "lambda_x", "lambda_y", "alpha"}  # parameters that weigh a loss term
+    import inspect
+
+    for name in list_defenses():
+        cls = defense_class(name)
+        params = set(inspect.signature(cls).parameters) if isinstance(cls, type) else set()
+        declared = set(cls.paper_weights)
+        assert params & weights <= declared, name
+        for k in declared:
+            default = inspect.signature(cls).parameters[k].default
+            table = cls.paper_weights[k]
+            # a fixed default is the paper's one setting; None is resolved per dataset
+            assert default is None or table.get("*") == default, (name, k)
+
+
+def test_weights_follow_the_dataset_and_are_recorded(mnist):
+    from types import SimpleNamespace
+
+    glyphs = SimpleNamespace(name="glyphs", labels_are_identities=True)
+    splits = mnist[0]
+    hsic, coco, mid = create_defense("bido"), create_defense("bido-coco"), create_defense("mid")
+    for d in (hsic, coco, mid):
+        d.check(splits)
+    assert (hsic.lambda_x, hsic.lambda_y, hsic.params["lambda_x_source"]) == (0.05, 0.5, "nearest official: celeba")
+    assert (coco.lambda_x, coco.lambda_y, coco.params["lambda_y_source"]) == (1.0, 50.0, "official")  # README, MNIST
+    assert (mid.beta, mid.params["beta_source"]) == (0.1, "official")  # Defend_MI's MNIST VIB
+    for d in (hsic, coco, mid):
+        d.check(glyphs)
+    assert (hsic.lambda_x, hsic.lambda_y) == (0.05, 0.5) and (coco.lambda_x, coco.lambda_y) == (1.0, 50.0)
+    assert mid.beta == 0.003 and mid.params["beta_source"] == "nearest official: celeba"
+    given = create_defense("bido", lambda_x=0.1)
+    given.check(glyphs)
+    assert (given.lambda_x, given.lambda_y, given.params["lambda_x_source"]) == (0.1, 0.5, "given")
+    composed = create_defense("random-erasing+bido-coco")
+    composed.check(splits)
+    assert composed.params["bido-coco.lambda_y"] == 50.0  # the composition records the resolved weights
+
+
+def test_bido_input_kernel_reads_pixels_in_zero_one():
+    d = create_defense("bido", lambda_x=1.0, lambda_y=0.0)
+    x = torch.rand(8, 1, 28, 28) * 2 - 1  # normalised inputs
+    y = torch.arange(8) % 5
+    z = [torch.randn(8, 10, dtype=torch.float32)]
+    dx, _ = d.dependences(x, y, z, 5)
+    k01 = gaussian_kernel(x * 0.5 + 0.5, 5.0)
+    assert torch.allclose(dx[0], hsic_normalized_cca(gaussian_kernel(z[0], 5.0), k01))
+    assert not torch.allclose(dx[0], hsic_normalized_cca(gaussian_kernel(z[0], 5.0), gaussian_kernel(x, 5.0)))
+
+
+def test_mid_kl_is_the_closed_form_and_eval_sampling_is_the_official_switch():
+    from re_analysis.defenses.mid import kl_to_standard_normal
+
+    mu, std = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.5]])
+    # KL(N(mu, s^2) || N(0, 1)) = 0.5 (s^2 + mu^2 - 1 - 2 ln s) per dimension
+    by_hand = 0.5 * (4 + 1 - 1 - 2 * math.log(2)) + 0.5 * (0.25 + 0 - 1 - 2 * math.log(0.5))
+    assert float(kl_to_standard_normal(mu, std)) == pytest.approx(by_hand, rel=1e-5)
+    torch.manual_seed(0)
+    official = create_defense("mid", beta=0.1, eval_sampling=True).wrap_model(create_model("cnn28", 5, 1, 28)).eval()
+    x = torch.randn(4, 1, 28, 28)
+    assert not torch.allclose(official(x), official(x))  # the official model samples z at test time too
+    vgg = create_defense("mid", beta=0.003).wrap_model(create_model("vgg16", 5, 3, 64))
+    assert vgg.k == 1024  # official VGG16_vib: k = 512 * 2 * 2 // 2
+
+
+@pytest.mark.parametrize("arch, channels, size, trainable_from", [
+    ("vgg16", 3, 64, "body.27.weight"),  # official freeze_layers 26: conv1_1..conv4_1 frozen, conv4_2 on trained
+    ("ir152", 3, 64, "body.50.shortcut.0.weight"),  # official 46: units 0-46 frozen (body 3-49), stage 4 trained
+    ("facenet64", 3, 64, "body.9.residual.0.weight"),  # official 5: units 0-5 frozen
+    ("cnn28s", 1, 28, "body.7.weight"),  # VGG16's share (8/13 of the convs): the first block frozen
+])
+def test_tl_dmi_freezes_the_official_layers(arch, channels, size, trainable_from):
+    from re_analysis.defenses.tldmi import split_frozen
+
+    model = create_model(arch, 5, channels, size)
+    frozen, trainable = split_frozen(model, None)
+    names = [n for n, p in model.named_parameters()]
+    cut = names.index(trainable_from)
+    assert {id(p) for p in frozen} == {id(p) for n, p in model.named_parameters() if names.index(n) < cut}
+    assert "fc.weight" in {n for n, p in model.named_parameters() if any(p is t for t in trainable)}
+    everything, _ = split_frozen(model, 0)  # official freeze_layers 0: the whole extractor
+    assert {id(p) for p in everything} == {id(p) for p in model.body.parameters()}
+
+
+def test_nls_loss_is_cross_entropy_against_the_smoothed_targets():
+    d = create_defense("nls", alpha=-0.1)
+    d.epochs = 4
+    model = create_model("cnn28", 5, 1, 28)
+    x, y = torch.randn(6, 1, 28, 28), torch.arange(6) % 5
+    for epoch, a in ((0, 0.0), (2, -0.05), (3, -0.1)):
+        loss, logits = d.loss(model, x, y, epoch)
+        t = (1 - a) * torch.nn.functional.one_hot(y, 5).float() + a / 5
+        assert loss.item() == pytest.approx(-(t * logits.log_softmax(1)).sum(1).mean().item(), rel=1e-6), epoch
+    plain, logits = d.loss(model, x, y, 0)
+    assert plain.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
+
+
+def test_dp_sgd_reports_the_prv_epsilon_beside_the_rdp_one(mnist):
+    from opacus.accountants import PRVAccountant
+
+    splits, x, y = mnist
+    model, d, opt, cfg = configured("dp-sgd", splits, 640)
+    r = d.report()
+    hand = PRVAccountant()
+    hand.history = [(1.0, 0.1, d.steps)]
+    assert r["epsilon_prv"] == pytest.approx(hand.get_epsilon(delta=d.delta), rel=1e-9)
+    assert r["epsilon_prv"] < r["epsilon"]  # PRV is the tighter bound

@@ -100,7 +100,7 @@ class Attack:
         """Each budget parameter as run, the paper's value and their ratio, plus
         ``iterations_fraction`` (what ran / the paper's iterations)."""
         rows = {k: {"ran": self.params[k], "paper": p, "fraction": self.params[k] / p}
-                for k, p in self.paper_budget.items()}
+                for k, p in self.paper_budget.items() if self.params[k] is not None}  # None: resolved by run
         return {"iterations_fraction": rows["iterations"]["fraction"] if "iterations" in rows else None,
                 "budget": rows}
 
@@ -215,10 +215,13 @@ def attack_class(name: str) -> type[Attack]:
 
 
 def per_class_seeds(labels: torch.Tensor, seed: int, shape: tuple[int, ...], device) -> torch.Tensor:
-    """Normal draws where each class's rows depend only on (seed, class): chunking-independent."""
+    """Normal draws where the r-th row of class k depends only on (seed, k, r): the same start
+    whatever the chunking of classes and the number of restarts (each row draws on its own,
+    since torch's randn fills a larger tensor by another path than a single row)."""
     out = torch.empty((len(labels), *shape), device=device)
     for k in labels.unique().tolist():
         rows = (labels == k).nonzero().squeeze(1)
-        g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 7919 * (int(k) + 1))
-        out[rows] = torch.randn((len(rows), *shape), device=device, generator=g)
+        for r, row in enumerate(rows.tolist()):
+            g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 7919 * (int(k) + 1) + 104_729 * r)
+            out[row] = torch.randn(shape, device=device, generator=g)
     return out

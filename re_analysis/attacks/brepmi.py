@@ -18,7 +18,11 @@ returns logits is rejected before any query. As in the official ``brep_mi.py`` a
 5. reject the step if the target labels the new point outside the class (z stays);
 6. stop once ``iterations`` (official: 1,000) accepted steps passed without the radius
    growing;
-7. return the point reached at the last radius increase (the initial point if r never grew).
+7. return the point reached at the last radius increase. A row whose radius never grew
+   is a FAILED attack, as the official code scores it (``last_success_on_eval`` is set only
+   on growth): its initial point, which the target already labels as the class, is
+   returned for the record but listed in ``info["failed"]``, and the evaluation counts it
+   as a miss under every judge.
 
 All classes and restarts advance together in one batch; finished rows stop querying. A
 safety cap ``max_steps`` bounds the loop (the official code has none); rows it stops are
@@ -150,5 +154,6 @@ class BREPMI(Attack):
         with torch.no_grad():
             images = prior.generator(s["z_out"]).float()
         info = {"final_radius": s["radius"].tolist(), "radius_increases": s["growths"].tolist(),
-                "capped": s["capped"].tolist(), "loop_steps": t, "radius_trace": torch.stack(trace)}
+                "capped": s["capped"].tolist(), "failed": (s["growths"] == 0).tolist(), "loop_steps": t,
+                "radius_trace": torch.stack(trace)}
         return AttackResult(images, labels, s["z_out"], history, info)

@@ -78,7 +78,7 @@ class KEDMI(LatentOptimizationAttack):
         x = prior.generator(self.sample(latents, torch.arange(len(classes), device=labels.device), gen))
         lse = torch.logsumexp(prior.discriminator(x), 1)
         prior_loss = F.softplus(lse).mean() - lse.mean()
-        return prior_loss + self.params["lam"] * self.identity_loss(target, x, classes)
+        return prior_loss + self.params["lam"] * self.identity_loss(target, x, classes).mean()
 
     def finalize(self, latents, labels, target, prior, seed):
         _, rows = identity_index(labels)

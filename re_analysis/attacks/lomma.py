@@ -5,8 +5,8 @@ around GMI and KEDMI with two changes, as in the official ``attack.py``:
 1. **Logit loss** instead of cross-entropy: the identity loss is the mean over the
    target and its augmented models of ``-z_y(x)`` (the logit of the attacked class),
    plus, on the TARGET only, ``lambda_reg * mean((phi(x) - p_reg)^2)`` where ``phi`` is
-   the target's penultimate features and ``p_reg`` their mean over (up to 5,000) public
-   images; lambda_reg 1. The regulariser keeps the maximised logit from drifting to
+   the target's penultimate features and ``p_reg`` their mean over a seeded random sample
+   of (up to) 5,000 public images; lambda_reg 1. The regulariser keeps the maximised logit from drifting to
    features no real image has; the augmented models add logits only. Its weight against
    the logits depends on the scale of the features: LOMMA's targets (GMI's VGG16, IR-152,
    FaceNet64) end in ``BatchNorm1d``, features of about unit variance, while ours end in a
@@ -155,7 +155,10 @@ class LOMMAMixin:
             for p in student.parameters():
                 p.requires_grad_(False)
             self.models.append(student)
-        reg = public_images[: int(self.params["reg_samples"])]
+        # official get_act_reg: the first 5,000 images of a SHUFFLED public loader; a seeded
+        # sample here (public splits are stored identity by identity, so a prefix would miss most)
+        order = torch.randperm(len(public_images), generator=torch.Generator().manual_seed(seed + 5000))
+        reg = public_images[order[: int(self.params["reg_samples"])]]
         with torch.no_grad():
             feats = torch.cat([target.features(normalize(reg[i:i + 256].to(device)))
                                for i in range(0, len(reg), 256)]).float()
@@ -165,13 +168,15 @@ class LOMMAMixin:
                          if self.params["reg_units"] == "public" else torch.tensor(1.0, device=feats.device))
 
     def identity_loss(self, target, images, labels):
-        """Mean over models of -logit_y, plus the feature regulariser on the target alone."""
+        """Per row: the mean over models of -logit_y, plus the feature regulariser (mean
+        squared distance over feature dimensions) on the target alone. Their mean over rows
+        is the official ``iden_loss``."""
         logit_loss, reg = 0.0, 0.0
         for i, m in enumerate(self.models):
             f = m.features(images)
-            logit_loss = logit_loss - m.head(f).gather(1, labels[:, None]).mean()
+            logit_loss = logit_loss - m.head(f).gather(1, labels[:, None]).squeeze(1)
             if i == 0:  # the target (official: ``reg only with the target classifier``)
-                reg = (f - self.p_reg).pow(2).mean() / self.reg_unit
+                reg = (f - self.p_reg).pow(2).flatten(1).mean(1) / self.reg_unit
         return logit_loss / len(self.models) + self.params["lambda_reg"] * reg
 
 
@@ -180,6 +185,9 @@ class LOMMAGMI(LOMMAMixin, GMI):
     """LOMMA + GMI (Nguyen et al., CVPR 2023): logit loss and distilled augmented models."""
 
     defaults = {**GMI.defaults, "iterations": 2400, **LOMMAMixin.lomma_defaults}
+    # LOMMA's attack averages over batches of 60 identities (recovery.py, bs = 60); it has no
+    # grayscale setting, so grayscale keeps GMI's MNIST batch of 5.
+    official_identities = {1: 5, 3: 60}
     paper = "Nguyen et al., Re-thinking Model Inversion Attacks Against Deep Neural Networks, CVPR 2023 (on GMI)"
     code = LOMMA_CODE
     paper_budget = {"iterations": 2400, "n_aug": 3, "distill_epochs": 20}

@@ -34,7 +34,7 @@ class PLGMI(LatentOptimizationAttack):
     paper = ("Yuan et al., Pseudo Label-Guided Model Inversion Attack via Conditional Generative Adversarial "
              "Network, AAAI 2023")
     code = "https://github.com/LetheSec/PLG-MI-Attack"
-    paper_budget = {"iterations": 600}
+    paper_budget = {"iterations": 600, "views": 2}
     deviations = (
         ("generator: DCGAN layout with class-conditional BatchNorm; discriminator: plain spectral-norm conv "
          "stack with projection (official: conditional-BN ResNet generator, SN-ResNet projection discriminator, 64 px)",

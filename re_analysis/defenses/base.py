@@ -42,6 +42,9 @@ class Defense:
     code = ""
     deviations: tuple[tuple[str, str], ...] = ()
     standard_augmentation = True
+    # The official value of each loss weight, per official dataset ("*": the paper's one
+    # setting for every dataset); a weight left None is resolved by :func:`official_weight`.
+    paper_weights: dict[str, dict[str, float]] = {}
 
     def __init__(self, **params: Any):
         if params:
@@ -93,6 +96,34 @@ class Defense:
         return f"{type(self).__name__}({args})"
 
 
+# Our datasets that ARE an official setting, by the name the official code uses.
+OFFICIAL_DATASET = {"mnist5k": "mnist", "celeba": "celeba", "facescrub": "facescrub", "stanford-dogs": "stanford-dogs"}
+
+
+def official_weight(defense: type | Defense, param: str, splits) -> tuple[float, str]:
+    """The official value of loss weight ``param`` of ``defense`` for the data ``splits``, and its
+    source: "official", or "nearest official: <dataset>" where the official code gives no value
+    for this dataset (identity datasets take the CelebA value, others the MNIST one, when the
+    official code has it; else its first setting).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> official_weight(defense_class("mid"), "beta", SimpleNamespace(name="mnist5k", labels_are_identities=False))
+        (0.1, 'official')
+        >>> official_weight(defense_class("mid"), "beta", SimpleNamespace(name="glyphs", labels_are_identities=True))
+        (0.003, 'nearest official: celeba')
+    """
+    table = defense.paper_weights[param]
+    if "*" in table:
+        return table["*"], "official"
+    name = OFFICIAL_DATASET.get(splits.name, splits.name)
+    if name in table:
+        return table[name], "official"
+    prefer = "celeba" if getattr(splits, "labels_are_identities", False) else "mnist"
+    nearest = prefer if prefer in table else next(iter(table))
+    return table[nearest], f"nearest official: {nearest}"
+
+
 def register_defense(name: str, description: str = ""):
     """Register a :class:`Defense` subclass (or factory) under ``name``."""
     return DEFENSES.register(name, description)
@@ -134,6 +165,16 @@ class NoDefense(Defense):
     name = "none"
     paper = "No defense (the MIDRE/PPA training recipe: standard augmentation, cross-entropy)"
     code = "https://github.com/ngoc-nguyen-0/MIDRE_TMLR"
+    deviations = (
+        ("digits, glyphs and Fashion-MNIST train with a random shift of up to 2 px (the suite's 'shift' recipe; "
+         "every defense trains with it)",
+         "GMI and BiDO train MNIST without augmentation; MIDRE/PPA give every target a standard augmentation, "
+         "so RE is compared with augmented training; none-noaug is the unaugmented MNIST recipe"),
+        ("colour data: ColorJitter's order of brightness, contrast, saturation and hue is drawn once per batch "
+         "(kornia), each image's strengths per image; torchvision draws both per image",
+         "per-image draws on the device for a whole batch; each image's jitter strengths have the official "
+         "distribution"),
+    )
 
 
 @register_defense("none-noaug", "ablation: no defense and no standard augmentation (plain cross-entropy)")

@@ -68,6 +68,7 @@ class ComposedDefense(Defense):
     def check(self, splits):
         for m in self.members:
             m.check(splits)
+        self.params = {f"{m.name}.{k}": v for m in self.members for k, v in m.params.items()}  # as resolved
 
     def batches(self, n, batch_size, generator):
         for m in self.members:

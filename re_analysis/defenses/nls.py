@@ -50,7 +50,11 @@ class NLSDefense(Defense):
     deviations = (
         ("the schedule's epoch thresholds are fractions of the run (0.5 and 0.75) instead of epochs 50 and 75",
          "the reference trains 100 epochs; fractions give the same schedule there and scale to shorter budgets"),
+        ("on short runs the ramp collapses: at 3 epochs NLS is off for epochs 0-1 and at full alpha in the last "
+         "(4 epochs: 0, 0, alpha/2, alpha)",
+         "the fractions of a few epochs round to whole epochs; the paper's 100 epochs ramp over 25"),
     )
+    paper_weights = {"alpha": {"*": -0.05}}  # the paper's setting on every dataset
 
     def __init__(self, alpha: float = -0.05, start: float = 0.5, full: float = 0.75):
         if not isinstance(alpha, (int, float)) or not -1 < alpha < 1:

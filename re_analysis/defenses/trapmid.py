@@ -80,6 +80,8 @@ class TrapMIDDefense(Defense):
     loss_mixes_samples = True  # one forward over clean and triggered images, triggers shared by the batch
     single_process = True  # the triggers are trained state: ranks would drift apart
 
+    paper_weights = {"alpha": {"*": 0.02}, "beta": {"*": 0.2}}  # official defaults on every dataset
+
     def __init__(self, alpha: float = 0.02, beta: float = 0.2, trigger_step: float = 0.01,
                  optimized: bool = True, discriminator: bool = True):
         for k, v in (("alpha", alpha), ("beta", beta)):
