@@ -46,16 +46,18 @@ from .data import materialize
 from .defenses import RandomErasing
 from .errors import ReAnalysisError
 from .features import class_separation, extract_features, feature_gap, hull_overlap, umap_embed
+from .features.separation import heldout_margins
 from .metrics import (classifier_hits, frechet_distance, judge_agreement, judged_public,
                       knn_distance, pixel_judge, prdc_per_class, reject_radius, topk_reported)
-from .metrics.stats import hierarchical_bootstrap, paired_comparison
+from .metrics.stats import interval_table, paired_table
 from .models.inputs import normalize, predict_logits
 from .runs import target_record, target_splits
 from .training import load_classifier
 
 PIXEL_K = 5
 REJECT_QUANTILE = 0.999
-CHANCE_MAX_SAMPLES = 20_000
+CHANCE_PER_CLASS = 200  # unoptimised prior samples per attacked class: chance gets its own interval
+CHANCE_MAX_SAMPLES = 400_000  # draws at most (a class the target rarely predicts may stay short)
 JUDGE_COLUMNS = ("eval_hit", "eval_hit_closed", "robust_hit", "robust_hit_closed", "pixel_hit", "target_hit",
                  "all_accept")
 
@@ -216,27 +218,46 @@ def accepted_prior_images(prior, target, classes, per_class: int, seed: int = 0,
 
 
 def chance_baseline(info: dict, target, evaluator: Judge, robust: Judge | None, memory: TrainingImages,
-                    device: str = "cpu", seed: int = 0, pixel_k: int = PIXEL_K) -> dict[str, Any]:
-    """Attack accuracy of unoptimised prior samples under every judge (``chance_*`` keys);
-    NaN with a reason when the attack's prior is not on disk."""
+                    device: str = "cpu", seed: int = 0, pixel_k: int = PIXEL_K,
+                    per_class: int = CHANCE_PER_CLASS) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Attack accuracy of unoptimised prior samples under every judge (``chance_*`` keys; NaN
+    with a reason when the attack's prior is not on disk), from ``per_class`` samples the
+    target accepts for each attacked class, and their per-sample verdicts (the table
+    ``chance_judgements.csv``: the chance rate's own interval is computed from it)."""
     from .attacks.priors import load_prior
 
     nan = {k: float("nan") for k in ("chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust",
                                      "chance_accuracy_pixel")}
     prior_dir = info.get("prior")
     if not prior_dir or not (Path(prior_dir) / "prior.json").is_file():
-        return {**nan, "chance_n": 0, "chance_note": f"the attack's prior {prior_dir!r} is not on disk"}
+        return {**nan, "chance_n": 0, "chance_note": f"the attack's prior {prior_dir!r} is not on disk"}, pd.DataFrame()
     prior = load_prior(prior_dir, device)
-    x, y, drawn = accepted_prior_images(prior, target, info["classes"], int(info["per_class"]), seed)
+    x, y, drawn = accepted_prior_images(prior, target, info["classes"], max(per_class, int(info["per_class"])), seed)
     if len(y) == 0:
         return {**nan, "chance_n": 0, "chance_drawn": drawn,
-                "chance_note": "the target labelled no prior sample as an attacked class"}
+                "chance_note": "the target labelled no prior sample as an attacked class"}, pd.DataFrame()
     df = judge_images(x, y, evaluator, robust, memory, pixel_k=pixel_k)
+    counts = np.bincount(y.numpy())[np.asarray(info["classes"], dtype=np.int64)]
     return {"chance_accuracy_top1": float(df["eval_hit"].mean()),
             "chance_accuracy_top1_closed": float(df["eval_hit_closed"].mean()),
             "chance_accuracy_robust": float(df["robust_hit"].mean()) if "robust_hit" in df else float("nan"),
             "chance_accuracy_pixel": float(df["pixel_hit"].mean()),
-            "chance_n": int(len(y)), "chance_drawn": drawn, "chance_classes_found": int(y.unique().numel())}
+            "chance_n": int(len(y)), "chance_drawn": drawn, "chance_classes_found": int(y.unique().numel()),
+            "chance_min_per_class": int(counts.min())}, df
+
+
+@torch.no_grad()
+def judge_ceilings(evaluator: Judge, robust: Judge | None, memory: TrainingImages, splits,
+                   pixel_k: int = PIXEL_K) -> dict[str, float]:
+    """Each judge's acceptance of HELD-OUT private images (the private test split): what a
+    perfect reconstruction would score, the ceiling beside each attack accuracy
+    (``ceiling_<judge column>``)."""
+    x, y = materialize(splits.private_test)
+    if len(y) == 0:
+        return {}
+    df = judge_images(x.float().div(127.5).sub(1), y, evaluator, robust, memory, pixel_k=pixel_k)
+    cols = [c for c in ("eval_hit", "eval_hit_closed", "robust_hit", "robust_hit_closed", "pixel_hit") if c in df]
+    return {f"ceiling_{c}": float(df[c].mean()) for c in cols} | {"ceiling_n": int(len(y))}
 
 
 def judge_summary(df: pd.DataFrame) -> dict[str, Any]:
@@ -327,14 +348,20 @@ def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str
         "n_reconstructions": int(len(res.labels)), "attack": info["attack"], "classes": info["classes"],
         "seed": info.get("seed"), "target_defense": info.get("target_defense"), "attack_run": str(attack_run),
     }
+    metrics.update(judge_ceilings(evaluator, robust, memory, splits, pixel_k=pixel_k))
+    chance_df = pd.DataFrame()
     if chance:
-        metrics.update(chance_baseline(info, target, evaluator, robust, memory, device, seed=int(info.get("seed", 0)),
-                                       pixel_k=pixel_k))
+        rates, chance_df = chance_baseline(info, target, evaluator, robust, memory, device,
+                                           seed=int(info.get("seed", 0)), pixel_k=pixel_k)
+        metrics.update(rates)
     metrics["evaluate_seconds"] = round(time.perf_counter() - t0, 3)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "judgements.csv", df.assign(seed=info.get("seed")).rename_axis("index").to_csv())
+        if chance:
+            atomic_write_text(out / "chance_judgements.csv",
+                              chance_df.assign(seed=info.get("seed")).rename_axis("index").to_csv())
         if gallery:
             leakage_gallery(res.images, res.labels, evaluator, memory, df, out / "gallery.png",
                             title=f"{info['attack']} vs {info.get('target_defense')}")
@@ -383,60 +410,43 @@ def load_judgements(attack_run: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def identity_column(table: pd.DataFrame) -> str | None:
+    """The column that names each row's attacked identity (the unit of every interval), if any."""
+    return "label" if "label" in table else None
+
+
 def judgement_intervals(judgements: pd.DataFrame, by=("dataset", "defense", "attack"), columns=JUDGE_COLUMNS,
                         confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
-    """Mean and hierarchical bootstrap interval (seeds, then reconstructions) of every
-    verdict column per group: ``<col>``, ``<col>_ci_low``, ``<col>_ci_high``.
+    """Mean and interval of every verdict column per group, with the (seed, identity) cluster
+    as the unit (:func:`re_analysis.metrics.stats.interval_table`): ``<col>``,
+    ``<col>_ci_low``, ``<col>_ci_high``, plus ``n_reconstructions``, ``n_seeds``, ``n_units``.
 
     ``judgements`` stacks the runs' judgements.csv with the group columns and ``seed``.
     """
-    by = [b for b in by if b in judgements]
-    out = []
-    for key, g in judgements.groupby(by, sort=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        for c in columns:
-            if c in g and g[c].notna().any():
-                v = g[c].dropna()
-                m, lo, hi = hierarchical_bootstrap(v.astype(float), g.loc[v.index, "seed"], confidence, n_resamples)
-                row.update({c: m, f"{c}_ci_low": lo, f"{c}_ci_high": hi})
-        row["n_reconstructions"], row["n_seeds"] = len(g), g["seed"].nunique()
-        out.append(row)
-    return pd.DataFrame(out)
+    out = interval_table(judgements, [c for c in columns if c in judgements], by, unit=identity_column(judgements),
+                         confidence=confidence, n_resamples=n_resamples)
+    return out.rename(columns={"n_items": "n_reconstructions"})
 
 
 def compare_with_none(judgements: pd.DataFrame, column: str = "eval_hit", by=("dataset", "attack"),
                       baseline: str = "none", confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
     """Each defense against ``baseline`` on paired reconstructions (same seed, same index):
     difference, interval, p-value and verdict ("no measurable difference" when the
-    interval covers zero), per ``by`` group."""
-    by = [b for b in by if b in judgements]
-    rows = []
-    for key, g in judgements.groupby(by, sort=False):
-        base = g[g["defense"] == baseline].set_index(["seed", "index"])[column]
-        for defense, d in g[g["defense"] != baseline].groupby("defense", sort=False):
-            d = d.set_index(["seed", "index"])[column]
-            both = base.index.intersection(d.index)
-            if len(both) == 0:
-                continue
-            cmp = paired_comparison(d.loc[both].astype(float), base.loc[both].astype(float),
-                                    groups=both.get_level_values("seed"), confidence=confidence,
-                                    n_resamples=n_resamples)
-            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "defense": defense,
-                         "judge": column, **cmp})
-    return pd.DataFrame(rows)
+    interval covers zero), per ``by`` group, identities as the unit
+    (:func:`re_analysis.metrics.stats.paired_table`)."""
+    return paired_table(judgements, column, reference=baseline, by=by, unit=identity_column(judgements),
+                        confidence=confidence, n_resamples=n_resamples)
 
 
 def erasing_for(target_dir: str | Path) -> RandomErasing:
-    """The target's own Random Erasing when it trained with it, else MIDRE's default."""
+    """The target's own Random Erasing (its ablation's too: area, Partial Erasure, fixed
+    location) when it trained with one, else MIDRE's default (what RE would have hidden)."""
+    from .defenses import eraser_of
+
     cfg = target_record(Path(target_dir))["config"]
-    if "random-erasing" in str(cfg.get("defense", "")).split("+"):
-        p = cfg.get("defense_params", {})
-        keys = {"scale", "ratio", "value", "p", "location"}
-        return RandomErasing(**{k: v for k, v in p.items() if k in keys})
-    return RandomErasing()
+    return eraser_of(cfg.get("defense", "none"), cfg.get("defense_params", {})) or RandomErasing()
 
 
-@claim_scope()
 def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | Path | None = None,
                 seed: int = 0, max_private_per_class: int = 200, device: str = "cpu",
                 embed: bool = True) -> dict[str, Any]:
@@ -473,7 +483,16 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     point_rows = None
     if len(np.unique(y_np)) >= 2:
         sep = class_separation(f_priv, y_np, per_point=True)
-        point_rows = pd.DataFrame({"index": np.arange(len(y_np)), "label": y_np, "margin": sep.pop("margins")})
+        point_rows = pd.DataFrame({"index": np.arange(len(y_np)), "label": y_np, "margin": sep.pop("margins"),
+                                   "split": "train"})
+        xt, yt = materialize(splits.private_test)
+        held = torch.isin(yt, torch.as_tensor(np.unique(y_np)))
+        if held.any():  # the test images of the attacked classes, against the training features
+            yt_np = yt[held].numpy()
+            margins = heldout_margins(f_priv, y_np, extract_features(model, xt[held]).numpy(), yt_np)
+            point_rows = pd.concat([point_rows, pd.DataFrame({"index": np.arange(len(yt_np)), "label": yt_np,
+                                                              "margin": margins, "split": "test"})])
+            gap["separation_margin_test"] = float(margins.mean())
         gap.update({"separation_margin": sep["margin"], "separation_nn_purity": sep["nn_purity"],
                     "separation_silhouette": sep["silhouette"]})
         for c, v in sep["per_class"].items():

@@ -250,36 +250,23 @@ def with_spread(table: pd.DataFrame, column: str, digits: int = 2) -> pd.Series:
     return pd.Series(out, index=table.index, dtype=object)
 
 
-def bootstrap_table(items: pd.DataFrame, columns, by, group: str = "seed", n_resamples: int = 2000) -> pd.DataFrame:
+def bootstrap_table(items: pd.DataFrame, columns, by, group: str = "seed", n_resamples: int = 2000,
+                    unit: str | None = None) -> pd.DataFrame:
     """Per ``by`` group, each of ``columns`` as ``<col>_mean``, ``<col>_ci_low``, ``<col>_ci_high``:
-    the mean over items and its 95% hierarchical bootstrap interval (``group`` = the seed,
-    then items within seeds; :func:`re_analysis.metrics.stats.hierarchical_bootstrap`), plus
-    ``n_items`` and ``n_seeds``. NaN values are left out; a column that is absent or all
-    NaN in a group gives NaN. What :func:`with_interval` reads.
+    the mean over items and its 95% interval with the (``group`` = seed, ``unit``) cluster as
+    the unit (:func:`re_analysis.metrics.stats.interval_table`), plus ``n_items`` and
+    ``n_seeds``. NaN values are left out; a column that is absent or all NaN in a group
+    gives NaN. What :func:`with_interval` reads.
 
     Example:
         >>> t = pd.DataFrame({"defense": ["none"] * 4, "seed": [0, 0, 0, 0], "hit": [1, 1, 0, 0]})
         >>> bootstrap_table(t, ["hit"], ["defense"])[["defense", "hit_mean", "n_items"]].values.tolist()
         [['none', 0.5, 4]]
     """
-    from .metrics.stats import hierarchical_bootstrap
+    from .metrics.stats import interval_table
 
-    by = [by] if isinstance(by, str) else list(by)
-    rows = []
-    for key, g in items.groupby(by, sort=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        for c in columns:
-            v = pd.to_numeric(g[c], errors="coerce") if c in g else pd.Series(dtype=float)
-            keep = v.notna()
-            if not keep.any():
-                row.update({f"{c}_mean": np.nan, f"{c}_ci_low": np.nan, f"{c}_ci_high": np.nan})
-                continue
-            m, lo, hi = hierarchical_bootstrap(v[keep].astype(float).to_numpy(), g.loc[keep, group].to_numpy(),
-                                               n_resamples=n_resamples)
-            row.update({f"{c}_mean": m, f"{c}_ci_low": lo, f"{c}_ci_high": hi})
-        row["n_items"], row["n_seeds"] = len(g), g[group].nunique()
-        rows.append(row)
-    return pd.DataFrame(rows)
+    out = interval_table(items, list(columns), by, seed=group, unit=unit, n_resamples=n_resamples)
+    return out.rename(columns={c: f"{c}_mean" for c in columns})
 
 
 def difference_sentence(difference, low, high, what: str = "the difference", digits: int = 2) -> str:

@@ -38,7 +38,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,23 +58,26 @@ TABLES_RECORD = "tables.json"  # the key of the inputs the derived tables were c
 
 PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
                "robust_model", "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params",
-               "embed", "classes", "claims", "workers"}
+               "embed", "classes", "claims", "workers", "primary_attack"}
 ID_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "target_dir", "attack_dir"]
 RESULT_COLUMNS = ID_COLUMNS + [
-    # utility
-    "natural_accuracy", "epsilon", "delta",
+    # utility, and what Random Erasing hid in training (share of erased pixels that were ink, of ink erased)
+    "natural_accuracy", "epsilon", "delta", "erased_foreground_share", "foreground_erased_share",
     # attack accuracy under every judge (open set unless "closed"), and how they agree
     "attack_accuracy_top1", "attack_accuracy_top1_closed", "attack_accuracy_top5", "attack_accuracy_robust",
     "attack_accuracy_pixel", "judges_all_accept", "judges_disagree", "eval_judged_public", "pixel_nearest_public",
-    "pixel_rejected", "target_accuracy_on_reconstructions",
+    "pixel_rejected", "target_accuracy_on_reconstructions", "attack_failed",
     # what an attack gets for free: unoptimised prior samples the target labels as the class
     "chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust", "chance_accuracy_pixel",
+    "chance_n", "chance_min_per_class",
+    # each judge's acceptance of held-out private images: what a perfect reconstruction scores
+    "ceiling_eval_hit", "ceiling_eval_hit_closed", "ceiling_robust_hit", "ceiling_pixel_hit",
     # distribution metrics in evaluation-model features
     "knn_distance", "fid", "fid_n_reconstructions", "precision", "recall", "density", "coverage",
     # the feature-space gap (target features) and the separation of private classes
     "mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",
-    "fraction_nearer_erased", "coverage_private", "separation_margin", "separation_nn_purity",
-    "separation_silhouette",
+    "fraction_nearer_erased", "coverage_private", "separation_margin", "separation_margin_test",
+    "separation_nn_purity", "separation_silhouette",
     # the judges' own quality and the run's budget
     "eval_natural_accuracy", "robust_natural_accuracy", "robust_pgd_accuracy", "n_reconstructions",
     "n_classes_attacked", "iterations_fraction", "prior_steps_fraction", "reduced_budget", "prior_passed",
@@ -195,6 +198,10 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
     p.setdefault("prior", {})
     p.setdefault("classes", None)
     p.setdefault("claims", {})
+    p.setdefault("primary_attack", next(iter(attacks)))
+    if p["primary_attack"] not in attacks:
+        raise ReAnalysisError(f"preset primary_attack {p['primary_attack']!r} is not one of its attacks "
+                              f"({', '.join(attacks)}); it is the attack the verdict summary reads")
     classes = p["classes"]
     if classes is not None and not ((isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2)
                                     or (isinstance(classes, list) and classes and all(isinstance(c, int) for c in classes))):
@@ -398,7 +405,8 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
     metrics_path = out / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     judge, robust = paths.eval_model(eval_config(preset)), robust_judge_dir(preset, paths)
-    if ("attack_accuracy_top1" not in metrics or not (out / "judgements.csv").is_file()
+    if ("attack_accuracy_top1" not in metrics or "ceiling_eval_hit" not in metrics
+            or not (out / "judgements.csv").is_file() or not (out / "chance_judgements.csv").is_file()
             or not judged_by(metrics, judge, robust)):
         metrics = evaluate_attack(out, judge, out, robust_model=robust)
     figure = [label, attack] in [list(x) for x in preset["gap_figures"]] and seed == preset["seeds"][0]
@@ -522,6 +530,7 @@ class StudyTables:
     natural: pd.DataFrame
     gap: pd.DataFrame
     separation: pd.DataFrame
+    chance: pd.DataFrame = field(default_factory=pd.DataFrame)  # per unoptimised prior sample, every judge
 
 
 def _keyed(table: pd.DataFrame, **keys) -> pd.DataFrame:
@@ -608,7 +617,7 @@ def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> Study
     if preset["robust_model"] is not False:
         train_eval_model(preset, paths, progress, robust=True)
     labels_needed = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
-    rows, judged, natural, gaps, seps = [], [], [], [], []
+    rows, judged, natural, gaps, seps, chances = [], [], [], [], [], []
     steps = [(d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
     bar = tqdm(total=len(labels_needed) * len(preset["seeds"]) + len(steps), desc=f"study {preset['name']}",
                disable=not progress)
@@ -629,18 +638,22 @@ def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> Study
                      "defense_params": yaml.safe_dump(spec["params"], default_flow_style=True).strip() if spec["params"] else "",
                      "attack": attack, "seed": seed, "natural_accuracy": t["natural_accuracy"],
                      "epsilon": t.get("epsilon"), "delta": t.get("delta"),
+                     "erased_foreground_share": t.get("erased_foreground_share"),
+                     "foreground_erased_share": t.get("foreground_erased_share"),
                      **{k: m.get(k) for k in RESULT_COLUMNS if k in m}})
         out = paths.root / m["attack_dir"]
         keys = {"dataset": dataset, "defense": label, "attack": attack, "seed": seed}
         judged.append(_keyed(pd.read_csv(out / "judgements.csv").drop(columns=["seed"], errors="ignore"), **keys))
         gaps.append(_keyed(pd.read_csv(out / "gap_samples.csv"), **keys))
+        chances.append(_keyed(pd.read_csv(out / "chance_judgements.csv").drop(columns=["seed"], errors="ignore"), **keys))
         if (out / "separation_samples.csv").is_file() and not any(
                 (x["defense"].iloc[0], x["seed"].iloc[0]) == (label, seed) for x in seps):
             seps.append(_keyed(pd.read_csv(out / "separation_samples.csv"), dataset=dataset, defense=label, seed=seed))
         bar.update()
     bar.close()
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
-    return StudyTables(pd.DataFrame(rows, columns=RESULT_COLUMNS), cat(judged), cat(natural), cat(gaps), cat(seps))
+    return StudyTables(pd.DataFrame(rows, columns=RESULT_COLUMNS), cat(judged), cat(natural), cat(gaps), cat(seps),
+                       cat(chances))
 
 
 def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
@@ -649,7 +662,7 @@ def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
     deviation (``_std``); attack accuracy under every judge and natural accuracy also with
     their 95% hierarchical bootstrap interval (``_ci_low``, ``_ci_high``: seeds, then
     reconstructions or test images within seeds) when the per-item tables are given."""
-    from .metrics.stats import hierarchical_bootstrap
+    from .metrics.stats import interval_table
 
     num = [c for c in METRICS if c in results and pd.to_numeric(results[c], errors="coerce").notna().any()]
     numeric = results[["dataset", "defense", "attack"] + num].copy()
@@ -661,26 +674,18 @@ def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
     out["n_seeds"] = g.size()
     cols = [c for m in num for c in (f"{m}_mean", f"{m}_std")] + ["n_seeds"]
     out = out[cols].reset_index()
+    keys = ["dataset", "defense", "attack"]
     if judgements is not None and not judgements.empty:
-        for col in [c for c in JUDGE_CHANCE if c in judgements]:
-            lo, hi = [], []
-            for r in out.itertuples():
-                j = judgements[(judgements["dataset"] == r.dataset) & (judgements["defense"] == r.defense)
-                               & (judgements["attack"] == r.attack)].dropna(subset=[col])
-                if j.empty:
-                    lo.append(float("nan")), hi.append(float("nan"))
-                    continue
-                _, a, b = hierarchical_bootstrap(j[col].astype(float).to_numpy(), j["seed"].to_numpy(),
-                                                 n_resamples=n_resamples)
-                lo.append(a), hi.append(b)
-            out[f"{col}_ci_low"], out[f"{col}_ci_high"] = lo, hi
+        judged = [c for c in JUDGE_CHANCE if c in judgements]
+        ci = interval_table(judgements, judged, keys, unit="label" if "label" in judgements else None,
+                            n_resamples=n_resamples)
+        keep = keys + [f"{c}_{end}" for c in judged for end in ("ci_low", "ci_high")]
+        out = out.merge(ci[keep], on=keys, how="left")
     if natural is not None and not natural.empty:
-        ci = {}
-        for (dataset, defense), n in natural.groupby(["dataset", "defense"], sort=False):
-            ci[dataset, defense] = hierarchical_bootstrap(n["correct"].astype(float).to_numpy(), n["seed"].to_numpy(),
-                                                          n_resamples=n_resamples)[1:]
-        out["natural_accuracy_ci_low"] = [ci.get((r.dataset, r.defense), (float("nan"),) * 2)[0] for r in out.itertuples()]
-        out["natural_accuracy_ci_high"] = [ci.get((r.dataset, r.defense), (float("nan"),) * 2)[1] for r in out.itertuples()]
+        ci = interval_table(natural, ["correct"], ["dataset", "defense"], n_resamples=n_resamples)
+        ci = ci.rename(columns={"correct_ci_low": "natural_accuracy_ci_low", "correct_ci_high": "natural_accuracy_ci_high"})
+        out = out.merge(ci[["dataset", "defense", "natural_accuracy_ci_low", "natural_accuracy_ci_high"]],
+                        on=["dataset", "defense"], how="left")
     return out
 
 
@@ -759,12 +764,14 @@ def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
     return out[columns].reset_index(drop=True)
 
 
-def chance_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset/defense/attack: the mean chance-acceptance rate under each judge, keyed
-    by the judge's verdict column (what :func:`re_analysis.verdicts.claim_verdicts` reads)."""
-    cols = {j: c for j, c in JUDGE_CHANCE.items() if c in results}
-    t = results.groupby(["dataset", "defense", "attack"], sort=False)[list(cols.values())].mean().reset_index()
-    return t.rename(columns={c: f"chance_{j}" for j, c in cols.items()})
+def judge_ceilings_of(results: pd.DataFrame) -> dict[str, float]:
+    """Judge column -> its mean acceptance of held-out private images over the study's runs."""
+    return {j: float(pd.to_numeric(results[f"ceiling_{j}"], errors="coerce").mean())
+            for j in JUDGE_CHANCE if f"ceiling_{j}" in results and pd.to_numeric(results[f"ceiling_{j}"],
+                                                                                   errors="coerce").notna().any()}
+
+
+VERDICT_RULES = 2  # bump when the verdict rules change: cached verdict tables are then recomputed
 
 
 def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | None = None) -> None:
@@ -776,13 +783,14 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | 
     results = tables.results
     texts = {"results": results.to_csv(index=False)}
     for name, frame in (("judgements", tables.judgements), ("natural", tables.natural),
-                        ("gap_samples", tables.gap), ("separation", tables.separation)):
+                        ("gap_samples", tables.gap), ("separation", tables.separation), ("chance", tables.chance)):
         if not frame.empty:
             texts[name] = frame.to_csv(index=False)
     # the derived tables (bootstraps: seconds to minutes) are a function of these texts and the
     # claims' roles: when neither changed since the last call, the tables on disk stand
     key = config_hash({"tables": {k: hashlib.sha256(v.encode()).hexdigest() for k, v in texts.items()},
-                       "claims": (preset or {}).get("claims") or {}})
+                       "claims": (preset or {}).get("claims") or {}, "primary": (preset or {}).get("primary_attack"),
+                       "rules": VERDICT_RULES})
     derived = ["summary", "tradeoff"] + (["comparisons", "verdicts", "verdict_summary"] if "judgements" in texts else [])
     done = root / TABLES_RECORD
     if (done.is_file() and read_json(done).get("key") == key
@@ -799,10 +807,11 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | 
     names = dict(zip(results["defense"], results["defense_name"]))
     claims = (preset or {}).get("claims") or {}
     roles = Roles(**claims) if claims else infer_roles(results["defense"].unique(), names)
-    verdicts = claim_verdicts(tables.judgements, tables.natural, tables.gap, tables.separation,
-                              chance_table(results), roles)
+    verdicts = claim_verdicts(tables.judgements, tables.natural, tables.gap, tables.separation, tables.chance, roles,
+                              ceilings=judge_ceilings_of(results))
     atomic_write_text(root / "verdicts.csv", verdicts.to_csv(index=False))
-    atomic_write_text(root / "verdict_summary.csv", summarize_verdicts(verdicts).to_csv(index=False))
+    primary = (preset or {}).get("primary_attack")
+    atomic_write_text(root / "verdict_summary.csv", summarize_verdicts(verdicts, attack=primary).to_csv(index=False))
     atomic_write_json(done, {"key": key})
 
 

@@ -10,15 +10,32 @@ Hope?", TMLR 2025, make eight claims this module tests, each per attack and per 
 4. private features stay separated from       8. RE adds to other defenses.
    other classes;
 
-Every comparison is **paired** (same seed, same initial latents, same test images) and
-carries a 95% hierarchical bootstrap interval (seeds, then items within seeds;
-:func:`re_analysis.metrics.stats.paired_comparison`). A verdict is
+Every comparison is **paired** (same seed, identities and initial latents; same test
+images) with the (seed, identity) cluster as the unit: restarts of one identity are
+averaged first, and the interval is a t-interval on the per-seed means (or a two-level
+bootstrap with many seeds; :func:`re_analysis.metrics.stats.clustered_interval`). Each rule
+can fail:
 
-- ``supported`` when the interval lies on the side the paper predicts,
-- ``not supported`` when it lies on the other side,
-- ``inconclusive`` when it covers zero, or when the attack sits at a ceiling (the
-  undefended target's attack accuracy >= 95%: nothing left to lower) or at chance (its
-  interval reaches the attack's free chance-acceptance rate: nothing leaked to protect).
+- claims 1, 5, 6, 8: the interval of the difference lies on the predicted side — and the
+  attack must LEAK against the arm expected to leak more: its accuracy minus its own
+  chance rate (unoptimised prior samples the target accepts, judged the same way, 200 per
+  class) has an interval above zero; otherwise there is nothing to protect and the row is
+  inconclusive;
+- claims 5 and 6 are judged only where the arms' natural accuracies do not differ in RE's
+  favour by more than ``LITTLE_COST`` (a more accurate target leaks more); claim 5 needs
+  both of its comparisons (p=0.5 against RE, and against the same boxes on every image) to
+  agree, claim 6 every fixed location;
+- claim 2 and claim 4 are non-inferiority tests against ``none`` (natural accuracy within
+  ``LITTLE_COST``; held-out class-separation margin within ``SEPARATION_MARGIN``);
+- claim 3 restricts to reconstructions the target accepts and compares RE with every
+  non-RE arm (a control: erasing may pull any model's reconstructions toward erased
+  features) besides the share of more than half;
+- claim 7 requires RE to beat EVERY baseline; fewer than ``MIN_SEEDS`` seeds gives no
+  verdict.
+
+Each row says what the design could detect (``mde``: the minimum effect a test of this
+design finds with 80% power) and, when inconclusive, what it rules out (``rules_out``: no
+effect larger than the farther end of the interval).
 
 Example:
     >>> from re_analysis.verdicts import verdict_from_interval
@@ -37,10 +54,10 @@ import pandas as pd
 
 from .errors import ReAnalysisError
 
-__all__ = ["CLAIMS", "JUDGES", "LITTLE_COST", "CEILING", "Roles", "infer_roles", "verdict_from_interval",
-           "paired", "claim_verdicts", "summarize_verdicts"]
+__all__ = ["CLAIMS", "JUDGES", "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "Roles", "infer_roles",
+           "verdict_from_interval", "paired", "leak", "claim_verdicts", "summarize_verdicts", "combine_verdicts"]
 
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NO_VERDICT = "supported", "not supported", "inconclusive", "no verdict"
 
 CLAIMS = {
     1: "RE lowers attack accuracy",
@@ -52,6 +69,7 @@ CLAIMS = {
     7: "RE's privacy-utility trade-off beats the baselines",
     8: "RE adds to other defenses",
 }
+ATTACK_CLAIMS = (1, 5, 6, 7, 8)  # judged per attack and judge
 
 # Per-reconstruction verdict columns of judgements.csv, and what the book calls them.
 JUDGES = {
@@ -62,8 +80,10 @@ JUDGES = {
 }
 PRIMARY_JUDGE = "eval_hit"
 
-LITTLE_COST = 0.03   # "little" natural-accuracy cost: at most 3 points (MIDRE reports drops of 1-3 points)
-CEILING = 0.95       # an undefended attack accuracy at or above this leaves nothing to lower
+LITTLE_COST = 0.03        # "little" natural-accuracy cost: at most 3 points (MIDRE reports drops of 1-3 points)
+SEPARATION_MARGIN = 0.05  # claim 4: RE's held-out margin (in [-1, 1]) no more than this below none's
+CEILING = 0.95            # an arm at 95% of its judge's ceiling has little left to show
+MIN_SEEDS = 3             # fewer seeds give no verdict (no seed-level interval to speak of)
 
 
 @dataclass
@@ -71,9 +91,10 @@ class Roles:
     """Which defense labels of a study play which part in the claims."""
 
     re: str = "random-erasing"
-    partial: list[str] = field(default_factory=list)      # p < 1 at the same expected erased area
-    location: list[str] = field(default_factory=list)     # a fixed box (centre, off-centre), same area
-    baselines: list[str] = field(default_factory=list)    # other defenses (MID, BiDO, NLS, ...)
+    partial: list[str] = field(default_factory=list)          # p < 1 at the same expected erased area
+    partial_control: list[str] = field(default_factory=list)  # the p < 1 arm's boxes on every image
+    location: list[str] = field(default_factory=list)         # a fixed box (centre, corner, ...), same area
+    baselines: list[str] = field(default_factory=list)        # other defenses (MID, BiDO, NLS, ...)
     compositions: dict[str, str] = field(default_factory=dict)  # baseline -> "random-erasing+baseline"
 
 
@@ -81,8 +102,9 @@ def infer_roles(labels, defense_names: dict[str, str] | None = None) -> Roles:
     """Roles from a study's defense labels (``defense_names``: label -> registered defense).
 
     Partial-erasure and fixed-location ablations are recognised by their registered names
-    (``re-partial*``, ``re-fixed*``); a baseline is any other defense that is neither
-    ``none`` nor a Random Erasing variant; ``random-erasing+X`` is X's composition.
+    (``re-partial-boxes`` is the Partial Erasure control, other ``re-partial*`` the p < 1
+    arms, ``re-fixed*``); a baseline is any other defense that is neither ``none`` nor a
+    Random Erasing variant; ``random-erasing+X`` is X's composition.
     """
     names = defense_names or {}
     labels = list(labels)
@@ -90,7 +112,9 @@ def infer_roles(labels, defense_names: dict[str, str] | None = None) -> Roles:
     roles = Roles(re="random-erasing" if "random-erasing" in labels else "")
     for lab in labels:
         n = name[lab]
-        if n.startswith("re-partial"):
+        if n.startswith("re-partial-boxes"):
+            roles.partial_control.append(lab)
+        elif n.startswith("re-partial"):
             roles.partial.append(lab)
         elif n.startswith("re-fixed"):
             roles.location.append(lab)
@@ -110,7 +134,7 @@ def verdict_from_interval(estimate: float, low: float, high: float, expect: str 
 
     ``expect``: what the paper predicts of the difference —
     ``"negative"`` (below 0: e.g. RE minus none in attack accuracy), ``"positive"`` (above 0),
-    or ``"above"`` (no lower than ``-margin``: a cost of at most ``margin``).
+    or ``"above"`` (no lower than ``-margin``: a cost of at most ``margin``, non-inferiority).
     """
     if not (np.isfinite(low) and np.isfinite(high)):
         return INCONCLUSIVE
@@ -123,91 +147,163 @@ def verdict_from_interval(estimate: float, low: float, high: float, expect: str 
     raise ReAnalysisError(f"expect must be 'negative', 'positive' or 'above', got {expect!r}")
 
 
+def _unit(table: pd.DataFrame) -> str | None:
+    return "label" if "label" in table else None
+
+
 def paired(table: pd.DataFrame, column: str, defense: str, reference: str, keys=("seed", "index"),
            n_resamples: int = 4000) -> dict | None:
     """``defense`` minus ``reference`` on the items both have (paired by ``keys``), with its
-    hierarchical bootstrap interval over seeds and items; None when they share no item."""
-    from .metrics.stats import paired_comparison
+    interval over (seed, identity) clusters; None when they share no item."""
+    from .metrics.stats import paired_table
 
-    keys = list(keys)
-    a = table[table["defense"] == defense].dropna(subset=[column]).set_index(keys)[column]
-    b = table[table["defense"] == reference].dropna(subset=[column]).set_index(keys)[column]
-    a = a[~a.index.duplicated()]
-    b = b[~b.index.duplicated()]
-    both = a.index.intersection(b.index)
-    if len(both) == 0:
-        return None
-    return paired_comparison(a.loc[both].astype(float).to_numpy(), b.loc[both].astype(float).to_numpy(),
-                             groups=both.get_level_values("seed").to_numpy(), n_resamples=n_resamples)
+    t = table[table["defense"].isin([defense, reference])]
+    out = paired_table(t, column, reference=reference, arms=[defense], pair=keys, unit=_unit(t),
+                       n_resamples=n_resamples)
+    return None if out.empty else out.iloc[0].to_dict()
 
 
-def level(table: pd.DataFrame, column: str, defense: str, n_resamples: int = 4000) -> tuple[float, float, float] | None:
-    """Mean of ``column`` under ``defense`` with its hierarchical bootstrap interval."""
-    from .metrics.stats import hierarchical_bootstrap
+def level(table: pd.DataFrame, column: str, defense: str, n_resamples: int = 4000) -> dict | None:
+    """Mean of ``column`` under ``defense`` with its interval over (seed, identity) clusters."""
+    from .metrics.stats import clustered_interval
 
     g = table[table["defense"] == defense].dropna(subset=[column])
     if g.empty:
         return None
-    return hierarchical_bootstrap(g[column].astype(float).to_numpy(), g["seed"].to_numpy(), n_resamples=n_resamples)
+    unit = _unit(g)
+    return clustered_interval(g[column].astype(float).to_numpy(), g["seed"].to_numpy(),
+                              None if unit is None else g[unit].to_numpy(), n_resamples=n_resamples)
 
 
-def sensitivity(judgements: pd.DataFrame, judge: str, chance: float | None) -> str | None:
-    """Why an attack cannot show a defense's effect: ``"ceiling"``, ``"chance"`` or None."""
-    lv = level(judgements, judge, "none")
-    if lv is None:
+def leak(judgements: pd.DataFrame, chance: pd.DataFrame | None, judge: str, defense: str) -> dict | None:
+    """Attack accuracy minus its own chance rate against ``defense``, with a t-interval over
+    seeds (per seed: the mean of the identity means minus the mean of the chance samples'
+    per-class means) — at the level of the attack's interval. None without chance samples."""
+    from scipy import stats
+
+    from .metrics.stats import cluster_means
+
+    if chance is None or chance.empty or judge not in chance:
         return None
-    mean, low, high = lv
-    if mean >= CEILING:
-        return "ceiling"
-    if chance is not None and np.isfinite(chance) and low <= chance:
-        return "chance"
-    return None
+    a = judgements[(judgements["defense"] == defense)].dropna(subset=[judge])
+    c = chance[(chance["defense"] == defense)].dropna(subset=[judge])
+    seeds = sorted(set(a["seed"]) & set(c["seed"]))
+    if not seeds:
+        return None
+    diffs, acc, ch = [], [], []
+    for s in seeds:
+        aa, cc = a[a["seed"] == s], c[c["seed"] == s]
+        ma = cluster_means(aa[judge].to_numpy(float), units=aa["label"].to_numpy())[0].mean()
+        mc = cluster_means(cc[judge].to_numpy(float), units=cc["label"].to_numpy())[0].mean()
+        diffs.append(ma - mc), acc.append(ma), ch.append(mc)
+    d = np.asarray(diffs)
+    est = float(d.mean())
+    if len(d) < 2:
+        return {"estimate": est, "ci_low": np.nan, "ci_high": np.nan, "accuracy": float(np.mean(acc)),
+                "chance": float(np.mean(ch)), "n_seeds": len(d)}
+    se = float(d.std(ddof=1) / np.sqrt(len(d)))
+    half = float(stats.t.ppf(0.975, len(d) - 1)) * se
+    return {"estimate": est, "ci_low": est - half, "ci_high": est + half, "accuracy": float(np.mean(acc)),
+            "chance": float(np.mean(ch)), "n_seeds": len(d)}
 
 
 VERDICT_COLUMNS = ["claim", "claim_text", "dataset", "attack", "judge", "comparison", "estimate", "ci_low",
-                   "ci_high", "p_value", "n", "verdict", "note"]
-SUMMARY_COLUMNS = ["claim", "claim_text", "dataset", "verdict", "judge", "detail"]
+                   "ci_high", "p_value", "n", "n_seeds", "n_units", "method", "mde", "rules_out", "verdict", "note"]
+SUMMARY_COLUMNS = ["claim", "claim_text", "dataset", "verdict", "judge", "attack", "rules_out", "mde", "detail"]
+
+
+def _design(cmp: dict | None) -> dict:
+    """The design's minimum detectable effect and, for an interval across zero, the bound it
+    rules out (no effect larger than the farther end)."""
+    from .metrics.stats import minimum_detectable_effect
+
+    if not cmp:
+        return {"mde": np.nan, "rules_out": np.nan}
+    lo, hi = cmp.get("ci_low", np.nan), cmp.get("ci_high", np.nan)
+    mde = minimum_detectable_effect(cmp.get("se", np.nan), int(cmp.get("df", 0) or 0))
+    return {"mde": mde, "rules_out": float(max(abs(lo), abs(hi))) if np.isfinite(lo) and np.isfinite(hi) else np.nan}
 
 
 def _row(claim, dataset, attack, judge, comparison, cmp, verdict, note="", **extra) -> dict:
+    cmp = cmp or {}
+    est = cmp.get("difference", cmp.get("estimate", np.nan))
+    if cmp and cmp.get("n_seeds", MIN_SEEDS) < MIN_SEEDS:
+        verdict, note = NO_VERDICT, f"fewer than {MIN_SEEDS} seeds ({cmp.get('n_seeds')}): no verdict"
     return {"claim": claim, "claim_text": CLAIMS[claim], "dataset": dataset, "attack": attack, "judge": judge,
-            "comparison": comparison, "estimate": cmp["difference"] if cmp else np.nan,
-            "ci_low": cmp["ci_low"] if cmp else np.nan, "ci_high": cmp["ci_high"] if cmp else np.nan,
-            "p_value": cmp.get("p_value", np.nan) if cmp else np.nan, "n": cmp.get("n_pairs", 0) if cmp else 0,
+            "comparison": comparison, "estimate": est, "ci_low": cmp.get("ci_low", np.nan),
+            "ci_high": cmp.get("ci_high", np.nan), "p_value": cmp.get("p_value", np.nan),
+            "n": cmp.get("n_pairs", cmp.get("n", 0)), "n_seeds": cmp.get("n_seeds", 0),
+            "n_units": cmp.get("n_units", 0), "method": cmp.get("method", ""), **_design(cmp),
             "verdict": verdict, "note": note, **extra}
 
 
-def _attack_claim(rows, claim, judgements, dataset, attack, judge, defense, reference, expect, chance, comparison):
+def _inconclusive_note(cmp: dict) -> str:
+    d = _design(cmp)
+    return (f"the interval covers zero: no effect larger than {100 * d['rules_out']:.1f} points "
+            f"(the design detects {100 * d['mde']:.1f} with 80% power)")
+
+
+def _utility(natural: pd.DataFrame | None, dataset: str, protected: str, other: str) -> dict | None:
+    """Natural accuracy of ``protected`` minus ``other`` (paired test images)."""
+    if natural is None or natural.empty:
+        return None
+    return paired(natural[natural["dataset"] == dataset], "correct", protected, other)
+
+
+def _attack_claim(rows, claim, judgements, natural, chance, dataset, attack, judge, defense, reference, expect,
+                  comparison, ceilings=None, check_utility=False):
+    """One attack-accuracy comparison: ``defense`` minus ``reference``, expected ``expect``."""
     cmp = paired(judgements, judge, defense, reference)
     if cmp is None:
         return
-    why = sensitivity(judgements, judge, chance)
     verdict = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], expect)
+    leaker = reference if expect == "negative" else defense  # the arm the paper expects to leak more
+    protected = defense if leaker == reference else reference
+    lk = leak(judgements, chance, judge, leaker)
+    extra = {"leak_arm": leaker, "leak_estimate": lk["estimate"] if lk else np.nan,
+             "leak_ci_low": lk["ci_low"] if lk else np.nan, "leak_ci_high": lk["ci_high"] if lk else np.nan,
+             "leak_accuracy": lk["accuracy"] if lk else np.nan, "leak_chance": lk["chance"] if lk else np.nan}
     note = ""
-    if why is not None:
-        note = ("the undefended attack is at its ceiling" if why == "ceiling"
-                else "the undefended attack does not beat its free chance-acceptance rate")
+    if lk is not None and not lk["ci_low"] > 0:
         verdict = INCONCLUSIVE
-    elif verdict == INCONCLUSIVE:
-        note = "the interval covers zero: no measurable difference"
-    rows.append(_row(claim, dataset, attack, judge, comparison, cmp, verdict, note))
+        note = (f"the attack does not beat its chance rate against {leaker} (accuracy - chance "
+                f"{lk['estimate']:+.3f} [{lk['ci_low']:+.3f}, {lk['ci_high']:+.3f}]): nothing leaked to protect")
+    if check_utility:
+        nat = _utility(natural, dataset, protected, leaker)
+        extra.update({"natural_estimate": nat["difference"] if nat else np.nan,
+                      "natural_ci_low": nat["ci_low"] if nat else np.nan,
+                      "natural_ci_high": nat["ci_high"] if nat else np.nan})
+        if nat is not None and not nat["ci_low"] >= -LITTLE_COST and not note:
+            verdict = INCONCLUSIVE
+            note = (f"{protected}'s natural accuracy is not within {100 * LITTLE_COST:.0f} points of {leaker}'s "
+                    f"({nat['difference']:+.3f} [{nat['ci_low']:+.3f}, {nat['ci_high']:+.3f}]): a less accurate "
+                    "target leaks less, so the difference cannot be credited to the erasing property")
+    if not note and verdict == INCONCLUSIVE:
+        note = _inconclusive_note(cmp)
+        ceiling = (ceilings or {}).get(judge)
+        if ceiling and lk is not None and lk["accuracy"] >= CEILING * ceiling:
+            note += f"; {leaker} is at its judge's ceiling ({ceiling:.2f})"
+    rows.append(_row(claim, dataset, attack, judge, comparison, cmp, verdict, note, **extra))
 
 
 def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None, gap: pd.DataFrame | None = None,
                    separation: pd.DataFrame | None = None, chance: pd.DataFrame | None = None,
-                   roles: Roles | None = None, judges=tuple(JUDGES)) -> pd.DataFrame:
+                   roles: Roles | None = None, judges=tuple(JUDGES), ceilings: dict | None = None) -> pd.DataFrame:
     """One row per (claim, dataset, attack, judge, comparison) with estimate, interval and verdict.
 
     Args:
-        judgements: per reconstruction — ``dataset, defense, attack, seed, index`` and the
-            0/1 judge columns (``eval_hit``, ``robust_hit``, ``pixel_hit``, ...).
+        judgements: per reconstruction — ``dataset, defense, attack, seed, index, label`` and
+            the 0/1 judge columns (``eval_hit``, ``robust_hit``, ``pixel_hit``, ...,
+            ``target_hit``).
         natural: per private test image — ``dataset, defense, seed, index, correct``.
-        gap: per reconstruction — ``dataset, defense, attack, seed, index, nearer_erased``.
-        separation: per private training feature — ``dataset, defense, seed, index, margin``.
-        chance: ``dataset, defense, attack`` and ``chance_<judge>`` rates (free acceptance of
-            unoptimised prior samples), used to tell an attack at chance.
+        gap: per reconstruction — ``dataset, defense, attack, seed, index, label, nearer_erased``.
+        separation: per private feature — ``dataset, defense, seed, index, label, margin``
+            and ``split`` ("train"/"test"; claim 4 reads the test rows).
+        chance: per unoptimised prior sample the target accepts — ``dataset, defense, attack,
+            seed, label`` and the judge columns.
         roles: which labels are RE, its ablations, the baselines and the compositions
             (default: :func:`infer_roles` on the labels present).
+        ceilings: judge column -> its acceptance of held-out private images.
     """
     if judgements.empty:
         raise ReAnalysisError("no judgements to give verdicts on; run the study first")
@@ -216,18 +312,25 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
     rows: list[dict] = []
     judges = [j for j in judges if j in judgements]
     for (dataset, attack), jg in judgements.groupby(["dataset", "attack"], sort=False):
+        cg = None if chance is None or chance.empty else chance[(chance["dataset"] == dataset)
+                                                                & (chance["attack"] == attack)]
+        common = dict(judgements=jg, natural=natural, chance=cg, dataset=dataset, attack=attack,
+                      ceilings=ceilings)
         for judge in judges:
-            ch = None
-            if chance is not None and f"chance_{judge}" in chance:
-                c = chance[(chance["dataset"] == dataset) & (chance["attack"] == attack) & (chance["defense"] == "none")]
-                ch = float(c[f"chance_{judge}"].mean()) if len(c) else None
-            _attack_claim(rows, 1, jg, dataset, attack, judge, re_, "none", "negative", ch, f"{re_} vs none")
+            _attack_claim(rows, 1, judge=judge, defense=re_, reference="none", expect="negative",
+                          comparison=f"{re_} vs none", **common)
             for lab in roles.partial:
-                _attack_claim(rows, 5, jg, dataset, attack, judge, lab, re_, "positive", ch, f"{lab} vs {re_}")
+                _attack_claim(rows, 5, judge=judge, defense=lab, reference=re_, expect="positive",
+                              comparison=f"{lab} vs {re_}", check_utility=True, **common)
+                for ctl in roles.partial_control:
+                    _attack_claim(rows, 5, judge=judge, defense=lab, reference=ctl, expect="positive",
+                                  comparison=f"{lab} vs {ctl}", check_utility=True, **common)
             for lab in roles.location:
-                _attack_claim(rows, 6, jg, dataset, attack, judge, lab, re_, "positive", ch, f"{lab} vs {re_}")
+                _attack_claim(rows, 6, judge=judge, defense=lab, reference=re_, expect="positive",
+                              comparison=f"{lab} vs {re_}", check_utility=True, **common)
             for base, comp in roles.compositions.items():
-                _attack_claim(rows, 8, jg, dataset, attack, judge, comp, base, "negative", ch, f"{comp} vs {base}")
+                _attack_claim(rows, 8, judge=judge, defense=comp, reference=base, expect="negative",
+                              comparison=f"{comp} vs {base}", **common)
             for base in roles.baselines:
                 rows.extend(_tradeoff_rows(jg, natural, dataset, attack, judge, re_, base))
     if natural is not None and not natural.empty:
@@ -236,36 +339,57 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
             if cmp is not None:
                 v = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], "above", LITTLE_COST)
                 rows.append(_row(2, dataset, "", "natural accuracy", f"{re_} vs none", cmp, v,
-                                 f"'little' = a drop of at most {100 * LITTLE_COST:.0f} points"))
+                                 f"non-inferiority: 'little' = a drop of at most {100 * LITTLE_COST:.0f} points"))
     if gap is not None and not gap.empty:
-        for (dataset, attack), gg in gap.groupby(["dataset", "attack"], sort=False):
-            cmp = paired(gg, "nearer_erased", re_, "none")
-            lv = level(gg, "nearer_erased", re_)
+        rows.extend(_claim3_rows(gap, judgements, roles))
+    if separation is not None and not separation.empty:
+        held = separation[separation["split"] == "test"] if "split" in separation else separation.iloc[:0]
+        for dataset, sg in held.groupby("dataset", sort=False):
+            cmp = paired(sg, "margin", re_, "none")
+            lv = level(sg, "margin", re_)
             if cmp is None or lv is None:
                 continue
-            v_diff = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], "positive")
-            v_level = verdict_from_interval(lv[0] - 0.5, lv[1] - 0.5, lv[2] - 0.5, "positive")
-            v = (NOT_SUPPORTED if NOT_SUPPORTED in (v_diff, v_level) else
-                 SUPPORTED if v_diff == v_level == SUPPORTED else INCONCLUSIVE)
-            rows.append(_row(3, dataset, attack, "target features", f"{re_} vs none", cmp, v,
-                             f"under RE {100 * lv[0]:.0f}% [{100 * lv[1]:.0f}, {100 * lv[2]:.0f}] of reconstructions "
-                             "are nearer an erased than a private feature (the claim needs more than half, and more "
-                             "than without defense)", level=lv[0], level_ci_low=lv[1], level_ci_high=lv[2]))
-    if separation is not None and not separation.empty:
-        for dataset, sg in separation.groupby("dataset", sort=False):
-            lv = level(sg, "margin", re_)
-            cmp = paired(sg, "margin", re_, "none")
-            if lv is None:
-                continue
-            v = verdict_from_interval(*lv, expect="positive")
-            note = f"mean margin under RE {lv[0]:.3f} [{lv[1]:.3f}, {lv[2]:.3f}] (positive: nearer its own class)"
-            if cmp is not None:
-                note += f"; RE minus none {cmp['difference']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]"
-            rows.append(_row(4, dataset, "", "target features", f"{re_} (vs none beside)", cmp, v, note,
-                             level=lv[0], level_ci_low=lv[1], level_ci_high=lv[2]))
+            v = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], "above", SEPARATION_MARGIN)
+            note = (f"non-inferiority on held-out features: RE's mean margin {lv['estimate']:.3f} "
+                    f"[{lv['ci_low']:.3f}, {lv['ci_high']:.3f}] may be at most {SEPARATION_MARGIN} below none's")
+            rows.append(_row(4, dataset, "", "target features (test)", f"{re_} vs none", cmp, v, note,
+                             level=lv["estimate"], level_ci_low=lv["ci_low"], level_ci_high=lv["ci_high"]))
     # A study without RE, or with one defense only, has no comparison: an empty table, not an error.
     out = pd.DataFrame(rows, columns=None if rows else VERDICT_COLUMNS)
     return out.sort_values(["claim", "dataset", "attack"], kind="stable").reset_index(drop=True)
+
+
+def _claim3_rows(gap: pd.DataFrame, judgements: pd.DataFrame, roles: Roles) -> list[dict]:
+    """Claim 3 on the reconstructions the target accepts: under RE more than half are nearer
+    an erased than a private feature, and more than under every non-RE arm (the controls)."""
+    re_ = roles.re
+    keys = ["dataset", "defense", "attack", "seed", "index"]
+    g = gap
+    if "target_hit" in judgements:
+        g = gap.merge(judgements[keys + ["target_hit"]], on=keys, how="left")
+        g = g[g["target_hit"].fillna(0).astype(bool)]
+    controls = ["none"] + list(roles.baselines)
+    rows = []
+    for (dataset, attack), gg in g.groupby(["dataset", "attack"], sort=False):
+        per = gg.groupby(["defense", "seed", "label"], as_index=False)["nearer_erased"].mean()
+        lv = level(per, "nearer_erased", re_)
+        if lv is None:
+            continue
+        shifted = {**lv, "ci_low": lv["ci_low"] - 0.5, "ci_high": lv["ci_high"] - 0.5}
+        v_level = verdict_from_interval(lv["estimate"] - 0.5, shifted["ci_low"], shifted["ci_high"], "positive")
+        for ctl in [c for c in controls if c in set(per["defense"])]:
+            cmp = paired(per, "nearer_erased", re_, ctl, keys=("seed", "label"))
+            if cmp is None:
+                continue
+            v_diff = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], "positive")
+            v = (NOT_SUPPORTED if NOT_SUPPORTED in (v_diff, v_level) else
+                 SUPPORTED if v_diff == v_level == SUPPORTED else INCONCLUSIVE)
+            note = (f"accepted reconstructions only: under RE {100 * lv['estimate']:.0f}% [{100 * lv['ci_low']:.0f}, "
+                    f"{100 * lv['ci_high']:.0f}] are nearer an erased than a private feature (the claim needs more "
+                    f"than half, and more than under {ctl})")
+            rows.append(_row(3, dataset, attack, "target features", f"{re_} vs {ctl}", cmp, v, note,
+                             level=lv["estimate"], level_ci_low=lv["ci_low"], level_ci_high=lv["ci_high"]))
+    return rows
 
 
 def _tradeoff_rows(judgements, natural, dataset, attack, judge, re_, base) -> list[dict]:
@@ -275,9 +399,7 @@ def _tradeoff_rows(judgements, natural, dataset, attack, judge, re_, base) -> li
     att = paired(judgements, judge, re_, base)
     if att is None:
         return []
-    nat = None
-    if natural is not None and not natural.empty:
-        nat = paired(natural[natural["dataset"] == dataset], "correct", re_, base)
+    nat = _utility(natural, dataset, re_, base)
     nat_ok = nat is not None and nat["ci_low"] >= -LITTLE_COST
     nat_bad = nat is not None and nat["ci_high"] <= LITTLE_COST
     if att["ci_high"] < 0 and nat_ok:
@@ -285,26 +407,52 @@ def _tradeoff_rows(judgements, natural, dataset, attack, judge, re_, base) -> li
     elif att["ci_low"] > 0 and nat_bad:
         v, note = NOT_SUPPORTED, f"{base}: lower attack accuracy at no larger utility cost"
     else:
-        v, note = INCONCLUSIVE, "neither dominates: the intervals cover zero or one trades utility for privacy"
+        v, note = INCONCLUSIVE, ("neither dominates: " + (_inconclusive_note(att) if att["ci_low"] <= 0 <= att["ci_high"]
+                                                          else "one trades utility for privacy"))
     extra = {"natural_estimate": nat["difference"] if nat else np.nan,
              "natural_ci_low": nat["ci_low"] if nat else np.nan, "natural_ci_high": nat["ci_high"] if nat else np.nan}
     return [_row(7, dataset, attack, judge, f"{re_} vs {base}", att, v, note, **extra)]
 
 
-def summarize_verdicts(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE) -> pd.DataFrame:
-    """One verdict per (claim, dataset) under ``judge`` (claims 2-4 have their own measures):
-    the common verdict of its conclusive rows, ``inconclusive`` when all rows are, and
-    ``inconclusive (mixed)`` when conclusive rows disagree; ``detail`` lists each row."""
+def combine_verdicts(verdicts) -> str:
+    """One verdict from the rows of one claim: ``supported`` only when every row is,
+    ``not supported`` when any row is, ``no verdict`` when any row has too few seeds, else
+    ``inconclusive`` (one supported row among inconclusive ones does not support a claim).
+
+    Example:
+        >>> combine_verdicts(["supported", "inconclusive"]), combine_verdicts(["supported", "supported"])
+        ('inconclusive', 'supported')
+    """
+    v = list(verdicts)
+    if not v:
+        return INCONCLUSIVE
+    if NO_VERDICT in v:
+        return NO_VERDICT
+    if NOT_SUPPORTED in v:
+        return NOT_SUPPORTED
+    return SUPPORTED if all(x == SUPPORTED for x in v) else INCONCLUSIVE
+
+
+def summarize_verdicts(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str | None = None) -> pd.DataFrame:
+    """One verdict per (claim, dataset), under ``judge`` and the pre-registered primary
+    ``attack`` (default: the first attack in the table) for the attack claims, combined by
+    :func:`combine_verdicts`; ``rules_out`` and ``mde`` are the largest over its rows;
+    ``detail`` lists each row."""
     rows = []
+    if attack is None and "attack" in verdicts and (verdicts["attack"] != "").any():
+        attack = next(a for a in verdicts["attack"] if a)
     for (claim, dataset), g in verdicts.groupby(["claim", "dataset"], sort=True):
-        if claim in (1, 5, 6, 7, 8):
-            g = g[g["judge"] == judge]
+        if claim in ATTACK_CLAIMS:
+            g = g[(g["judge"] == judge) & (g["attack"] == attack)]
+        elif claim == 3:
+            g = g[g["attack"] == attack]
         if g.empty:
             continue
-        conclusive = sorted(set(g["verdict"]) - {INCONCLUSIVE})
-        verdict = (INCONCLUSIVE if not conclusive else conclusive[0] if len(conclusive) == 1
-                   else f"{INCONCLUSIVE} (mixed)")
+        verdict = combine_verdicts(g["verdict"])
         detail = "; ".join(f"{r.comparison}{' / ' + r.attack if r.attack else ''}: {r.verdict}" for r in g.itertuples())
         rows.append({"claim": claim, "claim_text": CLAIMS[claim], "dataset": dataset, "verdict": verdict,
-                     "judge": judge if claim in (1, 5, 6, 7, 8) else g["judge"].iloc[0], "detail": detail})
+                     "judge": judge if claim in ATTACK_CLAIMS else g["judge"].iloc[0],
+                     "attack": attack if claim in ATTACK_CLAIMS or claim == 3 else "",
+                     "rules_out": float(g["rules_out"].max()) if "rules_out" in g else np.nan,
+                     "mde": float(g["mde"].max()) if "mde" in g else np.nan, "detail": detail})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from re_analysis.notebook import (prior_sentence, budget_label, budget_sentence, bootstrap_table, difference_sentence, format_interval,
                                   format_number, interval_columns, judges_present, load_table, missing_table,
@@ -73,8 +74,9 @@ def test_bootstrap_table_hand_computed():
     b = bootstrap_table(t, ["hit", "absent"], ["attack", "defense"], n_resamples=500)
     none, re_ = b.iloc[0], b.iloc[1]
     assert (none["hit_mean"], none["hit_ci_low"], none["hit_ci_high"]) == (1.0, 1.0, 1.0)  # no spread, no width
-    assert re_["hit_mean"] == pytest.approx(2 / 5)  # the NaN is left out
-    assert 0 <= re_["hit_ci_low"] < 0.4 < re_["hit_ci_high"] <= 1
+    assert re_["hit_mean"] == pytest.approx((1 / 3 + 1 / 2) / 2)  # the mean of the seed means; the NaN is left out
+    half = stats.t.ppf(0.975, 1) * np.std([1 / 3, 1 / 2], ddof=1) / np.sqrt(2)  # t over the 2 seed means
+    assert (re_["hit_ci_low"], re_["hit_ci_high"]) == pytest.approx((5 / 12 - half, 5 / 12 + half))
     assert np.isnan(re_["absent_mean"]) and re_["n_items"] == 6 and re_["n_seeds"] == 2
     assert with_interval(b, "hit").iloc[0] == "1.00 [1.00, 1.00]"
 

@@ -34,7 +34,7 @@ from ..errors import ReAnalysisError
 from ..metrics._arrays import as_features, as_labels
 from ..metrics.knn import PrivateIndex, faiss_module
 
-__all__ = ["class_separation", "feature_scale", "nearest_other_class"]
+__all__ = ["class_separation", "feature_scale", "nearest_other_class", "heldout_margins"]
 
 
 def _nearest_same_class(f: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -115,3 +115,39 @@ def class_separation(features, labels, silhouette: bool = True, per_point: bool 
                           "silhouette": float(sil[y == c].mean())} for c in classes}
     return {"margin": float(margin.mean()), "nn_purity": float(purity.mean()), "silhouette": float(np.mean(sil)),
             "per_class": per_class, "n_points": int(len(f)), **({"margins": margin} if per_point else {})}
+
+
+def heldout_margins(train_features, train_labels, test_features, test_labels) -> np.ndarray:
+    """The margin of each HELD-OUT point against the training points: ``(d_other - d_same) /
+    (d_other + d_same)`` with ``d_same`` its distance to the nearest training point of its
+    class and ``d_other`` to the nearest of another class (Euclidean, faiss). On test
+    features the margin says whether the classes stay apart for images the model did not
+    memorise (any trained model separates its training points).
+
+    Example:
+        >>> import numpy as np
+        >>> tr = np.array([[0.], [1.], [10.], [11.]], "float32")
+        >>> heldout_margins(tr, [0, 0, 1, 1], np.array([[2.], [9.]], "float32"), [0, 1]).round(3).tolist()
+        [0.778, 0.778]
+    """
+    f = as_features(train_features, "train features")
+    y = as_labels(train_labels, len(f), "train labels")
+    q = as_features(test_features, "test features")
+    yq = as_labels(test_labels, len(q), "test labels")
+    if q.shape[1] != f.shape[1]:
+        raise ReAnalysisError(f"test features have {q.shape[1]} dimensions, training features {f.shape[1]}")
+    missing = sorted(set(np.unique(yq).tolist()) - set(np.unique(y).tolist()))
+    if missing or len(np.unique(y)) < 2:
+        raise ReAnalysisError(f"held-out margins need training features of every test class and of at least two "
+                              f"classes; missing: {missing}")
+    faiss = faiss_module()
+    d_same, d_other = np.empty(len(q)), np.empty(len(q))
+    for c in np.unique(yq):
+        mine = np.flatnonzero(yq == c)
+        for target, rows in ((d_same, np.flatnonzero(y == c)), (d_other, np.flatnonzero(y != c))):
+            index = faiss.IndexFlatL2(f.shape[1])
+            index.add(f[rows])
+            d, _ = index.search(q[mine], 1)
+            target[mine] = np.sqrt(np.maximum(d[:, 0], 0))
+    total = d_same + d_other
+    return np.where(total > 0, (d_other - d_same) / np.where(total > 0, total, 1), 0.0)
