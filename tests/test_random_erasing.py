@@ -158,10 +158,38 @@ def test_area_sweep_and_fixed_properties():
 
 
 def test_every_ablation_is_a_registered_name_usable_in_compositions():
-    ablations = {"re-partial-p0.5", "re-fixed-center", "re-fixed-corner", "re-fixed-edge",
+    ablations = {"re-partial-p0.5", "re-partial-boxes", "re-fixed-center", "re-fixed-corner", "re-fixed-edge",
                  "re-area0.2", "re-area0.4", "re-area0.6", "re-area0.8"}
     assert ablations <= set(list_defenses())
     d = create_defense("re-fixed-corner+nls", alpha=-0.1)
     assert d.params["re-fixed-corner.location"] == "corner" and d.params["nls.alpha"] == -0.1
     assert eraser_of("re-fixed-corner+nls", {"alpha": -0.1}).location == "corner"
     assert eraser_of("re-area0.8").scale == (0.1, 0.8) and eraser_of("nls") is None
+
+
+def test_partial_erasure_control_erases_every_image_with_the_p05_boxes():
+    boxes, partial = create_defense("re-partial-boxes").params, create_defense("re-partial-p0.5").params
+    assert boxes["scale"] == partial["scale"] == [0.2, 0.8] and boxes["p"] == 1.0 and partial["p"] == 0.5
+    assert {k: v for k, v in boxes.items() if k != "p"} == {k: v for k, v in partial.items() if k != "p"}
+    assert (erased_fraction("re-partial-boxes", 4000) > 0).all()
+
+
+def test_random_erasing_records_how_much_ink_a_box_hides_each_epoch():
+    """Centred 'glyphs' (a bright 10 x 10 square on black): a corner box hides mostly background,
+    a centre box mostly ink; the counts restart every epoch."""
+    x = torch.full((2000, 1, 28, 28), -1.0)
+    x[:, :, 9:19, 9:19] = 1.0
+    shares = {}
+    for name in ("re-fixed-corner", "re-fixed-center", "random-erasing"):
+        d = create_defense(name)
+        for epoch in range(2):
+            d.transform_batch(x[:1000], None, torch.Generator().manual_seed(epoch))
+            d.transform_batch(x[1000:], None, torch.Generator().manual_seed(10 + epoch))
+            shares[name, epoch] = d.epoch_stats()
+        assert d.epoch_stats() == {}  # nothing seen since the last epoch
+    corner, centre = shares["re-fixed-corner", 1], shares["re-fixed-center", 1]
+    assert corner["foreground_erased_share"] < 0.4 < 0.9 < centre["foreground_erased_share"]
+    assert corner["erased_foreground_share"] < 0.2 < 0.4 < centre["erased_foreground_share"]
+    # the box is where the ink is: every centre box (at least 9 x 9 px of 28) lies inside or covers the square
+    assert 0 < shares["random-erasing", 0]["foreground_erased_share"] < centre["foreground_erased_share"]
+    assert shares["random-erasing", 0] != shares["random-erasing", 1]  # a fresh count per epoch

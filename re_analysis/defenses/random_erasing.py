@@ -248,7 +248,8 @@ class RandomErasingDefense(Defense):
         out, mask = self.eraser.erase(x, generator)
         with torch.no_grad():  # what the boxes hide: ink or background (Random Location's confound)
             fg = foreground(x)
-            self.counts = getattr(self, "counts", torch.zeros(3, dtype=torch.float64))
+            if getattr(self, "counts", None) is None:  # reset by epoch_stats
+                self.counts = torch.zeros(3, dtype=torch.float64)
             self.counts += torch.stack([(mask & fg).sum(), mask.sum(), fg.sum()]).double().cpu()
         return out
 
