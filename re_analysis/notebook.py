@@ -492,9 +492,11 @@ def study_sentence(results: pd.DataFrame, preset: str | None = None) -> str:
         per_pair = results.groupby(["attack", "defense"])["n_reconstructions"].sum() if len(n) else pd.Series(dtype=int)
         text += (f"; {k.min() if k.min() == k.max() else f'{k.min()}-{k.max()}'} classes attacked per seed"
                  + (f", {int(per_pair.min())} reconstructions per attack and defense over all seeds" if len(per_pair) else ""))
-    text += (". Every interval is a 95% hierarchical bootstrap (seeds, then items within each seed); with one seed "
-             "it covers only the spread of the items, not of training." if len(seeds) == 1 else
-             ". Every interval is a 95% hierarchical bootstrap (seeds, then items within each seed).")
+    text += (". Every interval is 95%, with the attacked identity as the unit (restarts of one identity averaged "
+             "first); with one seed it is a t-interval over identities and covers only their spread, not that of "
+             "training." if len(seeds) == 1 else
+             ". Every interval is 95%, with the attacked identity as the unit (restarts of one identity averaged "
+             "first): a t-interval over the per-seed means.")
     return text
 
 

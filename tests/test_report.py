@@ -1,0 +1,69 @@
+"""The conclusions chapter's functions, on verdict tables with a known answer."""
+
+import numpy as np
+import pandas as pd
+
+from re_analysis.report import (claim_by_judge, conclusion_caveats, inconclusive_reasons, judge_ceiling_table,
+                                verdict_effect, verdict_overview)
+from re_analysis.verdicts import Roles, claim_verdicts, summarize_verdicts
+
+
+def hits(defense, rate, seed_rates=None, ids=30, rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for s in (0, 1, 2):
+        p = rate + (seed_rates[s] if seed_rates else 0)
+        rows.append(pd.DataFrame({"dataset": "glyphs", "defense": defense, "attack": "gmi", "seed": s,
+                                  "index": np.arange(ids), "label": np.arange(ids),
+                                  "eval_hit": (rng.random(ids) < p).astype(int),
+                                  "pixel_hit": (rng.random(ids) < 0.05).astype(int), "target_hit": 1}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def tables():
+    j = pd.concat([hits("none", 0.7, rng_seed=1), hits("random-erasing", 0.2, rng_seed=2),
+                   hits("bido", 0.6, (0.1, -0.1, 0.0), rng_seed=3)])
+    v = claim_verdicts(j, roles=Roles(baselines=["bido"]))
+    return v, summarize_verdicts(v, attack="gmi")
+
+
+def test_verdict_effect_says_what_is_found_or_ruled_out():
+    assert verdict_effect({"claim": 1, "verdict": "supported", "estimate": -0.12, "ci_low": -0.2,
+                           "ci_high": -0.04}) == "-12.0 [-20.0, -4.0] points"
+    assert verdict_effect({"claim": 1, "verdict": "inconclusive", "estimate": 0.01, "ci_low": -0.03,
+                           "ci_high": 0.05, "rules_out": 0.05}) == "no effect larger than 5.0 points (+1.0 [-3.0, +5.0])"
+    assert verdict_effect({"claim": 1, "verdict": "inconclusive", "estimate": np.nan}) == "no interval"
+
+
+def test_overview_lists_every_claim_with_its_verdict_and_the_designs_power():
+    v, s = tables()
+    o = verdict_overview(s, v)
+    assert len(o) == 8 and o["claim"].str.startswith("1.").iloc[0]
+    one = o.iloc[0]
+    assert one["verdict"] == "supported" and "random-erasing vs none" in one["effect found or ruled out [95% CI]"]
+    assert one["design detects (80% power)"].endswith("points") and one["judged by"] == "open-set evaluation model, gmi"
+    untested = o[o["verdict"] == "not tested"]
+    assert len(untested) == 6 and untested["effect found or ruled out [95% CI]"].str.startswith("this study lacks").all()
+
+
+def test_inconclusive_reasons_and_claim_by_judge():
+    v, s = tables()
+    text = inconclusive_reasons(s, v)
+    assert "Claim 7" in text and "no effect larger than" in text
+    c1 = claim_by_judge(v, 1)
+    assert list(c1["judge"]) == ["open-set evaluation model", "pixel nearest neighbours"]
+    assert c1["verdict"].iloc[0] == "supported" and c1["difference, points [95% CI]"].iloc[0].endswith("points")
+    assert claim_by_judge(v, 6).empty
+
+
+def test_ceilings_and_caveats_come_from_the_tables():
+    summary = pd.DataFrame({"dataset": ["glyphs"] * 2, "defense": ["none", "random-erasing"], "attack": ["gmi"] * 2,
+                            "natural_accuracy_mean": [0.85, 0.75], "attack_accuracy_top1_mean": [0.35, 0.2],
+                            "chance_accuracy_top1_mean": [0.05, 0.04], "ceiling_eval_hit_mean": [0.7, 0.7]})
+    t = judge_ceiling_table(summary)
+    assert t.to_dict("records") == [{"judge": "open-set evaluation model", "attack": "gmi", "ceiling": 0.7,
+                                     "attack accuracy (none)": 0.35, "chance": 0.05, "share of the ceiling": 0.5}]
+    results = pd.DataFrame({"dataset": ["glyphs"] * 2, "seed": [0, 0], "ceiling_eval_hit": [0.7, 0.7]})
+    text = conclusion_caveats(results, summary)
+    assert "0.85 natural accuracy" in text and "accept 0.70 (open-set evaluation model)" in text
+    assert "fewer than 3 seeds no claim gets a verdict" in text
