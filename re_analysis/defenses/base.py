@@ -125,8 +125,25 @@ def official_weight(defense: type | Defense, param: str, splits) -> tuple[float,
 
 
 def register_defense(name: str, description: str = ""):
-    """Register a :class:`Defense` subclass (or factory) under ``name``."""
-    return DEFENSES.register(name, description)
+    """Register a :class:`Defense` subclass (or factory) under ``name`` (timm style); a class
+    gets ``name`` as its ``name`` attribute, which compositions and run records use.
+
+    Example:
+        >>> @register_defense("my-defense", "an example")
+        ... class Mine(Defense):
+        ...     pass
+        >>> Mine.name, create_defense("random-erasing+my-defense").members[1].name
+        ('my-defense', 'my-defense')
+        >>> _ = DEFENSES._items.pop("my-defense")
+    """
+    register = DEFENSES.register(name, description)
+
+    def deco(obj):
+        if isinstance(obj, type):
+            obj.name = name
+        return register(obj)
+
+    return deco
 
 
 def list_defenses() -> list[str]:
@@ -162,7 +179,6 @@ def create_defense(name: str, **params: Any) -> Defense:
 class NoDefense(Defense):
     """No defense: plain cross-entropy on standard-augmented inputs (MIDRE/PPA's No Defense)."""
 
-    name = "none"
     paper = "No defense (the MIDRE/PPA training recipe: standard augmentation, cross-entropy)"
     code = "https://github.com/ngoc-nguyen-0/MIDRE_TMLR"
     deviations = (
@@ -183,7 +199,6 @@ class NoAugmentation(Defense):
     added. As a member of a composition (``random-erasing+none-noaug``) it switches the
     standard augmentation off for the whole composition."""
 
-    name = "none-noaug"
     paper = "Ablation of the standard augmentation (not a published defense)"
     code = "https://github.com/ngoc-nguyen-0/MIDRE_TMLR (its No Defense recipe, minus the augmentation)"
     standard_augmentation = False

@@ -231,7 +231,6 @@ class BiDODefense(Defense):
 class BiDOHSICDefense(BiDODefense):
     """BiDO-HSIC: the normalised-HSIC estimator ``hsic_normalized_cca`` (KDD 2022)."""
 
-    name = "bido"
     measure = "hsic"
 
 
@@ -239,7 +238,6 @@ class BiDOHSICDefense(BiDODefense):
 class BiDOCOCODefense(BiDODefense):
     """BiDO-COCO: the constrained-covariance estimator ``coco_normalized_cca`` (KDD 2022)."""
 
-    name = "bido-coco"
     measure = "coco"
     paper_weights = {"lambda_x": {"mnist": 1.0}, "lambda_y": {"mnist": 50.0}}  # Defend_MI README (KED-MI, MNIST)
     deviations = BiDODefense.deviations + (

@@ -34,7 +34,6 @@ from .base import Defense, register_defense
 class DPSGDDefense(Defense):
     """Differentially private training with Opacus; ``metrics.json`` gets ``epsilon`` and ``delta``."""
 
-    name = "dp-sgd"
     paper = "Abadi et al., Deep Learning with Differential Privacy, CCS 2016"
     code = "https://github.com/pytorch/opacus"
     deviations = (

@@ -80,7 +80,6 @@ def kl_to_standard_normal(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
 class MIDDefense(Defense):
     """Mutual-information regularisation through a variational bottleneck (AAAI 2021)."""
 
-    name = "mid"
     paper = ("Wang et al., Improving Robustness to Model Inversion Attacks via Mutual Information "
              "Regularization, AAAI 2021")
     code = "https://github.com/Jiachen-T-Wang/mi-defense"

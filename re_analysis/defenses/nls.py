@@ -43,7 +43,6 @@ def nls_factor(epoch: int, epochs: int, alpha: float, start: float = 0.5, full: 
 class NLSDefense(Defense):
     """Negative label smoothing with its warm-up schedule (ICLR 2024)."""
 
-    name = "nls"
     paper = ("Struppek et al., Be Careful What You Smooth For: Label Smoothing Can Be a Privacy Shield but Also "
              "a Catalyst for Model Inversion Attacks, ICLR 2024")
     code = "https://github.com/LukasStruppek/Plug-and-Play-Attacks"

@@ -230,7 +230,6 @@ class RandomErasingDefense(Defense):
     normalised space). Erasing comes after the standard augmentation and ``Normalize``.
     """
 
-    name = "random-erasing"
     paper = ("Tran, Nguyen et al., Random Erasing vs. Model Inversion: A Promising Defense or a False Hope?, "
              "TMLR 2025")
     code = "https://github.com/ngoc-nguyen-0/MIDRE_TMLR"

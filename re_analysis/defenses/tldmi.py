@@ -80,7 +80,6 @@ def split_frozen(model: nn.Module, freeze_layers: int | None) -> tuple[list[nn.P
 class TLDMIDefense(Defense):
     """Transfer-learning defense (CVPR 2024): public pre-training, frozen early layers."""
 
-    name = "tl-dmi"
     paper = "Ho et al., Model Inversion Robustness: Can Transfer Learning Help?, CVPR 2024"
     code = "https://github.com/hosytuyen/TL-DMI"
     deviations = (

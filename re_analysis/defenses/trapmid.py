@@ -56,7 +56,6 @@ def balanced_labels(n: int, num_classes: int, device=None) -> torch.Tensor:
 class TrapMIDDefense(Defense):
     """Trapdoor-based model inversion defense (NeurIPS 2024)."""
 
-    name = "trap-mid"
     paper = "Liu et al., Trap-MID: Trapdoor-based Defense against Model Inversion Attacks, NeurIPS 2024"
     code = "https://github.com/JackywithaWhiteDog/Trap-MID"
     deviations = (

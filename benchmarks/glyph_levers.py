@@ -1,0 +1,122 @@
+"""What makes the book's primary attack leak on glyphs, per CPU-second (issue "a book that decides").
+
+Each lever is a variant of a preset (default ``quick``) run inside an existing study folder,
+so the prior, the judges and every finished target or attack are reused (content-addressed):
+the undefended target of each seed given, attacked on ``--identities`` identities with one
+restart each (the identity is the unit), judged by the study's judges, with its chance rate
+from 200 unoptimised prior samples per identity. Prints, per lever: the target's natural
+accuracy, the open-set top-1 with its interval over identities (one seed) or seeds, the chance
+rate with its own interval, accuracy / chance, the judge's ceiling, and the seconds spent
+(target + attack) against the baseline lever measured in the same run.
+
+    python benchmarks/glyph_levers.py runs/quick [--preset quick] [--seeds 0] [--identities 40] [--only base,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from re_analysis.metrics import clustered_interval
+from re_analysis.study import (StudyPaths, attack_evaluate, load_preset, robust_judge_dir, train_eval_model,
+                               train_target)
+
+# name -> (what changes, preset overrides applied on top of the preset)
+LEVERS = {
+    "base": ("the preset's target and GMI at its budget", {}),
+    "epochs40": ("target trained 40 epochs instead of 20", {"train": {"epochs": 40}}),
+    "cnn28": ("wider target (cnn28: 32/64 channels)", {"train": {"arch": "cnn28"}}),
+    "cnn28-epochs40": ("wider target, 40 epochs", {"train": {"arch": "cnn28", "epochs": 40}}),
+    "gmi-x2": ("GMI at twice its iterations (3,000)", {"attacks": {"gmi": {"iterations": 3000}}}),
+    "lomma-gmi": ("LOMMA-GMI at its budget (3 students, 20 epochs, 2,400 iterations)",
+                  {"attacks": {"gmi": None, "lomma-gmi": {}}}),
+}
+
+
+def variant(preset: dict, overrides: dict, identities: int) -> dict:
+    p = copy.deepcopy(preset)
+    for key, value in overrides.items():
+        if key == "attacks":
+            for name, params in value.items():
+                if params is None:
+                    p["attacks"].pop(name, None)
+                else:
+                    p["attacks"][name] = params
+        else:
+            p[key] = {**p[key], **value}
+    p["classes"], p["per_class"] = identities, 1
+    return p
+
+
+def interval(values: pd.Series, seeds: pd.Series, labels: pd.Series) -> tuple[float, float, float]:
+    out = clustered_interval(values.to_numpy(float), seeds.to_numpy(), labels.to_numpy())
+    return out["estimate"], out["ci_low"], out["ci_high"]
+
+
+def run_lever(name: str, preset: dict, paths: StudyPaths, seeds: list[int]) -> dict:
+    t0 = time.perf_counter()
+    judged, chance, rows = [], [], []
+    for seed in seeds:
+        t = train_target(preset, paths, "none", seed, progress=False)
+        for attack in preset["attacks"]:
+            m = attack_evaluate(preset, paths, "none", attack, seed, progress=False)
+            out = paths.root / m["attack_dir"]
+            judged.append(pd.read_csv(out / "judgements.csv").assign(seed=seed))
+            chance.append(pd.read_csv(out / "chance_judgements.csv").assign(seed=seed))
+            info = json.loads((out / "attack.json").read_text())
+            rows.append({"natural": t.metrics["natural_accuracy"], "attack": attack, "seconds":
+                         t.metrics.get("train_seconds_this_call", 0) + info["seconds"],
+                         "ceiling": m.get("ceiling_eval_hit"), "target_accepts": m.get("target_accuracy_on_reconstructions")})
+    j, c = pd.concat(judged), pd.concat(chance)
+    acc = interval(j["eval_hit"], j["seed"], j["label"])
+    ch = interval(c["eval_hit"], c["seed"], c["label"])
+    r = pd.DataFrame(rows)
+    return {"lever": name, "natural": r["natural"].mean(), "top1": acc[0], "top1_lo": acc[1], "top1_hi": acc[2],
+            "chance": ch[0], "chance_lo": ch[1], "chance_hi": ch[2], "ratio": acc[0] / ch[0] if ch[0] > 0 else np.inf,
+            "apart": acc[1] > ch[2], "ceiling": r["ceiling"].mean(), "target_accepts": r["target_accepts"].mean(),
+            "closed": j["eval_hit_closed"].mean(), "robust": j["robust_hit"].mean() if "robust_hit" in j else np.nan,
+            "step_seconds": r["seconds"].sum(), "wall_seconds": time.perf_counter() - t0}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", help="an existing study folder whose prior and judges are reused")
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--identities", type=int, default=40)
+    ap.add_argument("--only", default=",".join(LEVERS))
+    ap.add_argument("--out", default=None, help="CSV to write the table to")
+    args = ap.parse_args(argv)
+    base = load_preset(args.preset)
+    paths = StudyPaths(Path(args.study).resolve())
+    train_eval_model(base, paths, progress=False)
+    if robust_judge_dir(base, paths) is not None:
+        train_eval_model(base, paths, progress=False, robust=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for name in args.only.split(","):
+        what, overrides = LEVERS[name]
+        rows.append(run_lever(name, variant(base, overrides, args.identities), paths, seeds))
+        row = rows[-1]
+        print(f"{name:16s} ({what}): natural {row['natural']:.3f}, open-set top-1 {row['top1']:.3f} "
+              f"[{row['top1_lo']:.3f}, {row['top1_hi']:.3f}], chance {row['chance']:.3f} "
+              f"[{row['chance_lo']:.3f}, {row['chance_hi']:.3f}], {row['ratio']:.1f}x, {row['step_seconds']:.0f} s",
+              flush=True)
+    table = pd.DataFrame(rows)
+    if "base" in set(table["lever"]):
+        b = table.set_index("lever").loc["base"]
+        table["top1_vs_base"] = table["top1"] / b["top1"]
+        table["seconds_vs_base"] = table["step_seconds"] / b["step_seconds"]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.out:
+        table.to_csv(args.out, index=False)
+
+
+if __name__ == "__main__":
+    main()
