@@ -90,20 +90,55 @@ JUDGE_CHANCE = {"eval_hit": "chance_accuracy_top1", "eval_hit_closed": "chance_a
 
 
 def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
-    """A preset by name (``smoke``, ``quick``, ...) or YAML path, validated, with overrides applied."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        text = path.read_text()
-    elif str(name_or_path) in list_presets():
-        text = resources.files("re_analysis.presets").joinpath(f"{name_or_path}.yaml").read_text()
-    else:
-        raise ReAnalysisError(f"unknown preset {str(name_or_path)!r}; choose one of {', '.join(list_presets())} "
-                              "or pass the path of a YAML file")
-    preset = yaml.safe_load(text)
+    """A preset by name (``smoke``, ``quick``, ...) or YAML path, validated, with overrides applied.
+
+    A preset may start from another with ``base: NAME_OR_PATH`` (a relative path is read
+    from the preset's folder): its keys are merged over the base's, mappings key by key
+    (``train: {epochs: 40}`` keeps the base's ``arch``), lists and scalars replaced.
+    """
+    preset = read_preset(name_or_path)
     for k, v in overrides.items():
         if v is not None:
             preset[k] = v
     return validate_preset(preset)
+
+
+def read_preset(name_or_path: str | Path, _seen: tuple = ()) -> dict[str, Any]:
+    """The raw mapping of a preset, with its ``base`` chain merged in (see :func:`load_preset`)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text, where = path.read_text(), path.resolve()
+    elif str(name_or_path) in list_presets():
+        text, where = resources.files("re_analysis.presets").joinpath(f"{name_or_path}.yaml").read_text(), None
+    else:
+        raise ReAnalysisError(f"unknown preset {str(name_or_path)!r}; choose one of {', '.join(list_presets())} "
+                              "or pass the path of a YAML file")
+    preset = yaml.safe_load(text)
+    if not isinstance(preset, dict):
+        raise ReAnalysisError(f"preset {str(name_or_path)!r} is not a YAML mapping of settings")
+    base = preset.pop("base", None)
+    if base is None:
+        return preset
+    key = str(where or name_or_path)
+    if key in _seen:
+        raise ReAnalysisError(f"preset {str(name_or_path)!r} is its own base (through {' -> '.join(_seen)}); "
+                              "break the cycle of `base:` entries")
+    if where is not None and not Path(str(base)).is_absolute() and str(base).endswith((".yaml", ".yml")):
+        base = where.parent / str(base)
+    return deep_merge(read_preset(base, _seen + (key,)), preset)
+
+
+def deep_merge(base: dict, child: dict) -> dict:
+    """``child`` over ``base``: mappings merged key by key, anything else replaced.
+
+    Example:
+        >>> deep_merge({"train": {"arch": "cnn28s", "epochs": 20}, "seeds": [0, 1]}, {"train": {"epochs": 40}, "seeds": [5]})
+        {'train': {'arch': 'cnn28s', 'epochs': 40}, 'seeds': [5]}
+    """
+    out = copy.deepcopy(base)
+    for k, v in child.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
 
 
 DEFENSE_SPEC_KEYS = {"defense", "params", "train"}

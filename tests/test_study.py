@@ -58,6 +58,22 @@ def test_bad_presets(change, message):
         load_preset("smoke", **change)
 
 
+def test_presets_inherit_from_a_base(tmp_path):
+    (tmp_path / "parent.yaml").write_text("base: quick\nname: parent\ntrain: {epochs: 40}\nseeds: [7]\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nname: child\nclasses: 20\n")
+    p = load_preset(tmp_path / "child.yaml")
+    q = load_preset("quick")
+    assert p["train"] == {**q["train"], "epochs": 40}  # mappings merge key by key
+    assert p["seeds"] == [7] and p["classes"] == 20 and p["name"] == "child"  # the nearest setting wins
+    assert p["defenses"] == q["defenses"] and p["pairs"] == q["pairs"]
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\nname: loop\n")
+    with pytest.raises(ReAnalysisError, match="is its own base"):
+        load_preset(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: nowhere\n")
+    with pytest.raises(ReAnalysisError, match="unknown preset 'nowhere'"):
+        load_preset(tmp_path / "orphan.yaml")
+
+
 def test_unknown_preset_name():
     with pytest.raises(ReAnalysisError, match="unknown preset 'quik'"):
         load_preset("quik")
