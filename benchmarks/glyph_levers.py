@@ -36,6 +36,9 @@ LEVERS = {
     "gmi-x2": ("GMI at twice its iterations (3,000)", {"attacks": {"gmi": {"iterations": 3000}}}),
     "lomma-gmi": ("LOMMA-GMI at its budget (3 students, 20 epochs, 2,400 iterations)",
                   {"attacks": {"gmi": None, "lomma-gmi": {}}}),
+    "judge30": ("the open-set judge trained 30 epochs instead of 10", {"eval_model": {"epochs": 30}}),
+    "judge-preresnet20": ("a deeper open-set judge (preresnet20), 30 epochs",
+                          {"eval_model": {"arch": "preresnet20", "epochs": 30}}),
 }
 
 
@@ -61,6 +64,9 @@ def interval(values: pd.Series, seeds: pd.Series, labels: pd.Series) -> tuple[fl
 
 def run_lever(name: str, preset: dict, paths: StudyPaths, seeds: list[int]) -> dict:
     t0 = time.perf_counter()
+    judge = train_eval_model(preset, paths, progress=False)  # cached unless the lever changes a judge
+    if robust_judge_dir(preset, paths) is not None:
+        train_eval_model(preset, paths, progress=False, robust=True)
     judged, chance, rows = [], [], []
     for seed in seeds:
         t = train_target(preset, paths, "none", seed, progress=False)
@@ -81,6 +87,7 @@ def run_lever(name: str, preset: dict, paths: StudyPaths, seeds: list[int]) -> d
             "chance": ch[0], "chance_lo": ch[1], "chance_hi": ch[2], "ratio": acc[0] / ch[0] if ch[0] > 0 else np.inf,
             "apart": acc[1] > ch[2], "ceiling": r["ceiling"].mean(), "target_accepts": r["target_accepts"].mean(),
             "closed": j["eval_hit_closed"].mean(), "robust": j["robust_hit"].mean() if "robust_hit" in j else np.nan,
+            "judge_accuracy": judge.metrics["natural_accuracy"],
             "step_seconds": r["seconds"].sum(), "wall_seconds": time.perf_counter() - t0}
 
 

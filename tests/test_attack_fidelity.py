@@ -131,21 +131,26 @@ def test_brep_mi_keeps_every_point_in_its_class_and_never_shrinks_the_radius(tar
     assert torch.equal(res.latents[~grew], start[~grew])
 
 
+class HalfSpace(nn.Module):
+    """A classifier of 3-d 'images': class 1 is the half-space z_0 > 0."""
+
+    num_classes = 2
+
+    def forward(self, x):
+        return torch.stack([-x[:, 0], x[:, 0]], 1)
+
+
+class Identity(nn.Module):
+    """A 'generator' that returns its latent: the sphere geometry is checked in z itself."""
+
+    channels = 1
+
+    def forward(self, z):
+        return z
+
+
 def test_brep_mi_growth_rule_step_cap_and_rejection_on_a_half_space():
     """Hand-checkable geometry: class 1 is the half-space z_0 > 0 of a 3-d latent space."""
-
-    class HalfSpace(nn.Module):
-        num_classes = 2
-
-        def forward(self, x):
-            return torch.stack([-x[:, 0], x[:, 0]], 1)
-
-    class Identity(nn.Module):
-        channels = 1
-
-        def forward(self, z):
-            return z
-
     fake_prior = type("P", (), {"generator": Identity(), "z_dim": 3})()
     attack = BREPMI(iterations=5, sphere_points=8)
     labels = torch.tensor([1])
@@ -590,18 +595,6 @@ def test_ppa_keeps_the_official_quarter_and_the_most_confident_candidates():
 
 
 def test_brep_mi_repels_from_outside_points_and_counts_only_accepted_steps(monkeypatch):
-    class HalfSpace(nn.Module):  # class 1 is z_0 > 0
-        num_classes = 2
-
-        def forward(self, x):
-            return torch.stack([-x[:, 0], x[:, 0]], 1)
-
-    class Identity(nn.Module):
-        channels = 1
-
-        def forward(self, z):
-            return z
-
     prior = type("P", (), {"generator": Identity(), "z_dim": 3})()
     oracle, labels = LabelOnlyTarget(HalfSpace()), torch.tensor([1])
 
