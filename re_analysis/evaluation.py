@@ -447,6 +447,32 @@ def erasing_for(target_dir: str | Path) -> RandomErasing:
     return eraser_of(cfg.get("defense", "none"), cfg.get("defense_params", {})) or RandomErasing()
 
 
+def collapsed(features: np.ndarray) -> bool:
+    """Whether every feature vector is the same (a target whose training died: its ReLUs
+    output zero for every image), so there is no feature space to measure distances in."""
+    return bool(len(features) == 0 or np.ptp(features, axis=0).max() == 0)
+
+
+def collapsed_gap(res, target_dir, attack_run, out_dir, f_priv, labels, t0) -> dict:
+    """The gap record of a target whose features collapsed: every statistic NaN, with the reason."""
+    nan = float("nan")
+    note = ("the target's penultimate features are identical for every private image (its training collapsed): "
+            "there is no feature space to measure the gap in")
+    gap = {k: nan for k in ("mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized",
+                            "mean_dist_erased_normalized", "fraction_nearer_erased", "coverage_private",
+                            "separation_margin", "separation_nn_purity", "separation_silhouette")}
+    gap.update({"per_class": {}, "note": note, "target": str(target_dir), "attack_run": str(attack_run),
+                "target_defense": res.info.get("target_defense"), "attack": res.info["attack"],
+                "feature_space": "target-model penultimate features", "n_private": int(len(f_priv)),
+                "seconds": round(time.perf_counter() - t0, 3)})
+    if out_dir is not None:
+        rows = pd.DataFrame({"index": np.arange(len(labels)), "label": labels, "d_private": nan, "d_erased": nan,
+                             "nearer_erased": nan})
+        atomic_write_text(Path(out_dir) / "gap_samples.csv", rows.to_csv(index=False))
+        atomic_write_json(Path(out_dir) / "gap.json", gap)
+    return gap
+
+
 def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | Path | None = None,
                 seed: int = 0, max_private_per_class: int = 200, device: str = "cpu",
                 embed: bool = True) -> dict[str, Any]:
@@ -477,6 +503,8 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     f_re = extract_features(model, erased).numpy()
     f_rec = extract_features(model, res.images.float()).numpy()
     y_np, yr = y.numpy(), res.labels.numpy()
+    if collapsed(f_priv):
+        return collapsed_gap(res, target_dir, attack_run, out_dir, f_priv, yr, t0)
     gap = feature_gap(f_priv, y_np, f_re, y_np, f_rec, yr, per_sample=True)
     samples = gap.pop("samples")
     recon_rows = pd.DataFrame({"index": np.arange(len(yr)), "label": yr, **samples})

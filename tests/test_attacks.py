@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import numpy as np
 import torch
 
 from re_analysis import ReAnalysisError
@@ -213,3 +214,17 @@ def test_analyze_writes_gap_and_figure_on_embedded_data(attacked, trained, tmp_p
         import numpy as np
         assert len(np.unique(np.asarray(im.convert("L")))) > 20  # a drawn figure, not a blank canvas
     assert json.loads(proc.stdout)["mean_dist_private"] == gap["mean_dist_private"]
+
+
+def test_analyze_records_a_collapsed_target_instead_of_failing(attacked, trained, tmp_path, monkeypatch):
+    """A target whose training died (every feature zero: seen with every glyph erased at 20-80%
+    of its area) has no feature space; its gap is recorded as NaN with the reason."""
+    import pandas as pd
+
+    from re_analysis import evaluation
+
+    monkeypatch.setattr(evaluation, "extract_features", lambda model, x, **kw: torch.zeros(len(x), 8))
+    gap = evaluation.analyze_gap(trained["none"], attacked["gmi"], tmp_path)
+    assert np.isnan(gap["fraction_nearer_erased"]) and "collapsed" in gap["note"]
+    rows = pd.read_csv(tmp_path / "gap_samples.csv")
+    assert len(rows) == 15 and rows["nearer_erased"].isna().all() and set(rows["label"]) == {0, 1, 2, 3, 4}
