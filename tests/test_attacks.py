@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from re_analysis import ReAnalysisError
