@@ -67,3 +67,33 @@ def test_ceilings_and_caveats_come_from_the_tables():
     text = conclusion_caveats(results, summary)
     assert "0.85 natural accuracy" in text and "accept 0.70 (open-set evaluation model)" in text
     assert "fewer than 3 seeds no claim gets a verdict" in text
+
+
+def test_ablation_table_reads_the_verdicts_and_shows_the_ink_each_box_hid():
+    from re_analysis.report.ablations import ablation_figure, ablation_groups, ablation_sentences, ablation_table
+    from re_analysis.study import summarize
+
+    labels = ["none", "random-erasing", "re-partial-p0.5", "re-partial-boxes", "re-fixed-corner"]
+    rates = {"none": 0.7, "random-erasing": 0.2, "re-partial-p0.5": 0.6, "re-partial-boxes": 0.2,
+             "re-fixed-corner": 0.6}
+    j = pd.concat([hits(d, rates[d], rng_seed=i) for i, d in enumerate(labels)])
+    nat = pd.concat([pd.DataFrame({"dataset": "glyphs", "defense": d, "seed": s, "index": np.arange(200),
+                                   "correct": (np.random.default_rng(s).random(200) < 0.8).astype(int)})
+                     for d in labels for s in (0, 1, 2)])
+    v = claim_verdicts(j, natural=nat)
+    results = pd.DataFrame([{"dataset": "glyphs", "defense": d, "defense_name": d, "attack": "gmi", "seed": s,
+                             "natural_accuracy": 0.8, "attack_accuracy_top1": rates[d],
+                             "foreground_erased_share": {"re-fixed-corner": 0.27}.get(d, 0.47)}
+                            for d in labels for s in (0, 1, 2)])
+    summary = summarize(results, j, nat)
+    groups = ablation_groups(labels)
+    assert [(g[1], g[2]) for g in groups] == [("re-partial-p0.5", "random-erasing"),
+                                             ("re-partial-p0.5", "re-partial-boxes"),
+                                             ("re-fixed-corner", "random-erasing")]
+    t = ablation_table(results, summary, v)
+    assert list(t["verdict"]) == ["supported", "supported", "supported"]
+    assert list(t["ink erased in training"]) == ["47%", "47%", "27%"]
+    assert t["natural: protected arm − leaking arm"].str.contains(r"\[").all()
+    assert "Claim 5" in ablation_sentences(v) and "re-partial-p0.5 vs re-partial-boxes" in ablation_sentences(v)
+    fig = ablation_figure(summary, labels, ["gmi"])
+    assert len(fig.axes) == 2
