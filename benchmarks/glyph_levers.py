@@ -36,6 +36,8 @@ LEVERS = {
     "gmi-x2": ("GMI at twice its iterations (3,000)", {"attacks": {"gmi": {"iterations": 3000}}}),
     "lomma-gmi": ("LOMMA-GMI at its budget (3 students, 20 epochs, 2,400 iterations)",
                   {"attacks": {"gmi": None, "lomma-gmi": {}}}),
+    "gmi-best5": ("GMI's official protocol: 5 restarts per identity, the one with the highest target logit kept",
+                  {"attacks": {"gmi": {"select": "best"}}, "per_class": 5}),
     "judge30": ("the open-set judge trained 30 epochs instead of 10", {"eval_model": {"epochs": 30}}),
     "judge-preresnet20": ("a deeper open-set judge (preresnet20), 30 epochs",
                           {"eval_model": {"arch": "preresnet20", "epochs": 30}}),
@@ -44,8 +46,11 @@ LEVERS = {
 
 def variant(preset: dict, overrides: dict, identities: int) -> dict:
     p = copy.deepcopy(preset)
+    p["classes"], p["per_class"] = identities, 1
     for key, value in overrides.items():
-        if key == "attacks":
+        if key == "per_class":
+            p["per_class"] = value
+        elif key == "attacks":
             for name, params in value.items():
                 if params is None:
                     p["attacks"].pop(name, None)
@@ -53,7 +58,6 @@ def variant(preset: dict, overrides: dict, identities: int) -> dict:
                     p["attacks"][name] = params
         else:
             p[key] = {**p[key], **value}
-    p["classes"], p["per_class"] = identities, 1
     return p
 
 

@@ -18,6 +18,7 @@ import html
 import numpy as np
 import pandas as pd
 
+from ..notebook import JUDGE_DISPLAY
 from ..verdicts import ATTACK_CLAIMS, CLAIMS, JUDGES, LITTLE_COST, MIN_SEEDS, SEPARATION_MARGIN
 
 # What a study needs for each claim to be tested at all.
@@ -25,8 +26,8 @@ NEEDS = {1: "a `random-erasing` and a `none` target attacked alike", 2: "natural
          3: "gap_samples.csv (per reconstruction)", 4: "separation.csv with held-out (test) features",
          5: "a Partial Erasure ablation (`re-partial-*`)", 6: "a fixed-location ablation (`re-fixed-*`)",
          7: "a baseline defense (MID, BiDO, NLS, ...)", 8: "a `random-erasing+X` target and `X` alone"}
-JUDGE_NAMES = {"eval_hit": "open-set evaluation model", "robust_hit": "robust evaluation model",
-               "pixel_hit": "pixel nearest neighbours", "eval_hit_closed": "closed-set evaluation model"}
+# judge column -> what the book calls it (the display table every chapter reads)
+JUDGE_NAMES = {j: spec[2] for j, spec in JUDGE_DISPLAY.items()}
 UNDERTRAINED = 0.90  # natural accuracy below this: the targets are plainly short of convergence
 
 
@@ -145,11 +146,7 @@ def judge_ceiling_table(summary: pd.DataFrame, attack: str | None = None) -> pd.
     if attack is not None:
         none = none[none["attack"] == attack]
     rows = []
-    acc = {"eval_hit": "attack_accuracy_top1", "eval_hit_closed": "attack_accuracy_top1_closed",
-           "robust_hit": "attack_accuracy_robust", "pixel_hit": "attack_accuracy_pixel"}
-    chance = {"eval_hit": "chance_accuracy_top1", "eval_hit_closed": "chance_accuracy_top1_closed",
-              "robust_hit": "chance_accuracy_robust", "pixel_hit": "chance_accuracy_pixel"}
-    for judge, col in acc.items():
+    for judge, (col, chance_col, _) in JUDGE_DISPLAY.items():
         ceil = f"ceiling_{judge}_mean"
         if ceil not in none or none[ceil].isna().all():
             continue
@@ -157,7 +154,7 @@ def judge_ceiling_table(summary: pd.DataFrame, attack: str | None = None) -> pd.
             c, a = getattr(r, ceil), getattr(r, f"{col}_mean", np.nan)
             rows.append({"judge": JUDGE_NAMES[judge], "attack": r.attack, "ceiling": round(float(c), 3),
                          "attack accuracy (none)": round(float(a), 3),
-                         "chance": round(float(getattr(r, f"{chance[judge]}_mean", np.nan)), 3),
+                         "chance": round(float(getattr(r, f"{chance_col}_mean", np.nan)), 3),
                          "share of the ceiling": round(float(a) / float(c), 2) if _finite(a, c) and c > 0 else np.nan})
     return pd.DataFrame(rows)
 
