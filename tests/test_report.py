@@ -123,3 +123,33 @@ def test_attack_chapter_tables_show_chance_ceiling_and_the_judges_gap():
     assert text.startswith("**gmi, no defense.**") and "pass the closed-set judge only" in text
     assert distribution_table(summary)["KNN distance"].iloc[0] == "101.0 ± 1.0"
     assert accuracy_figure(results, summary) is not None
+
+
+def test_training_chapter_tables_and_curves(tmp_path):
+    import json
+
+    from re_analysis.report.training import judges_table, natural_accuracy, privacy_table, training_curves
+
+    results = pd.DataFrame([{"dataset": "glyphs", "defense": d, "defense_name": d, "defense_params": "",
+                             "attack": "gmi", "seed": s, "natural_accuracy": a, "target_dir": f"t/{d}-{s}",
+                             "attack_dir": f"a/{d}-{s}", "eval_natural_accuracy": 0.67, "eval_arch": "preresnet8",
+                             "epsilon": np.nan}
+                            for d, a in (("none", 0.83), ("bido", 0.84)) for s in (0, 1, 2)])
+    for r in results.itertuples():
+        (tmp_path / r.target_dir).mkdir(parents=True)
+        loss = [2.0, 1.0] if r.defense == "none" else [-50.0, -60.0]  # BiDO's loss is negative
+        (tmp_path / r.target_dir / "metrics.json").write_text(json.dumps(
+            {"history": [{"epoch": e, "loss": v, "train_accuracy": 0.5 + e / 10} for e, v in enumerate(loss)]}))
+    summary = pd.DataFrame({"defense": ["none", "bido"], "natural_accuracy_mean": [0.83, 0.84],
+                            "natural_accuracy_ci_low": [0.8, 0.81], "natural_accuracy_ci_high": [0.86, 0.87],
+                            "n_seeds": [3, 3]})
+    comparisons = pd.DataFrame({"defense": ["bido"], "judge": ["natural accuracy"], "difference": [0.01],
+                                "ci_low": [-0.02], "ci_high": [0.04]})
+    nat, table, text = natural_accuracy(results, summary, comparisons)
+    assert list(table["defense"]) == ["none", "bido"] and table["change vs none [95% CI]"].iloc[1] == "+0.01 [-0.02, +0.04]"
+    assert "No measurable difference from no defense: bido" in text
+    judges, text = judges_table(results, tmp_path)
+    assert judges["accuracy (all identities)"].iloc[0] == "0.67" and "67% of held-out private" in text
+    assert privacy_table(results) is None
+    fig, n = training_curves(results, tmp_path)
+    assert n == 3 and fig.axes[0].get_yscale() == "linear"  # a negative loss cannot go on a log axis
