@@ -153,3 +153,41 @@ def test_training_chapter_tables_and_curves(tmp_path):
     assert privacy_table(results) is None
     fig, n = training_curves(results, tmp_path)
     assert n == 3 and fig.axes[0].get_yscale() == "linear"  # a negative loss cannot go on a log axis
+
+
+def test_feature_and_tradeoff_chapters_read_their_tables():
+    from re_analysis.report.features import claim3_text, claim4_text, gap_table, separation_table
+    from re_analysis.report.tradeoff import drop_interval, judge_comparisons, tradeoff_table
+
+    rng = np.random.default_rng(0)
+    results = pd.DataFrame([{"dataset": "glyphs", "defense": d, "attack": "gmi", "seed": s, "mean_dist_private": 20.0,
+                             "mean_dist_private_normalized": 2.0, "separation_nn_purity": 0.9,
+                             "separation_silhouette": 0.2 + s / 100}
+                            for d in ("none", "random-erasing") for s in (0, 1, 2)])
+    gap = pd.concat([pd.DataFrame({"dataset": "glyphs", "defense": d, "attack": "gmi", "seed": s, "index": np.arange(30),
+                                   "label": np.arange(30) // 3, "d_private": 10.0, "d_erased": 5.0 if d != "none" else 20.0,
+                                   "nearer_erased": (rng.random(30) < (0.8 if d != "none" else 0.2)).astype(float)})
+                     for d in ("none", "random-erasing") for s in (0, 1, 2)])
+    g, table, normalized = gap_table(gap, results)
+    assert normalized and g["private_mean"].tolist() == [1.0, 1.0]  # 10 / (20 / 2): in units of the target's scale
+    assert table["nearer erased, vs none"].iloc[0] == "(baseline)" and "[" in table["nearer erased, vs none"].iloc[1]
+    sep = pd.concat([pd.DataFrame({"dataset": "glyphs", "defense": d, "seed": s, "index": np.arange(20),
+                                   "label": np.arange(20) % 4, "margin": rng.normal(0.3, 0.05, 20), "split": split})
+                     for d in ("none", "random-erasing") for s in (0, 1, 2) for split in ("train", "test")])
+    t = separation_table(sep, results)
+    assert {"margin (training features)", "margin (held-out features)", "silhouette (± sd over seeds)"} <= set(t.columns)
+    j = pd.concat([hits("none", 0.7, rng_seed=1), hits("random-erasing", 0.2, rng_seed=2)])
+    v = claim_verdicts(j.assign(target_hit=1), gap=gap, separation=sep)
+    assert "against none" in claim3_text(v) and "Verdict on the paper's second" in claim4_text(v)
+    assert claim3_text(v[v["claim"] != 3]) is None
+    tradeoff = pd.DataFrame({"dataset": ["glyphs"], "attack": ["gmi"], "defense": ["random-erasing"],
+                             "attack_acc_drop": [50.0], "natural_acc_drop": [10.0], "tradeoff": [5.0]})
+    comparisons = pd.DataFrame({"attack": ["gmi", "(natural accuracy)"], "defense": ["random-erasing"] * 2,
+                                "judge": ["eval_hit", "natural accuracy"], "difference": [-0.5, -0.1],
+                                "ci_low": [-0.6, -0.12], "ci_high": [-0.4, -0.08], "p_value": [0.01, 0.01],
+                                "verdict": ["lower", "lower"]})
+    table, text = tradeoff_table(tradeoff, comparisons)
+    assert table["attack-accuracy drop (points)"].iloc[0] == drop_interval(comparisons.iloc[0]) == "+50.0 [+40.0, +60.0]"
+    assert "is measurable" in text
+    table, text = judge_comparisons(comparisons)
+    assert len(table) == 1 and text.startswith("Under the primary judge, 1 of 1")
