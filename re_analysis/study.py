@@ -141,7 +141,7 @@ def deep_merge(base: dict, child: dict) -> dict:
     return out
 
 
-DEFENSE_SPEC_KEYS = {"defense", "params", "train"}
+DEFENSE_SPEC_KEYS = {"defense", "params", "train", "seeds"}
 # What a defense entry's `train` may change: the recipe, not what the study fixes for every target
 FIXED_TRAIN_KEYS = {"dataset", "root", "image_size", "dataset_params", "defense", "defense_params", "seed", "device",
                     "role", "init_from"}
@@ -199,7 +199,8 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
                 raise ReAnalysisError(f"preset defense {label!r} uses unknown defense {name!r}; "
                                       f"choose from {', '.join(list_defenses())}")
         defenses[label] = {"defense": spec.get("defense", label), "params": dict(spec.get("params") or {}),
-                           "train": training_overrides(f"preset defense {label!r}: train", spec.get("train"))}
+                           "train": training_overrides(f"preset defense {label!r}: train", spec.get("train")),
+                           "seeds": defense_seeds(label, spec.get("seeds"), seeds)}
         if defenses[label]["params"]:  # a misspelt parameter fails here, not when its target trains
             create_defense(defenses[label]["defense"], **defenses[label]["params"])
     attacks = p.get("attacks") or {"gmi": {}}
@@ -253,6 +254,26 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
+def defense_seeds(label: str, given, seeds: list[int]) -> list[int]:
+    """The seeds a defense label runs on: ``given`` (a subset of the preset's ``seeds``, so
+    that depth goes where the power is needed, e.g. more seeds for claim 1's two arms) or
+    every seed. ``none`` runs on every seed: every comparison is paired with it."""
+    if given is None:
+        return list(seeds)
+    if label == "none" and set(given) != set(seeds):
+        raise ReAnalysisError("the 'none' defense runs on every seed of the preset (every comparison pairs with it); "
+                              "drop its `seeds` entry")
+    if not isinstance(given, list) or not given or not set(given) <= set(seeds):
+        raise ReAnalysisError(f"preset defense {label!r}: seeds must be a non-empty list drawn from the preset's "
+                              f"seeds {seeds}, got {given!r}")
+    return [s for s in seeds if s in given]
+
+
+def runs_of(preset: dict[str, Any], label: str, seed: int) -> bool:
+    """Whether the study trains (and attacks) defense ``label`` on ``seed``."""
+    return seed in preset["defenses"][label].get("seeds", preset["seeds"])
+
+
 def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) -> dict[str, Any]:
     """The preset limited to some defense labels / attacks / seeds (a notebook's parameters).
 
@@ -263,6 +284,9 @@ def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) ->
     p = copy.deepcopy(validate_preset({k: v for k, v in preset.items() if k != "pairs"}))
     if seeds is not None:
         p["seeds"] = list(seeds)
+        for spec in p["defenses"].values():  # a label keeps its own seeds among those asked for
+            spec["seeds"] = [s for s in spec["seeds"] if s in p["seeds"]] or list(p["seeds"])
+        p["defenses"]["none"]["seeds"] = list(p["seeds"])
     keep_d = list(dict.fromkeys(["none", *defenses])) if defenses is not None else list(p["defenses"])
     keep_a = list(attacks) if attacks is not None else list(p["attacks"])
     for d in keep_d:
@@ -616,8 +640,8 @@ def study_phases(preset: dict[str, Any], paths: StudyPaths) -> tuple[list[tuple]
     labels = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
     phase1 = [("prior", cfg) for cfg in shared_priors(preset, paths)]
     phase1 += [("eval", False)] + ([("eval", True)] if preset["robust_model"] is not False else [])
-    phase1 += [("target", label, seed) for seed in preset["seeds"] for label in labels]
-    phase2 = [("attack", d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
+    phase1 += [("target", label, seed) for seed in preset["seeds"] for label in labels if runs_of(preset, label, seed)]
+    phase2 = [("attack", d, a, s) for s in preset["seeds"] for d, a in preset["pairs"] if runs_of(preset, d, s)]
     return phase1, phase2
 
 
@@ -653,18 +677,16 @@ def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> Study
         train_eval_model(preset, paths, progress, robust=True)
     labels_needed = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
     rows, judged, natural, gaps, seps, chances = [], [], [], [], [], []
-    steps = [(d, a, s) for s in preset["seeds"] for d, a in preset["pairs"]]
-    bar = tqdm(total=len(labels_needed) * len(preset["seeds"]) + len(steps), desc=f"study {preset['name']}",
-               disable=not progress)
+    steps = [(d, a, s) for s in preset["seeds"] for d, a in preset["pairs"] if runs_of(preset, d, s)]
+    targets = [(label, seed) for seed in preset["seeds"] for label in labels_needed if runs_of(preset, label, seed)]
+    bar = tqdm(total=len(targets) + len(steps), desc=f"study {preset['name']}", disable=not progress)
     trained = {}
     dataset = preset["dataset"]
-    for seed in preset["seeds"]:
-        for label in labels_needed:
-            res = train_target(preset, paths, label, seed, progress=False)
-            trained[label, seed] = res.metrics
-            natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=dataset, defense=label,
-                                  seed=seed))
-            bar.update()
+    for label, seed in targets:
+        res = train_target(preset, paths, label, seed, progress=False)
+        trained[label, seed] = res.metrics
+        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=dataset, defense=label, seed=seed))
+        bar.update()
     for label, attack, seed in steps:
         m = attack_evaluate(preset, paths, label, attack, seed, progress=False)
         t = trained[label, seed]

@@ -65,7 +65,9 @@ def test_presets_inherit_from_a_base(tmp_path):
     q = load_preset("quick")
     assert p["train"] == {**q["train"], "epochs": 40}  # mappings merge key by key
     assert p["seeds"] == [7] and p["classes"] == 20 and p["name"] == "child"  # the nearest setting wins
-    assert p["defenses"] == q["defenses"] and p["pairs"] == q["pairs"]
+    assert {k: {**v, "seeds": None} for k, v in p["defenses"].items()} == {k: {**v, "seeds": None}
+                                                                         for k, v in q["defenses"].items()}
+    assert p["pairs"] == q["pairs"] and p["defenses"]["random-erasing"]["seeds"] == [7]
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\nname: loop\n")
     with pytest.raises(ReAnalysisError, match="is its own base"):
         load_preset(tmp_path / "loop.yaml")
@@ -230,3 +232,24 @@ def test_a_changed_attack_default_makes_a_new_attack_run_not_a_clash(tmp_path, m
     # a preset that spells out the default names the same run as one that leaves it implicit
     spelt = validate_preset({"dataset": "mnist5k", "attacks": {"lomma-gmi": {"reg_units": "raw"}}})
     assert paths.attack("none", "lomma-gmi", 0, attack_config(spelt, paths, "none", "lomma-gmi", 0)) == after
+
+
+def test_a_defense_may_run_on_fewer_seeds_than_the_claim_1_arms(tmp_path):
+    from re_analysis.study import StudyPaths, runs_of, study_phases
+
+    (tmp_path / "deep.yaml").write_text(
+        "base: smoke\nname: deep\nseeds: [0, 1, 2, 3]\ndefenses:\n  none: {}\n  random-erasing: {defense: random-erasing}\n"
+        "  nls: {defense: nls, seeds: [0, 1]}\n")
+    p = load_preset(tmp_path / "deep.yaml")
+    assert p["defenses"]["nls"]["seeds"] == [0, 1] and p["defenses"]["random-erasing"]["seeds"] == [0, 1, 2, 3]
+    assert [runs_of(p, "nls", s) for s in range(4)] == [True, True, False, False]
+    phase1, phase2 = study_phases(p, StudyPaths(tmp_path))
+    assert sorted(s for kind, label, *rest in [x for x in phase1 if x[0] == "target"] if label == "nls"
+                  for s in rest) == [0, 1]
+    assert sum(1 for x in phase2 if x[1] == "nls") == 2 and sum(1 for x in phase2 if x[1] == "none") == 4
+    assert restrict(p, seeds=[1, 3])["defenses"]["nls"]["seeds"] == [1]
+    for bad, message in (({"seeds": [5]}, "drawn from the preset's seeds"), ({"seeds": []}, "non-empty list")):
+        with pytest.raises(ReAnalysisError, match=re.escape(message)):
+            load_preset("smoke", seeds=[0, 1], defenses={"none": {}, "nls": {"defense": "nls", **bad}})
+    with pytest.raises(ReAnalysisError, match="'none' defense runs on every seed"):
+        load_preset("smoke", seeds=[0, 1], defenses={"none": {"seeds": [0]}})
