@@ -101,12 +101,12 @@ def execute_notebooks(src: Path, stage: Path, params: dict, progress: bool = Tru
 
 
 def stage_tables(run_dir: Path, stage: Path) -> list[Path]:
-    """Copy the study's tables next to the notebooks (``notebooks/data/``) so every chapter
-    links its full table as a download."""
+    """Copy the study's tables (and the verdicts' forest plot) next to the notebooks
+    (``notebooks/data/``) so every chapter links its full table as a download."""
     data = stage / "notebooks" / "data"
     data.mkdir(parents=True, exist_ok=True)
     copied = []
-    for csv in sorted(run_dir.glob("*.csv")):
+    for csv in sorted(run_dir.glob("*.csv")) + sorted(run_dir.glob("forest.png")):
         shutil.copy2(csv, data / csv.name)
         copied.append(data / csv.name)
     return copied
@@ -179,6 +179,44 @@ def write_generated(stage: str | Path) -> list[Path]:
     return [folder / name for name in pages]
 
 
+def write_verdict_page(run_dir: str | Path, stage: str | Path, preset: str) -> list[Path]:
+    """The answer on the first page: the forest plot of the verdicts (primary judge and attack)
+    and one sentence per verdict, written into ``stage/book/_generated/`` (``forest.png``,
+    ``verdicts.md``, which the introduction includes); a study without verdicts gets a line
+    saying so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from .report.forest import forest_plot, verdict_sentences
+
+    run_dir, folder = Path(run_dir), Path(stage) / GENERATED
+    folder.mkdir(parents=True, exist_ok=True)
+    page = folder / "verdicts.md"
+    if not (run_dir / "verdicts.csv").is_file() or not (run_dir / "verdict_summary.csv").is_file():
+        page.write_text("This study gives no verdict (it ran no Random Erasing target beside an undefended one).\n",
+                        encoding="utf-8")
+        return [page]
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    summary = pd.read_csv(run_dir / "verdict_summary.csv")
+    results = pd.read_csv(run_dir / "results.csv")
+    attack = summary["attack"].dropna().iloc[0] if summary["attack"].notna().any() else None
+    fig = forest_plot(verdicts, attack=attack)
+    fig.savefig(folder / "forest.png", dpi=110, bbox_inches="tight")
+    shutil.copy2(folder / "forest.png", run_dir / "forest.png")  # the conclusions chapter offers it as a download
+    seeds = sorted(results["seed"].unique())
+    ids = int(results["n_classes_attacked"].max()) if "n_classes_attacked" in results else 0
+    caption = (f"Every claim's comparisons under the open-set evaluation model and the primary attack ({attack}): "
+               f"estimate and 95% interval (identities as the unit, restarts averaged, t over {len(seeds)} seed means; "
+               f"preset `{preset}`, seeds {', '.join(map(str, seeds))}, {ids} identities attacked per seed), coloured "
+               "by verdict; the short bar marks the line a claim must clear; hollow points are gated (attack at chance "
+               "or at the judge's ceiling, or utility that differs between the arms).")
+    page.write_text(f"```{{figure}} _generated/forest.png\n:name: forest-plot\n:width: 100%\n\n{caption}\n```\n\n"
+                    + verdict_sentences(summary) + "\n", encoding="utf-8")
+    return [folder / "forest.png", page]
+
+
 def build_book(preset: str = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,
                build_dir: str | Path = "_build", device: str = "auto", progress: bool = True,
                workers: int | None = None) -> Path:
@@ -200,6 +238,7 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
         elif (src / item).is_file():
             shutil.copy2(src / item, stage / item)
     write_generated(stage)
+    write_verdict_page(run_dir, stage, preset)
     execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress,
                       workers=p["workers"])
     stage_tables(run_dir, stage)

@@ -191,3 +191,38 @@ def test_feature_and_tradeoff_chapters_read_their_tables():
     assert "is measurable" in text
     table, text = judge_comparisons(comparisons)
     assert len(table) == 1 and text.startswith("Under the primary judge, 1 of 1")
+
+
+def test_forest_plot_rows_are_the_verdicts_of_the_primary_judge_and_attack(tmp_path):
+    from re_analysis.book import write_verdict_page
+    from re_analysis.report.forest import forest_plot, forest_rows, verdict_sentences
+
+    j = pd.concat([hits("none", 0.7, rng_seed=1), hits("random-erasing", 0.65, rng_seed=2),
+                   hits("bido", 0.6, rng_seed=3), hits("random-erasing+bido", 0.2, rng_seed=4)])
+    nat = pd.concat([pd.DataFrame({"dataset": "glyphs", "defense": d, "seed": s, "index": np.arange(200),
+                                   "correct": (np.random.default_rng(s).random(200) < 0.8).astype(int)})
+                     for d in j["defense"].unique() for s in (0, 1, 2)])
+    v = claim_verdicts(j, natural=nat)
+    rows = forest_rows(v, attack="gmi")
+    primary = v[(v["claim"] == 2) | ((v["judge"] == "eval_hit") & (v["attack"] == "gmi"))]
+    assert len(rows) == len(primary) and list(rows["claim"]) == sorted(primary["claim"])
+    one = rows[rows["label"] == "1. random-erasing vs none"].iloc[0]
+    ref = v[(v["claim"] == 1) & (v["judge"] == "eval_hit")].iloc[0]
+    assert (one["estimate"], one["low"], one["high"]) == (100 * ref["estimate"], 100 * ref["ci_low"], 100 * ref["ci_high"])
+    assert rows[rows["claim"] == 2]["threshold"].iloc[0] == -3.0
+    colours = {tuple(round(c, 3) for c in line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
+               for line in forest_plot(v, attack="gmi").axes[0].lines}
+    assert len(colours) >= 2
+    s = summarize_verdicts(v, attack="gmi")
+    text = verdict_sentences(s)
+    assert text.count("- **Claim") == len(s) and "**inconclusive**; no effect larger than" in text
+    # the book's first page: the figure and the sentences, from the study's tables
+    run = tmp_path / "run"
+    run.mkdir()
+    v.to_csv(run / "verdicts.csv", index=False)
+    s.to_csv(run / "verdict_summary.csv", index=False)
+    pd.DataFrame({"seed": [0, 1, 2], "n_classes_attacked": [30] * 3}).to_csv(run / "results.csv", index=False)
+    written = write_verdict_page(run, tmp_path / "stage", "quick")
+    page = (tmp_path / "stage" / "book" / "_generated" / "verdicts.md").read_text()
+    assert len(written) == 2 and "_generated/forest.png" in page and "seeds 0, 1, 2, 30 identities" in page
+    assert (run / "forest.png").stat().st_size > 1000

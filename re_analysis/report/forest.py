@@ -1,0 +1,97 @@
+"""The verdicts as one picture: a forest plot of every claim's comparisons, each estimate with
+its 95% interval against the line the claim must clear, coloured by verdict; and one sentence
+per verdict for the first page of the book.
+
+Each row is one row of ``verdicts.csv`` (the primary judge and attack for the attack claims).
+In points: attack and natural accuracy differences, and claim 3's share nearer erased; claim 4's
+margin difference is scaled by 100 to sit on the same axis. The line to clear is 0, except claim
+2 (−3 points: "little" cost) and claim 4 (−5 on the margin scale): non-inferiority. Hollow
+markers are rows made inconclusive by a gate (the attack at chance or at the judge's ceiling,
+or utility that differs between the arms), not by their interval.
+
+Example:
+    >>> import pandas as pd
+    >>> v = pd.DataFrame({"claim": [1], "dataset": ["glyphs"], "attack": ["gmi"], "judge": ["eval_hit"],
+    ...                   "comparison": ["random-erasing vs none"], "estimate": [-0.1], "ci_low": [-0.2],
+    ...                   "ci_high": [0.0], "verdict": ["inconclusive"], "note": ["the interval covers zero"]})
+    >>> forest_rows(v)[["label", "estimate", "threshold", "gated"]].values.tolist()
+    [['1. random-erasing vs none', -10.0, 0.0, False]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..verdicts import ATTACK_CLAIMS, CLAIMS, LITTLE_COST, SEPARATION_MARGIN
+
+__all__ = ["forest_rows", "forest_plot", "verdict_sentences", "VERDICT_COLORS"]
+
+VERDICT_COLORS = {"supported": "#2ca02c", "not supported": "#d62728", "inconclusive": "#7f7f7f",
+                  "no verdict": "#c7c7c7"}
+GATES = ("chance", "ceiling", "natural accuracy is not within")
+
+
+def forest_rows(verdicts: pd.DataFrame, judge: str = "eval_hit", attack: str | None = None) -> pd.DataFrame:
+    """The plotted rows: the verdicts of the primary ``judge`` and ``attack`` (default: the
+    first attack) for attack claims, every row of claims 2-4, in claim order, in points."""
+    if verdicts.empty:
+        return pd.DataFrame(columns=["claim", "label", "estimate", "low", "high", "threshold", "verdict", "gated"])
+    if attack is None:
+        attack = next((a for a in verdicts["attack"] if isinstance(a, str) and a), None)
+    keep = [(r.claim not in ATTACK_CLAIMS or (r.judge == judge and r.attack == attack))
+            and (r.claim != 3 or r.attack == attack) for r in verdicts.itertuples()]
+    v = verdicts[keep].sort_values("claim", kind="stable")
+    threshold = {2: -100 * LITTLE_COST, 4: -100 * SEPARATION_MARGIN}
+    return pd.DataFrame({
+        "claim": v["claim"].astype(int).values,
+        "label": [f"{int(r.claim)}. {r.comparison}" for r in v.itertuples()],
+        "estimate": 100 * v["estimate"].astype(float).values, "low": 100 * v["ci_low"].astype(float).values,
+        "high": 100 * v["ci_high"].astype(float).values,
+        "threshold": [threshold.get(int(c), 0.0) for c in v["claim"]], "verdict": v["verdict"].values,
+        "gated": [isinstance(n, str) and any(g in n for g in GATES) for n in v["note"]]})
+
+
+def forest_plot(verdicts: pd.DataFrame, judge: str = "eval_hit", attack: str | None = None, title: str = ""):
+    """One row per comparison: estimate and 95% interval (points) against the claim's line,
+    coloured by verdict, hollow where a gate made it inconclusive. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = forest_rows(verdicts, judge, attack)
+    fig, ax = plt.subplots(figsize=(8.2, 0.34 * max(len(rows), 1) + 1.6))
+    y = np.arange(len(rows))
+    for i, r in enumerate(rows.itertuples()):
+        color = VERDICT_COLORS.get(r.verdict, "#7f7f7f")
+        if np.isfinite(r.low) and np.isfinite(r.high):
+            ax.plot([r.low, r.high], [i, i], color=color, lw=2)
+        ax.plot(r.estimate, i, "o", ms=7, color=color, mfc="white" if r.gated else color)
+        ax.plot([r.threshold] * 2, [i - 0.35, i + 0.35], color="0.2", lw=1)
+    ax.axvline(0, color="0.6", lw=0.8, ls=":")
+    ax.set_yticks(y, rows["label"])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("difference, points (claim 4: margin x 100); | the line the claim must clear")
+    handles = [Line2D([], [], marker="o", color=c, lw=2, label=v) for v, c in VERDICT_COLORS.items()]
+    handles.append(Line2D([], [], marker="o", color="0.4", mfc="white", lw=0, label="gated (chance, ceiling, utility)"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def verdict_sentences(verdict_summary: pd.DataFrame) -> str:
+    """Markdown: one sentence per claim and dataset — its verdict and, where inconclusive,
+    the largest effect it rules out."""
+    lines = []
+    for s in verdict_summary.itertuples():
+        text = f"- **Claim {s.claim}** ({CLAIMS[s.claim]}): **{s.verdict}**"
+        if s.verdict == "inconclusive" and np.isfinite(s.rules_out):
+            unit = "" if s.claim == 4 else " points"
+            value = f"{s.rules_out:.3f}" if s.claim == 4 else f"{100 * s.rules_out:.0f}"
+            text += f"; no effect larger than {value}{unit} in its comparisons"
+        if np.isfinite(s.mde):
+            value = f"{s.mde:.3f}" if s.claim == 4 else f"{100 * s.mde:.0f} points"
+            text += f" (the design detects {value})"
+        lines.append(text + ".")
+    return "\n".join(lines)
