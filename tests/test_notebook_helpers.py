@@ -138,7 +138,7 @@ def test_study_sentence():
     assert text.startswith("Dataset **glyphs**, 2 seeds (0, 1), study preset `quick`; 20 classes attacked per seed, "
                            "200 reconstructions per attack and defense over all seeds.")
     one = study_sentence(r[r.seed == 0])
-    assert "1 seed (0)" in one and "with one seed it covers only the spread of the items" in one
+    assert "1 seed (0)" in one and "with one seed it is a t-interval over identities and covers only their spread" in one
 
 
 def test_verdict_reasons_come_from_what_verdicts_csv_records():
