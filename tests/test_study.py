@@ -13,10 +13,13 @@ def test_presets_load_and_cover_what_the_book_says():
     q = load_preset("quick")
     assert q["dataset"] == "glyphs" and len(q["seeds"]) >= 3
     assert q["dataset"] == "glyphs" and q["workers"] == 2
-    for d in ("none", "random-erasing", "re-partial-p0.5", "re-fixed-corner", "bido", "random-erasing+bido"):
-        # every claim has its runs: 1-4 none and RE, 5 and 6 the ablations, 7 a baseline, 8 RE with it
-        assert (d, "gmi") in q["pairs"]
-    assert "iterations" not in q["attacks"]["gmi"] and "steps" not in q["prior"]  # the papers' budgets
+    for d in ("none", "random-erasing", "re-partial-p0.5", "re-partial-boxes", "re-fixed-corner", "re-fixed-center",
+              "bido", "random-erasing+bido"):
+        # every claim has its runs: 1-4 none and RE (BiDO the control of 3), 5 and 6 both arms of each ablation,
+        # 7 a baseline, 8 RE with it
+        assert (d, "lomma-gmi") in q["pairs"]
+    assert q["primary_attack"] == "lomma-gmi" and q["per_class"] == 1  # the identity is the unit
+    assert "iterations" not in q["attacks"]["lomma-gmi"] and "steps" not in q["prior"]  # the papers' budgets
     mnist = load_preset("mnist")
     for d in ("re-fixed-edge", "re-area0.2", "re-area0.8", "random-erasing+trap-mid"):  # the ablations on digits
         assert {(d, "gmi"), (d, "lomma-gmi")} <= set(mnist["pairs"])
@@ -186,7 +189,7 @@ def test_workers_take_the_shared_prior_first_then_the_judges_then_the_targets(tm
     kinds = [step[0] for step in train]
     assert kinds[0] == "prior" and train[0][1].kind == "wgan-gp"  # the longest serial step starts at once
     assert kinds[1:3] == ["eval", "eval"] and set(kinds[3:]) == {"target"}
-    assert len(kinds[3:]) == 6 * 3 and len(attack) == 6 * 3  # 6 defenses x 3 seeds, GMI only
+    assert len(kinds[3:]) == 8 * 3 and len(attack) == 8 * 3  # 8 defenses x 3 seeds, LOMMA-GMI only
 
 
 def test_a_robust_judge_from_the_judge_fine_tunes_the_open_set_judge_of_its_study(tmp_path):
