@@ -208,8 +208,9 @@ def write_verdict_page(run_dir: str | Path, stage: str | Path, preset: str) -> l
     seeds = sorted(results["seed"].unique())
     ids = int(results["n_classes_attacked"].max()) if "n_classes_attacked" in results else 0
     caption = (f"Every claim's comparisons under the open-set evaluation model and the primary attack ({attack}): "
-               f"estimate and 95% interval (identities as the unit, restarts averaged, t over {len(seeds)} seed means; "
-               f"preset `{preset}`, seeds {', '.join(map(str, seeds))}, {ids} identities attacked per seed), coloured "
+               f"estimate and 95% interval (identities as the unit, restarts averaged, "
+               + (f"t over {len(seeds)} seed means; " if len(seeds) > 1 else "t over the identities of one seed; ")
+               + f"preset `{preset}`, seeds {', '.join(map(str, seeds))}, {ids} identities attacked per seed), coloured "
                "by verdict; the short bar marks the line a claim must clear; hollow points are gated (attack at chance "
                "or at the judge's ceiling, or utility that differs between the arms).")
     page.write_text(f"```{{figure}} _generated/forest.png\n:name: forest-plot\n:width: 100%\n\n{caption}\n```\n\n"
