@@ -160,6 +160,22 @@ def test_every_name_on_the_api_page_exists():
         assert new in documented, new
 
 
+def test_notebooks_only_show():
+    """Every chapter's analysis lives in tested library functions (re_analysis.report): the
+    notebooks hold at most 300 lines of code in all and define no function."""
+    import json
+
+    lines = 0
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "".join(cell["source"])
+            assert not re.search(r"^\s*(def|class|lambda)\b|= lambda", src, re.M), (path.name, src[:80])
+            lines += len(src.splitlines())
+    assert lines <= 300, lines
+
+
 def test_verify_runs_is_a_lazy_export():
     import re_analysis
     from re_analysis.artifacts import verify_runs
