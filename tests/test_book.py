@@ -75,6 +75,9 @@ def test_study_tables_and_conclusions_are_generated(book):
     verdicts = pd.read_csv(book / "run" / "verdict_summary.csv")
     for claim in verdicts.itertuples():  # every claim with a verdict is on the page (escaped as HTML)
         assert claim.claim_text in html or escape(claim.claim_text) in html
+    intro = (book / "build" / "html" / "book" / "intro.html").read_text()
+    assert "forest" in intro and "Claim 1" in intro  # the verdicts' figure and sentences on the first page
+    assert (book / "build" / "html" / "_downloads").is_dir() and list((book / "build" / "html").rglob("forest.png"))
     for nb in ("01_training", "02_attacks", "03_feature_gap", "04_tradeoff", "05_ablations", "06_conclusions"):
         page = (book / "build" / "html" / "notebooks" / f"{nb}.html").read_text()
         assert "_downloads/" in page, f"{nb} links no downloadable table"
@@ -131,6 +134,7 @@ def test_every_page_loads_with_figures_and_working_links(book):
                                                  unquote(url.fragment)), f"{page.name}: anchor #{url.fragment} missing"
     finally:
         driver.quit()
-    for nb in ("01_training", "02_attacks", "03_feature_gap", "04_tradeoff", "05_ablations"):
+    for nb in ("01_training", "02_attacks", "03_feature_gap", "04_tradeoff", "05_ablations", "06_conclusions"):
         assert figures[f"notebooks/{nb}.html"] >= 1, f"{nb} has no figure"
+    assert figures["book/intro.html"] >= 1  # the forest plot of the verdicts on the first page
     assert "book/api.html" in figures and len(pages) >= 11
