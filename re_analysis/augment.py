@@ -38,24 +38,19 @@ from typing import Any
 
 import torch
 
+from .data.registry import RECIPES, augmentation_recipe
 from .errors import ReAnalysisError
 
 __all__ = ["RECIPES", "StandardAugmentation", "standard_augmentation", "recipe_name_for"]
 
-RECIPES = ("ppa", "shift", "none")
 PPA_CROP_SCALE = (0.85, 1.0)
 PPA_JITTER = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.1, "hue": 0.1}
 
 
 def recipe_name_for(dataset: str, channels: int) -> str:
     """The recipe a dataset declared at registration, else ``"ppa"`` for colour images and
-    ``"shift"`` for one-channel ones."""
-    from .data import DATASETS
-
-    declared = DATASETS.meta(dataset).get("augmentation") if dataset in DATASETS else None
-    if declared is not None:
-        return declared
-    return "ppa" if channels == 3 else "shift"
+    ``"shift"`` for one-channel ones (:func:`re_analysis.data.registry.augmentation_recipe`)."""
+    return augmentation_recipe(dataset, channels)
 
 
 class StandardAugmentation:

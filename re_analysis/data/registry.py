@@ -41,6 +41,24 @@ class MISplits:
                 "labels_are_identities": self.labels_are_identities}
 
 
+# The standard training augmentations a dataset may declare (implemented in re_analysis.augment).
+RECIPES = ("ppa", "shift", "none")
+
+
+def augmentation_recipe(name: str, channels: int) -> str:
+    """The standard augmentation recipe of dataset ``name``: the one it declared at
+    registration, else ``"ppa"`` for colour images and ``"shift"`` for one-channel ones.
+
+    Example:
+        >>> augmentation_recipe("mnist5k", 1), augmentation_recipe("no-such-dataset", 3)
+        ('shift', 'ppa')
+    """
+    declared = DATASETS.meta(name).get("augmentation") if name in DATASETS else None
+    if declared is not None:
+        return declared
+    return "ppa" if channels == 3 else "shift"
+
+
 def register_dataset(name: str, description: str = "", image_size: int = 64, hflip: bool | None = False,
                      augmentation: str | None = None, identities: bool = False):
     """Register a loader ``fn(root, seed, image_size, **kw) -> MISplits`` under ``name``.
@@ -57,8 +75,6 @@ def register_dataset(name: str, description: str = "", image_size: int = 64, hfl
     FID 0.36 for real images of those fonts, 6.9 for real fonts the prior never saw).
     """
     if augmentation is not None:
-        from ..augment import RECIPES
-
         if augmentation not in RECIPES:
             raise ReAnalysisError(f"dataset {name!r} declares augmentation {augmentation!r}; "
                                   f"choose one of {', '.join(RECIPES)}")

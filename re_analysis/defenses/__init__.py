@@ -15,7 +15,8 @@ Example:
     'https://github.com/AlanPeng0897/Defend_MI'
 """
 
-from .base import DEFENSES, Defense, create_defense, defense_class, defense_info, list_defenses, register_defense
+from .base import DEFENSES, Defense, defense_class, defense_info, list_defenses, register_defense
+from .compose import create_defense
 from .random_erasing import MIDRE_FILL, RandomErasing, RandomErasingDefense, eraser_of, same_expected_area_scale
 from . import base as _base  # noqa: F401  (registers "none", "none-noaug")
 from . import bido, dpsgd, mid, nls, tldmi, trapmid  # noqa: F401  (register the baselines)

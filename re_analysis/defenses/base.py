@@ -132,6 +132,7 @@ def register_defense(name: str, description: str = ""):
         >>> @register_defense("my-defense", "an example")
         ... class Mine(Defense):
         ...     pass
+        >>> from re_analysis.defenses import create_defense
         >>> Mine.name, create_defense("random-erasing+my-defense").members[1].name
         ('my-defense', 'my-defense')
         >>> _ = DEFENSES._items.pop("my-defense")
@@ -157,22 +158,6 @@ def defense_info() -> dict[str, str]:
 def defense_class(name: str) -> type[Defense]:
     """The class registered as ``name`` (its ``paper``, ``code`` and ``deviations``)."""
     return DEFENSES.get(name)
-
-
-def create_defense(name: str, **params: Any) -> Defense:
-    """Instantiate a registered defense; parameters are validated at once.
-
-    ``"random-erasing+nls"`` composes defenses (see :class:`ComposedDefense`).
-    """
-    if "+" in name:
-        from .compose import ComposedDefense
-
-        return ComposedDefense(name, **params)
-    factory = DEFENSES.get(name)
-    try:
-        return factory(**params)
-    except TypeError as exc:
-        raise ReAnalysisError(f"bad parameter for defense {name!r}: {exc}; see `re-analysis defenses`") from None
 
 
 @register_defense("none", "no defense: cross-entropy training with the dataset's standard augmentation")

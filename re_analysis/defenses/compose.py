@@ -6,7 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ReAnalysisError
-from .base import Defense, create_defense
+from .base import DEFENSES, Defense
+
+
+def create_defense(name: str, **params: Any) -> Defense:
+    """Instantiate a registered defense; parameters are validated at once.
+
+    ``"random-erasing+nls"`` composes defenses (see :class:`ComposedDefense`).
+
+    Example:
+        >>> create_defense("nls", alpha=-0.1).params["alpha"]
+        -0.1
+    """
+    if "+" in name:
+        return ComposedDefense(name, **params)
+    factory = DEFENSES.get(name)
+    try:
+        return factory(**params)
+    except TypeError as exc:
+        raise ReAnalysisError(f"bad parameter for defense {name!r}: {exc}; see `re-analysis defenses`") from None
 
 
 def changes_loss(d: Defense) -> bool:
@@ -136,7 +154,5 @@ class ComposedDefense(Defense):
 
 def defaults_of(name: str) -> set[str]:
     import inspect
-
-    from .base import DEFENSES
 
     return set(inspect.signature(DEFENSES.get(name)).parameters)

@@ -32,7 +32,8 @@ from typing import Sequence
 import torch
 
 from ..errors import ReAnalysisError
-from .base import Defense, create_defense, register_defense
+from .base import Defense, register_defense
+from .compose import create_defense
 
 MIDRE_FILL = (0.485, 0.456, 0.406)
 LOCATIONS = {"random": None, "center": (0.5, 0.5), "fixed": (0.5, 0.5), "corner": (0.0, 0.0),
