@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ReAnalysisError
+from .metrics.judges import JUDGE_TABLE
 
 # Every notebook's parameters, with the types papermill may pass.
 PARAMETERS: dict[str, tuple[type, ...]] = {
@@ -108,12 +109,7 @@ def show_figure(fig, caption: str, run_dir: str | None = None, preset: str | Non
 
 # The judges, in the order the book shows them: judgements.csv verdict column -> (the results /
 # summary column of its attack accuracy, its chance baseline, what the book calls it).
-JUDGE_DISPLAY = {
-    "eval_hit": ("attack_accuracy_top1", "chance_accuracy_top1", "open-set evaluation model"),
-    "robust_hit": ("attack_accuracy_robust", "chance_accuracy_robust", "robust evaluation model"),
-    "pixel_hit": ("attack_accuracy_pixel", "chance_accuracy_pixel", "pixel nearest neighbours"),
-    "eval_hit_closed": ("attack_accuracy_top1_closed", "chance_accuracy_top1_closed", "closed-set evaluation model"),
-}
+JUDGE_DISPLAY = {j.column: (j.accuracy, j.chance, j.display) for j in JUDGE_TABLE}
 NO_VALUE = "n/a"
 
 

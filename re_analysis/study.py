@@ -50,6 +50,7 @@ from tqdm import tqdm
 from .artifacts import (DamagedArtifactError, atomic_write_json, atomic_write_text, claim_run_dir, claim_scope,
                         config_hash, ensure_intact, read_json, remove_artifact, set_aside, verify_runs)
 from .errors import ReAnalysisError
+from .metrics.judges import JUDGE_TABLE
 from .presets import preset_names as list_presets  # noqa: F401 (re-exported: study.list_presets)
 
 log = logging.getLogger("re_analysis")
@@ -85,8 +86,7 @@ RESULT_COLUMNS = ID_COLUMNS + [
 ]
 METRICS = RESULT_COLUMNS[len(ID_COLUMNS):]
 # judgements.csv verdict columns -> the results.csv column of their chance baseline
-JUDGE_CHANCE = {"eval_hit": "chance_accuracy_top1", "eval_hit_closed": "chance_accuracy_top1_closed",
-                "robust_hit": "chance_accuracy_robust", "pixel_hit": "chance_accuracy_pixel"}
+JUDGE_CHANCE = {j.column: j.chance for j in JUDGE_TABLE}
 
 
 def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:

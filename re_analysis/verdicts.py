@@ -53,31 +53,43 @@ import numpy as np
 import pandas as pd
 
 from .errors import ReAnalysisError
+from .metrics.judges import JUDGE_TABLE
 
-__all__ = ["CLAIMS", "JUDGES", "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "Roles", "infer_roles",
+__all__ = ["Claim", "CLAIM_TABLE", "CLAIMS", "ATTACK_CLAIMS", "JUDGES", "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "Roles", "infer_roles",
            "verdict_from_interval", "paired", "leak", "claim_verdicts", "summarize_verdicts", "combine_verdicts"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NO_VERDICT = "supported", "not supported", "inconclusive", "no verdict"
 
-CLAIMS = {
-    1: "RE lowers attack accuracy",
-    2: "at little natural-accuracy cost",
-    3: "reconstructions of an RE model lie nearer erased than private features",
-    4: "private features stay separated from other classes",
-    5: "Partial Erasure matters",
-    6: "Random Location matters",
-    7: "RE's privacy-utility trade-off beats the baselines",
-    8: "RE adds to other defenses",
-}
-ATTACK_CLAIMS = (1, 5, 6, 7, 8)  # judged per attack and judge
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the MIDRE paper: its number, what it says, what it is measured on
+    (``attack`` accuracy per attack and judge, ``natural`` accuracy, the feature-space
+    ``gap`` or the held-out ``separation``) and what a study needs to test it."""
 
-# Per-reconstruction verdict columns of judgements.csv, and what the book calls them.
-JUDGES = {
-    "eval_hit": "evaluation model (open set)",
-    "robust_hit": "robust evaluation model (open set)",
-    "pixel_hit": "pixel nearest neighbours",
-    "eval_hit_closed": "evaluation model (closed set, the field's standard)",
-}
+    number: int
+    text: str
+    measure: str
+    needs: str
+
+
+# The one table of claims every room reads (verdicts, the report, the notebooks).
+CLAIM_TABLE = (
+    Claim(1, "RE lowers attack accuracy", "attack", "a `random-erasing` and a `none` target attacked alike"),
+    Claim(2, "at little natural-accuracy cost", "natural", "natural.csv (per test image)"),
+    Claim(3, "reconstructions of an RE model lie nearer erased than private features", "gap",
+          "gap_samples.csv (per reconstruction)"),
+    Claim(4, "private features stay separated from other classes", "separation",
+          "separation.csv with held-out (test) features"),
+    Claim(5, "Partial Erasure matters", "attack", "a Partial Erasure ablation (`re-partial-*`)"),
+    Claim(6, "Random Location matters", "attack", "a fixed-location ablation (`re-fixed-*`)"),
+    Claim(7, "RE's privacy-utility trade-off beats the baselines", "attack", "a baseline defense (MID, BiDO, NLS, ...)"),
+    Claim(8, "RE adds to other defenses", "attack", "a `random-erasing+X` target and `X` alone"),
+)
+CLAIMS = {c.number: c.text for c in CLAIM_TABLE}
+ATTACK_CLAIMS = tuple(c.number for c in CLAIM_TABLE if c.measure == "attack")  # judged per attack and judge
+
+# Per-reconstruction verdict columns of judgements.csv, and what the book calls them (one table: JUDGE_TABLE).
+JUDGES = {j.column: j.display for j in JUDGE_TABLE}
 PRIMARY_JUDGE = "eval_hit"
 
 LITTLE_COST = 0.03        # "little" natural-accuracy cost: at most 3 points (MIDRE reports drops of 1-3 points)

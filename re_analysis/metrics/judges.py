@@ -20,7 +20,9 @@ Plus the baseline an attack gets for free (:func:`chance_acceptance`): prior sam
 target already labels as a class, judged like reconstructions.
 
 Example:
-    >>> import numpy as np
+    >>> from dataclasses import dataclass
+
+import numpy as np
     >>> logits = np.array([[3., 1., 0., 5.], [0., 2., 1., 0.]])  # 3 private classes + 1 public
     >>> classifier_hits(logits, [0, 1]).tolist()                  # open set: row 0 is public
     [False, True]
@@ -30,6 +32,8 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -38,7 +42,48 @@ from ._arrays import as_labels
 from .knn import faiss_module
 
 __all__ = ["topk_reported", "classifier_hits", "judged_public", "pixel_judge", "pixel_vectors",
-           "reject_radius", "judge_agreement", "accepted_prior_samples", "chance_acceptance"]
+           "reject_radius", "judge_agreement", "accepted_prior_samples", "chance_acceptance", "JudgeSpec", "JUDGE_TABLE",
+           "judge_spec"]
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """One judge, by every name the suite gives it: ``column`` (its 0/1 verdict column in
+    ``judgements.csv``, the key every room uses), ``accuracy`` and ``chance`` (its attack
+    accuracy and chance rate in ``results.csv``; ``summary.csv`` adds ``_mean``), ``ceiling``
+    (its acceptance of held-out private images) and ``display`` (what the book calls it)."""
+
+    column: str
+    accuracy: str
+    chance: str
+    display: str
+
+    @property
+    def ceiling(self) -> str:
+        return f"ceiling_{self.column}"
+
+
+# The judges, in the order the book shows them: the one table every room reads.
+JUDGE_TABLE = (
+    JudgeSpec("eval_hit", "attack_accuracy_top1", "chance_accuracy_top1", "open-set evaluation model"),
+    JudgeSpec("robust_hit", "attack_accuracy_robust", "chance_accuracy_robust", "robust evaluation model"),
+    JudgeSpec("pixel_hit", "attack_accuracy_pixel", "chance_accuracy_pixel", "pixel nearest neighbours"),
+    JudgeSpec("eval_hit_closed", "attack_accuracy_top1_closed", "chance_accuracy_top1_closed",
+              "closed-set evaluation model"),
+)
+
+
+def judge_spec(column: str) -> JudgeSpec:
+    """The judge whose verdict column is ``column``.
+
+    Example:
+        >>> judge_spec("robust_hit").accuracy, judge_spec("robust_hit").ceiling
+        ('attack_accuracy_robust', 'ceiling_robust_hit')
+    """
+    for spec in JUDGE_TABLE:
+        if spec.column == column:
+            return spec
+    raise ReAnalysisError(f"unknown judge {column!r}; the judges are {', '.join(j.column for j in JUDGE_TABLE)}")
 
 
 def _numpy(x) -> np.ndarray:

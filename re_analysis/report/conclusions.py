@@ -19,13 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ..notebook import JUDGE_DISPLAY
-from ..verdicts import ATTACK_CLAIMS, CLAIMS, JUDGES, LITTLE_COST, MIN_SEEDS, SEPARATION_MARGIN
+from ..verdicts import ATTACK_CLAIMS, CLAIM_TABLE, CLAIMS, JUDGES, LITTLE_COST, MIN_SEEDS, SEPARATION_MARGIN
 
 # What a study needs for each claim to be tested at all.
-NEEDS = {1: "a `random-erasing` and a `none` target attacked alike", 2: "natural.csv (per test image)",
-         3: "gap_samples.csv (per reconstruction)", 4: "separation.csv with held-out (test) features",
-         5: "a Partial Erasure ablation (`re-partial-*`)", 6: "a fixed-location ablation (`re-fixed-*`)",
-         7: "a baseline defense (MID, BiDO, NLS, ...)", 8: "a `random-erasing+X` target and `X` alone"}
+NEEDS = {c.number: c.needs for c in CLAIM_TABLE}
 # judge column -> what the book calls it (the display table every chapter reads)
 JUDGE_NAMES = {j: spec[2] for j, spec in JUDGE_DISPLAY.items()}
 UNDERTRAINED = 0.90  # natural accuracy below this: the targets are plainly short of convergence
