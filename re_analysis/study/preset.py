@@ -1,0 +1,241 @@
+"""Study presets: what a preset may say, how one inherits from another (``base:``), and the
+checks that run when one loads (every attack and defense is built with its parameters, so
+a misspelt parameter fails at load, not an hour into a study).
+
+Example:
+    >>> from re_analysis.study import load_preset
+    >>> load_preset("smoke")["dataset"]
+    'mnist5k'
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ReAnalysisError
+from ..presets import preset_names as list_presets
+
+PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
+               "robust_model", "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params",
+               "embed", "classes", "claims", "workers", "primary_attack"}
+def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
+    """A preset by name (``smoke``, ``quick``, ...) or YAML path, validated, with overrides applied.
+
+    A preset may start from another with ``base: NAME_OR_PATH`` (a relative path is read
+    from the preset's folder): its keys are merged over the base's, mappings key by key
+    (``train: {epochs: 40}`` keeps the base's ``arch``), lists and scalars replaced.
+    """
+    preset = read_preset(name_or_path)
+    for k, v in overrides.items():
+        if v is not None:
+            preset[k] = v
+    return validate_preset(preset)
+
+
+def read_preset(name_or_path: str | Path, _seen: tuple = ()) -> dict[str, Any]:
+    """The raw mapping of a preset, with its ``base`` chain merged in (see :func:`load_preset`)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text, where = path.read_text(), path.resolve()
+    elif str(name_or_path) in list_presets():
+        text, where = resources.files("re_analysis.presets").joinpath(f"{name_or_path}.yaml").read_text(), None
+    else:
+        raise ReAnalysisError(f"unknown preset {str(name_or_path)!r}; choose one of {', '.join(list_presets())} "
+                              "or pass the path of a YAML file")
+    preset = yaml.safe_load(text)
+    if not isinstance(preset, dict):
+        raise ReAnalysisError(f"preset {str(name_or_path)!r} is not a YAML mapping of settings")
+    base = preset.pop("base", None)
+    if base is None:
+        return preset
+    key = str(where or name_or_path)
+    if key in _seen:
+        raise ReAnalysisError(f"preset {str(name_or_path)!r} is its own base (through {' -> '.join(_seen)}); "
+                              "break the cycle of `base:` entries")
+    if where is not None and not Path(str(base)).is_absolute() and str(base).endswith((".yaml", ".yml")):
+        base = where.parent / str(base)
+    return deep_merge(read_preset(base, _seen + (key,)), preset)
+
+
+def deep_merge(base: dict, child: dict) -> dict:
+    """``child`` over ``base``: mappings merged key by key, anything else replaced.
+
+    Example:
+        >>> deep_merge({"train": {"arch": "cnn28s", "epochs": 20}, "seeds": [0, 1]}, {"train": {"epochs": 40}, "seeds": [5]})
+        {'train': {'arch': 'cnn28s', 'epochs': 40}, 'seeds': [5]}
+    """
+    out = copy.deepcopy(base)
+    for k, v in child.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+DEFENSE_SPEC_KEYS = {"defense", "params", "train", "seeds"}
+# What a defense entry's `train` may change: the recipe, not what the study fixes for every target
+FIXED_TRAIN_KEYS = {"dataset", "root", "image_size", "dataset_params", "defense", "defense_params", "seed", "device",
+                    "role", "init_from"}
+# `robust_model: {from_judge: true}`: the robust judge fine-tunes the open-set judge adversarially
+# (its `epochs` are then fine-tuning epochs) instead of training from random weights
+ROBUST_KEYS = {"from_judge"}
+
+
+def training_overrides(where: str, train: Any, extra: set[str] = frozenset()) -> dict[str, Any]:
+    """Training options of a preset (its ``train``, ``eval_model``, ``robust_model``, or a
+    defense entry's own ``train`` over the preset's), checked by name against ``TrainConfig``.
+
+    A method whose official recipe differs from the shared one declares it in its entry, e.g.
+    Trap-MID's constant learning rate: ``trap-mid: {defense: trap-mid, train: {milestones: [1.0]}}``.
+    """
+    import dataclasses
+
+    from ..config import TrainConfig
+
+    if train is None:
+        return {}
+    if not isinstance(train, dict):
+        raise ReAnalysisError(f"{where} must be a mapping of training options, got {train!r}")
+    allowed = ({f.name for f in dataclasses.fields(TrainConfig)} - FIXED_TRAIN_KEYS) | set(extra)
+    unknown = set(train) - allowed
+    if unknown:
+        raise ReAnalysisError(f"{where}: unknown training option(s) {', '.join(sorted(unknown))}; "
+                              f"choose from {', '.join(sorted(allowed))}")
+    return dict(train)
+
+
+def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
+    from ..attacks import create_attack, list_attacks
+    from ..data import list_datasets
+    from ..defenses import create_defense, list_defenses
+
+    p = copy.deepcopy(p)
+    unknown = set(p) - PRESET_KEYS
+    if unknown:
+        raise ReAnalysisError(f"unknown preset key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(PRESET_KEYS))}")
+    if p.get("dataset") not in list_datasets():
+        raise ReAnalysisError(f"preset dataset {p.get('dataset')!r} is not one of {', '.join(list_datasets())}")
+    seeds = p.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ReAnalysisError(f"preset seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    defenses = p.get("defenses") or {"none": {"defense": "none"}}
+    for label, spec in defenses.items():
+        spec = spec or {}
+        unknown = set(spec) - DEFENSE_SPEC_KEYS
+        if unknown:
+            raise ReAnalysisError(f"preset defense {label!r} has unknown key(s) {', '.join(sorted(unknown))}; "
+                                  f"a defense entry takes {', '.join(sorted(DEFENSE_SPEC_KEYS))}")
+        for name in str(spec.get("defense", label)).split("+"):
+            if name not in list_defenses():
+                raise ReAnalysisError(f"preset defense {label!r} uses unknown defense {name!r}; "
+                                      f"choose from {', '.join(list_defenses())}")
+        defenses[label] = {"defense": spec.get("defense", label), "params": dict(spec.get("params") or {}),
+                           "train": training_overrides(f"preset defense {label!r}: train", spec.get("train")),
+                           "seeds": defense_seeds(label, spec.get("seeds"), seeds)}
+        if defenses[label]["params"]:  # a misspelt parameter fails here, not when its target trains
+            create_defense(defenses[label]["defense"], **defenses[label]["params"])
+    attacks = p.get("attacks") or {"gmi": {}}
+    for name in attacks:
+        if name not in list_attacks():
+            raise ReAnalysisError(f"preset attack {name!r} is not one of {', '.join(list_attacks())}")
+        attacks[name] = dict(attacks[name] or {})
+        create_attack(name, **attacks[name])  # a misspelt parameter fails here, not an hour into the study
+    grid = p.get("grid") or [{"defenses": "all", "attacks": "all"}]
+    pairs = []
+    for block in grid:
+        ds = list(defenses) if block.get("defenses", "all") == "all" else list(block["defenses"])
+        ats = list(attacks) if block.get("attacks", "all") == "all" else list(block["attacks"])
+        for d in ds:
+            if d not in defenses:
+                raise ReAnalysisError(f"grid names defense {d!r}, which the preset's defenses do not define")
+            for a in ats:
+                if a not in attacks:
+                    raise ReAnalysisError(f"grid names attack {a!r}, which the preset's attacks do not define")
+                if (d, a) not in pairs:
+                    pairs.append((d, a))
+    if "none" not in defenses:
+        raise ReAnalysisError("a study needs the 'none' defense as its baseline; add `none: {}` to defenses")
+    p.update({"seeds": seeds, "defenses": defenses, "attacks": attacks, "grid": grid, "pairs": pairs})
+    p.setdefault("per_class", 5)
+    p["train"] = training_overrides("preset train", p.get("train"))
+    p["eval_model"] = training_overrides("preset eval_model", p.get("eval_model"))
+    if p.get("robust_model", {}) is not False:
+        p["robust_model"] = training_overrides("preset robust_model (false: no robust judge)", p.get("robust_model"),
+                                               extra=ROBUST_KEYS)
+    p.setdefault("prior", {})
+    p.setdefault("classes", None)
+    p.setdefault("claims", {})
+    p.setdefault("primary_attack", next(iter(attacks)))
+    if p["primary_attack"] not in attacks:
+        raise ReAnalysisError(f"preset primary_attack {p['primary_attack']!r} is not one of its attacks "
+                              f"({', '.join(attacks)}); it is the attack the verdict summary reads")
+    classes = p["classes"]
+    if classes is not None and not ((isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2)
+                                    or (isinstance(classes, list) and classes and all(isinstance(c, int) for c in classes))):
+        raise ReAnalysisError(f"preset classes must be a number of private classes to attack (>= 2, a seeded choice "
+                              f"per seed) or a list of class indices, got {classes!r}")
+    p.setdefault("gap_figures", [])
+    p.setdefault("device", "auto")
+    p.setdefault("workers", 1)
+    if not (isinstance(p["workers"], int) and not isinstance(p["workers"], bool) and p["workers"] >= 1):
+        raise ReAnalysisError(f"preset workers must be a positive integer (processes that run independent steps "
+                              f"at once), got {p['workers']!r}")
+    p.setdefault("embed", True)
+    p.setdefault("name", "custom")
+    return p
+
+
+def defense_seeds(label: str, given, seeds: list[int]) -> list[int]:
+    """The seeds a defense label runs on: ``given`` (a subset of the preset's ``seeds``, so
+    that depth goes where the power is needed, e.g. more seeds for claim 1's two arms) or
+    every seed. ``none`` runs on every seed: every comparison is paired with it."""
+    if given is None:
+        return list(seeds)
+    if label == "none" and set(given) != set(seeds):
+        raise ReAnalysisError("the 'none' defense runs on every seed of the preset (every comparison pairs with it); "
+                              "drop its `seeds` entry")
+    if not isinstance(given, list) or not given or not set(given) <= set(seeds):
+        raise ReAnalysisError(f"preset defense {label!r}: seeds must be a non-empty list drawn from the preset's "
+                              f"seeds {seeds}, got {given!r}")
+    return [s for s in seeds if s in given]
+
+
+def runs_of(preset: dict[str, Any], label: str, seed: int) -> bool:
+    """Whether the study trains (and attacks) defense ``label`` on ``seed``."""
+    return seed in preset["defenses"][label].get("seeds", preset["seeds"])
+
+
+def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) -> dict[str, Any]:
+    """The preset limited to some defense labels / attacks / seeds (a notebook's parameters).
+
+    Pairs of the preset's grid that survive the filter are kept; a requested defense or
+    attack the preset does not pair at all is run against every kept attack / defense.
+    ``none`` always stays: it is the baseline.
+    """
+    p = copy.deepcopy(validate_preset({k: v for k, v in preset.items() if k != "pairs"}))
+    if seeds is not None:
+        p["seeds"] = list(seeds)
+        for spec in p["defenses"].values():  # a label keeps its own seeds among those asked for
+            spec["seeds"] = [s for s in spec["seeds"] if s in p["seeds"]] or list(p["seeds"])
+        p["defenses"]["none"]["seeds"] = list(p["seeds"])
+    keep_d = list(dict.fromkeys(["none", *defenses])) if defenses is not None else list(p["defenses"])
+    keep_a = list(attacks) if attacks is not None else list(p["attacks"])
+    for d in keep_d:
+        p["defenses"].setdefault(d, {"defense": d})
+    for a in keep_a:
+        p["attacks"].setdefault(a, {})
+    pairs = [(d, a) for d, a in p["pairs"] if d in keep_d and a in keep_a]
+    for d in keep_d:
+        for a in keep_a:
+            if (not any(x == d for x, _ in pairs) or not any(y == a for _, y in pairs)) and (d, a) not in pairs:
+                pairs.append((d, a))
+    p["defenses"] = {k: v for k, v in p["defenses"].items() if k in keep_d}
+    p["attacks"] = {k: v for k, v in p["attacks"].items() if k in keep_a}
+    p["grid"] = [{"defenses": [d], "attacks": [a]} for d, a in pairs]
+    p.pop("pairs")
+    return validate_preset(p)
+
+
