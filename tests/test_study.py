@@ -43,6 +43,7 @@ def test_restrict_keeps_the_baseline_and_adds_new_pairs():
     q = load_preset("quick")
     r = restrict(q, defenses=["random-erasing"], attacks=["gmi"], seeds=[0])
     assert r["pairs"] == [("none", "gmi"), ("random-erasing", "gmi")] and r["seeds"] == [0]
+    assert r["primary_attack"] == "gmi"  # quick's primary attack was restricted away: the summary reads GMI
     r2 = restrict(q, defenses=["random-erasing+nls"], attacks=["gmi"])  # a label the preset does not pair
     assert ("random-erasing+nls", "gmi") in r2["pairs"]
 

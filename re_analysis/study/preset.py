@@ -234,6 +234,8 @@ def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) ->
                 pairs.append((d, a))
     p["defenses"] = {k: v for k, v in p["defenses"].items() if k in keep_d}
     p["attacks"] = {k: v for k, v in p["attacks"].items() if k in keep_a}
+    if p.get("primary_attack") not in p["attacks"]:  # a restriction to other attacks reads its first one
+        p["primary_attack"] = next(iter(p["attacks"]))
     p["grid"] = [{"defenses": [d], "attacks": [a]} for d, a in pairs]
     p.pop("pairs")
     return validate_preset(p)
