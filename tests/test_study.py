@@ -257,3 +257,14 @@ def test_a_defense_may_run_on_fewer_seeds_than_the_claim_1_arms(tmp_path):
             load_preset("smoke", seeds=[0, 1], defenses={"none": {}, "nls": {"defense": "nls", **bad}})
     with pytest.raises(ReAnalysisError, match="'none' defense runs on every seed"):
         load_preset("smoke", seeds=[0, 1], defenses={"none": {"seeds": [0]}})
+
+
+def test_a_defense_brings_its_official_training_recipe_and_a_preset_may_override_it():
+    from re_analysis.study import target_config
+
+    p = load_preset("mnist")
+    assert target_config(p, "trap-mid", 0).milestones == (1.0,)  # official Trap-MID: no scheduler
+    assert target_config(p, "random-erasing+trap-mid", 0).milestones == (1.0,)  # a composition keeps it
+    assert target_config(p, "none", 0).milestones == (0.75, 0.9)  # the shared recipe
+    q = load_preset("smoke", defenses={"none": {}, "trap-mid": {"defense": "trap-mid", "train": {"milestones": [0.5]}}})
+    assert target_config(q, "trap-mid", 0).milestones == (0.5,)  # the preset's entry has the last word

@@ -45,6 +45,9 @@ class Defense:
     # The official value of each loss weight, per official dataset ("*": the paper's one
     # setting for every dataset); a weight left None is resolved by :func:`official_weight`.
     paper_weights: dict[str, dict[str, float]] = {}
+    # Training options the defense's official recipe changes from the study's shared one
+    # (e.g. Trap-MID's constant learning rate); a preset's defense entry may still override them.
+    train_recipe: dict[str, Any] = {}
 
     def __init__(self, **params: Any):
         if params:

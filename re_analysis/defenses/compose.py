@@ -81,6 +81,7 @@ class ComposedDefense(Defense):
             raise ReAnalysisError(f"{private[0].name} clips per-sample gradients, but {', '.join(mixing)} computes a "
                                   "loss over the whole batch, so the privacy guarantee would not hold; drop one of them")
         self.standard_augmentation = all(m.standard_augmentation for m in self.members)
+        self.train_recipe = {k: v for m in self.members for k, v in m.train_recipe.items()}
         self.params = {f"{m.name}.{k}": v for m in self.members for k, v in m.params.items()}
 
     def check(self, splits):

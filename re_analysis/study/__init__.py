@@ -94,13 +94,18 @@ class StudyPaths:
 
 
 def target_config(preset, label: str, seed: int):
+    """The training config of defense ``label`` on ``seed``: the preset's shared recipe, then
+    what the defense's official recipe changes (:attr:`Defense.train_recipe`), then the
+    entry's own ``train``."""
     from ..config import TrainConfig
+    from ..defenses import create_defense
 
     spec = preset["defenses"][label]
+    recipe = create_defense(spec["defense"], **spec["params"]).train_recipe
     return TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
                        dataset_params=preset.get("dataset_params", {}), defense=spec["defense"],
                        defense_params=spec["params"], seed=seed, device=preset["device"],
-                       **{**preset["train"], **spec.get("train", {})})
+                       **{**preset["train"], **recipe, **spec.get("train", {})})
 
 
 def eval_config(preset, robust: bool = False, paths: StudyPaths | None = None):
