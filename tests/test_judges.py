@@ -238,7 +238,7 @@ def test_chance_baseline_keeps_only_prior_samples_the_target_accepts(judges, mon
     from re_analysis.attacks import PriorConfig, train_prior
     from re_analysis.evaluation import accepted_prior_images, evaluate_attack
 
-    # a 30-step prior rarely draws some digits: cap the search (100,000 by default) to keep the test short
+    # a 30-step prior rarely draws some digits: cap the search (50,000 by default) to keep the test short
     monkeypatch.setattr(evaluation, "CHANCE_MAX_SAMPLES", 4096)
     prior = train_prior(PriorConfig(steps=30, checkpoint_every=1000), judges["root"] / "prior", progress=False)
     target = judges["target"].model
