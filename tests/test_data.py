@@ -126,3 +126,44 @@ def test_class_split_holds_out_whole_classes_never_none_never_all():
     assert len(set(labels[class_split(labels, 0.99, seed=0)[0]])) == 1  # never all of them
     with pytest.raises(ReAnalysisError, match="at least 2 classes"):
         class_split(np.zeros(5, dtype=int), 0.2, seed=0)
+
+
+def test_folders_dataset_reads_private_and_public_trees_in_the_models_class_order(tmp_path):
+    """The user's own data: two class-per-folder trees (digits written out as PNGs), grayscale,
+    a class-order file, held-out private images from their own tree; each bad input one error."""
+    digits = load_dataset("mnist5k")
+    x, y = materialize(digits.private_train)
+    xp, yp = materialize(digits.public)
+    for root, xs, ys, per, name in ((tmp_path / "private", x, y, 6, "digit"), (tmp_path / "public", xp, yp, 4, "other"),
+                                    (tmp_path / "test", x, y, 2, "digit")):
+        for k in sorted(set(ys.tolist())):
+            (root / f"{name}{k}").mkdir(parents=True)
+            rows = (ys == k).nonzero().squeeze(1)[:per] if root.name != "test" else (ys == k).nonzero().squeeze(1)[-per:]
+            for i, r in enumerate(rows.tolist()):
+                Image.fromarray(xs[r, 0].numpy()).save(root / f"{name}{k}" / f"{i}.png")
+    order = tmp_path / "classes.txt"
+    order.write_text("digit4\ndigit3\ndigit2\ndigit1\ndigit0\n")
+    s = load_dataset("folders", image_size=28, private=str(tmp_path / "private"), public=str(tmp_path / "public"),
+                     private_test=str(tmp_path / "test"), channels=1, classes=str(order))
+    assert (s.num_classes, s.num_public_classes, s.channels) == (5, 5, 1)
+    assert s.private_class_names == ["digit4", "digit3", "digit2", "digit1", "digit0"]
+    xt, yt = materialize(s.private_train)
+    assert xt.shape == (30, 1, 28, 28) and xt.dtype == torch.uint8
+    assert torch.equal(xt[yt == 4][0], x[(y == 0).nonzero()[0, 0]])  # output 4 is digit0: the file's order
+    assert len(s.private_test) == 10 and len(s.public) == 20
+    split = load_dataset("folders", image_size=28, private=str(tmp_path / "private"), public=str(tmp_path / "public"),
+                         channels=1, seed=3)
+    assert len(split.private_test) == 5 and len(split.private_train) == 25  # a seeded 10%, one per class at least
+    (tmp_path / "private" / "digit9").mkdir()
+    with pytest.raises(ReAnalysisError, match="holds no image"):
+        load_dataset("folders", private=str(tmp_path / "private"), public=str(tmp_path / "public"))
+    (tmp_path / "private" / "digit9").rmdir()
+    (tmp_path / "public" / "digit0").mkdir()
+    Image.fromarray(x[0, 0].numpy()).save(tmp_path / "public" / "digit0" / "0.png")
+    with pytest.raises(ReAnalysisError, match="share class folder"):
+        load_dataset("folders", private=str(tmp_path / "private"), public=str(tmp_path / "public"))
+    (tmp_path / "public" / "digit0" / "0.png").unlink()
+    (tmp_path / "public" / "digit0").rmdir()
+    order.write_text("digit4\ndigit3\n")
+    with pytest.raises(ReAnalysisError, match="must name each private class folder once"):
+        load_dataset("folders", private=str(tmp_path / "private"), public=str(tmp_path / "public"), classes=str(order))

@@ -24,14 +24,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 
 class FolderImageDataset(Dataset):
-    """Images read lazily from files, resized to a square ``image_size``, in [0, 1]."""
+    """Images read lazily from files, resized to a square ``image_size``, in [0, 1], with
+    ``channels`` 3 (RGB) or 1 (grayscale)."""
 
     def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], image_size: int,
-                 center_crop: int | None = None):
+                 center_crop: int | None = None, channels: int = 3):
         self.paths = [Path(p) for p in paths]
         self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         self.image_size = image_size
         self.center_crop = center_crop
+        self.channels = channels
         steps = [v2.ToImage()]
         if center_crop:
             steps.append(v2.CenterCrop(center_crop))
@@ -43,17 +45,18 @@ class FolderImageDataset(Dataset):
 
     def __getitem__(self, i):
         with Image.open(self.paths[i]) as im:
-            x = self.transform(im.convert("RGB"))
+            x = self.transform(im.convert("RGB" if self.channels == 3 else "L"))
         return x, int(self.labels[i])
 
     def subset(self, idx) -> "FolderImageDataset":
         idx = np.asarray(idx, dtype=np.int64)
         return FolderImageDataset([self.paths[i] for i in idx], self.labels.numpy()[idx],
-                                  self.image_size, self.center_crop)
+                                  self.image_size, self.center_crop, self.channels)
 
 
-def scan_class_folders(root: Path, hint: str) -> dict[str, list[Path]]:
-    """``{class name: image paths}`` of a class-per-folder tree, classes sorted by name."""
+def scan_class_folders(root: Path, hint: str, every_class: bool = False) -> dict[str, list[Path]]:
+    """``{class name: image paths}`` of a class-per-folder tree, classes sorted by name.
+    ``every_class``: a class folder without images is an error (a user's own tree), not skipped."""
     if not root.is_dir():
         raise ReAnalysisError(f"data folder {root} does not exist; {hint}")
     classes = {}
@@ -61,6 +64,9 @@ def scan_class_folders(root: Path, hint: str) -> dict[str, list[Path]]:
         files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
         if files:
             classes[d.name] = files
+        elif every_class:
+            raise ReAnalysisError(f"class folder {d} holds no image ({', '.join(IMAGE_EXTENSIONS)}); add its images "
+                                  "or remove the folder")
     if len(classes) < 2:
         raise ReAnalysisError(f"found {len(classes)} class folders with images under {root}; {hint}")
     return classes
@@ -107,6 +113,78 @@ def load_imagefolder(root=None, seed: int = 0, image_size: int | None = None,
     hint = "arrange images as ROOT/<class name>/<image file> with at least two classes"
     root = require_root(root, "imagefolder", hint)
     splits = split_classes(scan_class_folders(root, hint), "imagefolder", seed, image_size or 64, num_private)
+    splits.hflip_preserves_labels = bool(hflip)
+    return splits
+
+
+def class_order(names: list[str], classes_file: str | Path | None, what: str) -> list[str]:
+    """The class folders of ``names`` in the order a model's outputs follow: the sorted folder
+    order, or one folder name per line of ``classes_file`` (output index i = line i)."""
+    if classes_file is None:
+        return names
+    path = Path(classes_file)
+    if not path.is_file():
+        raise ReAnalysisError(f"class-order file {path} does not exist; write one {what} folder name per line, "
+                              "in the order of the model's outputs")
+    order = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if sorted(order) != sorted(names) or len(set(order)) != len(order):
+        missing, extra = sorted(set(names) - set(order)), sorted(set(order) - set(names))
+        raise ReAnalysisError(f"class-order file {path} must name each {what} folder once; missing {missing}, "
+                              f"unknown {extra}")
+    return order
+
+
+@register_dataset("folders", "your own data: private and public identities as two class-per-folder trees",
+                  hflip=None, identities=True)
+def load_folders(root=None, seed: int = 0, image_size: int | None = None, private: str | None = None,
+                 public: str | None = None, private_test: str | None = None, channels: int = 3,
+                 classes: str | None = None, hflip: bool = False, test_fraction: float = 0.1) -> MISplits:
+    """A user's own MI setting: ``private`` (the classes the model trained on) and ``public``
+    (other identities the attacker holds) as class-per-folder trees (``DIR/<class>/<image>``),
+    images resized to ``image_size`` (default 64) with ``channels`` 1 or 3. Held-out private
+    images come from ``private_test`` (the same class folders) or a seeded ``test_fraction``
+    of each private class. ``classes`` names a file listing the private folders in the order
+    of the model's outputs (default: sorted by name).
+
+    Example:
+        >>> splits = load_dataset("folders", private="data/private", public="data/public")  # doctest: +SKIP
+    """
+    hint = "arrange images as DIR/<class name>/<image file>, one folder per identity"
+    if private is None or public is None:
+        raise ReAnalysisError("the folders dataset needs both trees: dataset_params private=DIR and public=DIR")
+    if channels not in (1, 3):
+        raise ReAnalysisError(f"folders: channels must be 1 or 3, got {channels!r}")
+    priv = scan_class_folders(Path(private).expanduser(), hint, every_class=True)
+    pub = scan_class_folders(Path(public).expanduser(), hint, every_class=True)
+    shared = sorted(set(priv) & set(pub))
+    if shared:
+        raise ReAnalysisError(f"private and public trees share class folder(s) {', '.join(shared[:5])}: public data "
+                              "must hold other identities than the model's training classes; move them out of one tree")
+    size = image_size or 64
+    priv_names = class_order(sorted(priv), classes, "private class")
+    pub_names = sorted(pub)
+
+    def dataset(classes_: dict, names: list[str]) -> FolderImageDataset:
+        """The images of ``classes_``, labelled by their class's index in ``names``."""
+        present = [c for c in names if c in classes_]
+        paths = [f for c in present for f in classes_[c]]
+        labels = [names.index(c) for c in present for _ in classes_[c]]
+        return FolderImageDataset(paths, labels, size, channels=channels)
+
+    private_all = dataset(priv, priv_names)
+    if private_test is not None:
+        held = scan_class_folders(Path(private_test).expanduser(), hint, every_class=True)
+        unknown = sorted(set(held) - set(priv_names))
+        if unknown:
+            raise ReAnalysisError(f"private test folder(s) {', '.join(unknown[:5])} are not private classes; "
+                                  f"name them as in {private}")
+        train, test = private_all, dataset(held, priv_names)
+    else:
+        tr, te = stratified_split(private_all.labels.numpy(), test_fraction, seed)
+        train, test = private_all.subset(tr), private_all.subset(te)
+    splits = MISplits(name="folders", private_train=train, private_test=test, public=dataset(pub, pub_names),
+                      num_classes=len(priv_names), num_public_classes=len(pub_names), channels=channels,
+                      image_size=size, private_class_names=priv_names, public_class_names=pub_names)
     splits.hflip_preserves_labels = bool(hflip)
     return splits
 
