@@ -224,3 +224,209 @@ def describe(model: ExternalClassifier) -> dict[str, Any]:
     """What the report says of the audited model."""
     return {"arch": model.arch, "convention": asdict(model.convention), "features": "the model's own features"
             if model.has_features else "its logits (the model exposes no features)"}
+
+
+# --- the audit run: judges, priors, attacks and tables around the user's model ---------------
+
+EXTERNAL_SCRIPT = "model.torchscript"  # a TorchScript model is copied into its run, which stays self-contained
+
+
+def external_spec(model: ExternalClassifier, model_path: str | Path | None, entry: str | None) -> dict[str, Any]:
+    """How to rebuild ``model`` (without its weights) from what a run records."""
+    form = "torchscript" if model.arch == "torchscript" else "entry" if entry else "arch"
+    return {"form": form, "arch": None if form != "arch" else model.arch, "entry": entry,
+            "convention": asdict(model.convention), "num_classes": model.num_classes,
+            "in_channels": model.in_channels, "image_size": model.image_size,
+            "source_sha256": file_sha256(model_path) if model_path else None}
+
+
+def rebuild_external(spec: dict[str, Any], run_dir: str | Path) -> ExternalClassifier:
+    """The architecture of an audited model from its run record; :func:`re_analysis.training.load_classifier`
+    then loads the recorded weights into it."""
+    conv = InputConvention(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["convention"].items()})
+    if spec["form"] == "torchscript":
+        net = torch.jit.load(str(Path(run_dir) / EXTERNAL_SCRIPT), map_location="cpu")
+    elif spec["form"] == "entry":
+        net = _entry(spec["entry"], spec["num_classes"])
+    else:
+        net = create_model(spec["arch"], spec["num_classes"], spec["in_channels"], spec["image_size"])
+    arch = {"torchscript": "torchscript", "entry": f"entry:{spec['entry']}"}.get(spec["form"], spec["arch"])
+    return ExternalClassifier(net, conv, spec["num_classes"], spec["in_channels"], spec["image_size"], arch=arch)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What ``re-analysis audit`` asks (see the module doc and ``re-analysis audit --help``)."""
+
+    private: str
+    public: str
+    out: str
+    model: str | None = None
+    arch: str | None = None
+    entry: str | None = None
+    image_size: int = 64
+    channels: int = 3
+    pixels: str | None = None
+    normalize: str | None = None
+    classes: str | None = None
+    private_test: str | None = None
+    preset: str = "smoke"
+    attacks: tuple[str, ...] = ()
+    compare_defense: str | None = None
+    device: str = "auto"
+    seed: int = 0
+
+    def dataset_params(self) -> dict[str, Any]:
+        return {k: v for k, v in {"private": str(Path(self.private).resolve()), "public": str(Path(self.public).resolve()),
+                                  "private_test": str(Path(self.private_test).resolve()) if self.private_test else None,
+                                  "channels": self.channels,
+                                  "classes": str(Path(self.classes).resolve()) if self.classes else None}.items()
+                if v is not None}
+
+
+AUDIT_PRESETS = {"smoke": "smoke", "quick": "quick", "paper": "full"}  # --preset -> the study preset whose budgets run
+AUDIT_LABEL = "none"  # the audited model plays the undefended reference of every comparison
+
+
+def audit_preset(cfg: AuditConfig) -> dict[str, Any]:
+    """The study preset of an audit: the budgets, judges and prior of ``cfg.preset``'s study
+    preset on the user's folders, one seed, the user's model as the reference arm (and a
+    retrained copy with ``compare_defense`` beside it when the architecture is the suite's)."""
+    from .study import load_preset, validate_preset
+
+    if cfg.preset not in AUDIT_PRESETS:
+        raise ReAnalysisError(f"--preset must be one of {', '.join(AUDIT_PRESETS)}, got {cfg.preset!r}")
+    base = load_preset(AUDIT_PRESETS[cfg.preset])
+    attacks = {a: dict(base["attacks"].get(a, {})) for a in (cfg.attacks or [base["primary_attack"]])}
+    defenses = {AUDIT_LABEL: {}}
+    if cfg.compare_defense:
+        if cfg.arch is None:
+            raise ReAnalysisError("--compare-defense retrains your architecture with the defense: it needs --arch NAME "
+                                  "(an architecture of the suite); a TorchScript file or an entry point cannot be retrained")
+        defenses[cfg.compare_defense] = {"defense": cfg.compare_defense, "train": {"arch": cfg.arch}}
+    p = {k: v for k, v in base.items() if k not in ("pairs", "description", "defenses", "attacks", "grid", "seeds",
+                                                      "gap_figures", "primary_attack", "claims")}
+    p.update({"name": f"audit-{cfg.preset}", "dataset": "folders", "root": None, "image_size": cfg.image_size,
+              "dataset_params": cfg.dataset_params(), "seeds": [cfg.seed], "defenses": defenses, "attacks": attacks,
+              "grid": [{"defenses": "all", "attacks": "all"}], "primary_attack": next(iter(attacks)),
+              "gap_figures": [[AUDIT_LABEL, next(iter(attacks))]], "device": cfg.device, "workers": 1,
+              "description": f"audit of {cfg.model or cfg.entry} with the budgets of `{AUDIT_PRESETS[cfg.preset]}`"})
+    return validate_preset(p)
+
+
+def install_target(model: ExternalClassifier, spec: dict[str, Any], splits, preset: dict[str, Any], root: Path,
+                   model_path: str | Path | None) -> Path:
+    """Write the user's model as a finished run of the study (its record, weights, accuracy on
+    the held-out private images and per-image predictions), content-addressed like every run."""
+    import pandas as pd
+
+    from .artifacts import atomic_save_tensors, atomic_write_json, atomic_write_text, claim_run_dir, config_hash
+    from .data import materialize
+    from .models.inputs import predict_logits
+    from .runs import WEIGHTS
+
+    config = {"dataset": preset["dataset"], "root": None, "image_size": preset["image_size"],
+              "dataset_params": preset["dataset_params"], "seed": preset["seeds"][0], "defense": "none",
+              "defense_params": {}, "arch": model.arch, "role": "target", "external": spec}
+    run_dir = root / "targets" / f"audited-{config_hash(config, 8)}"
+    claim_run_dir(run_dir, config, kind="train")
+    if (run_dir / "metrics.json").is_file() and (run_dir / WEIGHTS).is_file():
+        return run_dir
+    if spec["form"] == "torchscript":
+        import shutil
+
+        shutil.copy2(model_path, run_dir / EXTERNAL_SCRIPT)
+    x, y = materialize(splits.private_test)
+    pred = predict_logits(model, x).argmax(1)
+    atomic_write_text(run_dir / "test_predictions.csv", pd.DataFrame(
+        {"index": range(len(y)), "label": y.numpy(), "predicted": pred.numpy(),
+         "correct": (pred == y).numpy().astype(int)}).to_csv(index=False))
+    info = {"arch": "external", "external": spec, "num_classes": model.num_classes, "in_channels": model.in_channels,
+            "image_size": model.image_size, "feature_dim": model.feature_dim, "dataset": preset["dataset"],
+            "defense": "none", "role": "target", "num_private_classes": model.num_classes, "open_set": False}
+    import json
+
+    atomic_save_tensors(run_dir / WEIGHTS, {k: v.contiguous() for k, v in model.state_dict().items()},
+                        {"model": json.dumps(info)})
+    atomic_write_json(run_dir / "metrics.json", {
+        "natural_accuracy": float((pred == y).float().mean()), "dataset": preset["dataset"], "arch": model.arch,
+        "role": "target", "defense": "none", "seed": preset["seeds"][0], "num_classes": model.num_classes,
+        "test_size": len(y), "audited": describe(model), "config_hash": config_hash(config)})
+    return run_dir
+
+
+def run_audit(cfg: AuditConfig, progress: bool = True) -> Path:
+    """Audit the user's model end to end; returns the report's path (``OUT/report.html``).
+
+    Loads the data and the model (each bad input: one clear error before anything is
+    written), trains the judges (open-set, robust) and the attacks' prior on the public data,
+    writes the model as a finished run, attacks it with each attack of the preset (default:
+    its primary attack), judges the reconstructions (chance rate, ceilings), measures the
+    feature-space gap, optionally retrains the architecture with ``compare_defense`` and
+    attacks that copy too, writes the study's tables and renders the report notebook.
+    Every step is cached by content, so a re-run resumes.
+    """
+    from .data import load_dataset
+    from .study import (StudyPaths, _keyed, attack_evaluate, robust_judge_dir, study_tables, train_eval_model,
+                        train_target, write_tables)
+    from .study import TEST_PREDICTIONS
+
+    import pandas as pd
+
+    convention = InputConvention.parse(cfg.pixels, cfg.normalize)
+    splits = load_dataset("folders", seed=cfg.seed, image_size=cfg.image_size, **cfg.dataset_params())
+    model = load_user_model(cfg.model, splits.num_classes, cfg.channels, cfg.image_size, convention, cfg.arch, cfg.entry)
+    preset = audit_preset(cfg)
+    root = Path(cfg.out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    paths = StudyPaths(root)
+    train_eval_model(preset, paths, progress)
+    if robust_judge_dir(preset, paths) is not None:
+        train_eval_model(preset, paths, progress, robust=True)
+    target = install_target(model, external_spec(model, cfg.model, cfg.entry), splits, preset, root, cfg.model)
+    seed = cfg.seed
+    natural = [_keyed(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset["dataset"], defense=AUDIT_LABEL, seed=seed)]
+    metrics = {AUDIT_LABEL: pd.read_json(target / "metrics.json", typ="series").to_dict()}
+    records = [(AUDIT_LABEL, a, seed, metrics[AUDIT_LABEL],
+                attack_evaluate(preset, paths, AUDIT_LABEL, a, seed, progress, target=target)) for a in preset["attacks"]]
+    if cfg.compare_defense:
+        res = train_target(preset, paths, cfg.compare_defense, seed, progress)
+        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset["dataset"],
+                              defense=cfg.compare_defense, seed=seed))
+        records += [(cfg.compare_defense, a, seed, res.metrics,
+                     attack_evaluate(preset, paths, cfg.compare_defense, a, seed, progress)) for a in preset["attacks"]]
+    write_tables(study_tables(preset, paths, records, natural), root, preset)
+    from .artifacts import atomic_write_json
+
+    atomic_write_json(root / "audit.json", {"config": asdict(cfg), "model": describe(model),
+                                            "target": str(target.relative_to(root)), "preset": preset["name"]})
+    return render_report(root)
+
+
+REPORT_NOTEBOOK = "audit_report.ipynb"
+
+
+def render_report(root: Path) -> Path:
+    """Execute ``notebooks/audit_report.ipynb`` on the audit's tables through papermill (as
+    every chapter of the book) and write ``report.ipynb`` and ``report.html`` beside them."""
+    import papermill as pm
+
+    from .artifacts import atomic_output
+
+    source = Path(__file__).resolve().parents[1] / "notebooks" / REPORT_NOTEBOOK
+    if not source.is_file():
+        raise ReAnalysisError(f"the report notebook {source} is missing: the audit renders notebooks/{REPORT_NOTEBOOK} of "
+                              "the repository; install the suite from its repository (pip install -e .)")
+    executed = root / "report.ipynb"
+    with atomic_output(executed) as tmp:
+        pm.execute_notebook(str(source), str(tmp), parameters={"run_dir": str(root)}, kernel_name="python3",
+                            progress_bar=False, cwd=str(source.parents[1]))
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4))
+    html = root / "report.html"
+    with atomic_output(html) as tmp:
+        Path(tmp).write_text(body, encoding="utf-8")
+    return html

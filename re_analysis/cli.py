@@ -92,6 +92,31 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--workers", type=int, default=None, help="processes of the study (default: the preset's)")
     b.add_argument("--quiet", action="store_true")
 
+    u = sub.add_parser("audit", help="does YOUR classifier leak its private classes to model inversion? -> report.html")
+    u.add_argument("--model", default=None, help="TorchScript file, or weights (safetensors / torch.save'd state dict) "
+                                                  "with --arch, or weights for --model-entry")
+    u.add_argument("--arch", default=None, help="the suite architecture the weights belong to (re-analysis models)")
+    u.add_argument("--model-entry", default=None, help="pkg.module:build, your function returning the nn.Module "
+                                                        "(called with num_classes=)")
+    u.add_argument("--private", required=True, help="class-per-folder tree of the model's training classes")
+    u.add_argument("--public", required=True, help="class-per-folder tree of other identities the attacker holds")
+    u.add_argument("--private-test", default=None, help="held-out private images (same class folders; default: a "
+                                                         "seeded 10%% of --private)")
+    u.add_argument("--classes", default=None, help="file naming the private folders in the order of the model's outputs")
+    u.add_argument("--image-size", type=int, default=64)
+    u.add_argument("--channels", type=int, default=3)
+    u.add_argument("--pixels", default=None, help="the model's input range: -1-1 (default) or 0-1")
+    u.add_argument("--normalize", default=None, help="MEAN,STD the model normalises [0, 1] pixels with "
+                                                      "(per channel: m1/m2/m3,s1/s2/s3)")
+    u.add_argument("--preset", default="smoke", help="budgets: smoke (minutes on 2 CPU cores), quick, paper (a GPU)")
+    u.add_argument("--attacks", default=None, help="comma-separated attacks (default: the preset's primary attack)")
+    u.add_argument("--compare-defense", default=None, help="also retrain your architecture (--arch) with this defense "
+                                                             "on your data and attack it alike (e.g. random-erasing)")
+    u.add_argument("--out", default="audit")
+    u.add_argument("--device", default="auto")
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--quiet", action="store_true")
+
     v = sub.add_parser("verify", help="check every artifact of a study or run directory against its manifest "
                                       "(exit 0 clean, 2 damaged)")
     v.add_argument("run_dir", metavar="RUN_DIR", help="study or run directory (e.g. runs/quick)")
@@ -195,6 +220,19 @@ def cmd_book(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from .audit import AuditConfig, run_audit
+
+    cfg = AuditConfig(private=args.private, public=args.public, out=args.out, model=args.model, arch=args.arch,
+                      entry=args.model_entry, image_size=args.image_size, channels=args.channels, pixels=args.pixels,
+                      normalize=args.normalize, classes=args.classes, private_test=args.private_test,
+                      preset=args.preset, attacks=tuple(a for a in (args.attacks or "").split(",") if a),
+                      compare_defense=args.compare_defense, device=args.device, seed=args.seed)
+    report = run_audit(cfg, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     from .artifacts import repair_hint, verify_runs
 
@@ -234,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
-        if args.command in ("attack", "evaluate", "analyze", "study", "book", "verify"):
+        if args.command in ("attack", "evaluate", "analyze", "study", "book", "verify", "audit"):
             return {"attack": cmd_attack, "evaluate": cmd_evaluate, "analyze": cmd_analyze, "study": cmd_study,
-                    "book": cmd_book, "verify": cmd_verify}[args.command](args)
+                    "book": cmd_book, "verify": cmd_verify, "audit": cmd_audit}[args.command](args)
         return cmd_list(args.command)
     except ReAnalysisError as exc:
         print(f"re-analysis: error: {exc}", file=sys.stderr)

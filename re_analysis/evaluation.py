@@ -243,7 +243,8 @@ def chance_baseline(info: dict, target, evaluator: Judge, robust: Judge | None, 
         return {**nan, "chance_n": 0, "chance_drawn": drawn,
                 "chance_note": "the target labelled no prior sample as an attacked class"}, pd.DataFrame()
     df = judge_images(x, y, evaluator, robust, memory, pixel_k=pixel_k)
-    counts = np.bincount(y.numpy())[np.asarray(info["classes"], dtype=np.int64)]
+    classes = np.asarray(info["classes"], dtype=np.int64)
+    counts = np.bincount(y.numpy(), minlength=int(classes.max()) + 1)[classes]
     return {"chance_accuracy_top1": float(df["eval_hit"].mean()),
             "chance_accuracy_top1_closed": float(df["eval_hit_closed"].mean()),
             "chance_accuracy_robust": float(df["robust_hit"].mean()) if "robust_hit" in df else float("nan"),

@@ -110,6 +110,13 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
     if not artifact_exists(path):
         raise ReAnalysisError(f"no trained model in {run_dir} (missing {WEIGHTS}); run `re-analysis train --out {run_dir}` first")
     info = json.loads(tensors_metadata(path)["model"])
+    if info["arch"] == "external":  # an audited model of a user's: its own architecture, its recorded weights
+        from .audit import rebuild_external
+
+        model = rebuild_external(info["external"], run_dir)
+        model.load_state_dict(load_tensors(path))
+        model.train_info = info
+        return model.to(device).eval()
     model = create_model(info["arch"], info["num_classes"], info["in_channels"], info["image_size"])
     if info.get("wrapper"):  # defenses that change the architecture (MID's bottleneck, DP-SGD's GroupNorm)
         w = info["wrapper"]

@@ -145,7 +145,9 @@ def attacked_classes(preset, seed: int) -> tuple[int, ...] | None:
     return tuple(sorted(int(c) for c in np.random.default_rng(10_007 + seed).choice(n, classes, replace=False)))
 
 
-def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int):
+def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int, target: str | Path | None = None):
+    """The attack run of ``attack`` on the target of ``label`` and ``seed`` (``target``: another
+    finished run directory to attack instead, e.g. an audited model)."""
     from ..attacks import AttackConfig
     from ..attacks.base import attack_class
 
@@ -155,7 +157,8 @@ def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int)
     steps = prior.get("steps")  # None: the prior paper's budget
     if attack_class(attack).prior_kind != "wgan-gp":  # KEDMI/PLG priors are trained per target
         steps = prior.get("target_steps", steps)
-    return AttackConfig(attack=attack, target=str(paths.target(label, seed, target_config(preset, label, seed))),
+    target = target if target is not None else paths.target(label, seed, target_config(preset, label, seed))
+    return AttackConfig(attack=attack, target=str(target),
                         classes=attacked_classes(preset, seed),
                         per_class=preset["per_class"], iterations=iterations, seed=seed, params=params,
                         prior_steps=steps, prior_seed=prior.get("seed", 0), prior_params=dict(prior.get("params") or {}),
@@ -213,12 +216,14 @@ def judged_by(metrics: dict, judge: Path, robust: Path | None) -> bool:
     return name(metrics.get("eval_model")) == name(judge) and name(metrics.get("robust_model")) == name(robust)
 
 
-def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: int, progress: bool) -> dict:
-    """Attack one target, judge the reconstructions and measure the gap (each step cached)."""
+def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: int, progress: bool,
+                    target: str | Path | None = None) -> dict:
+    """Attack one target (``target``: a run directory to attack instead of the study's own),
+    judge the reconstructions and measure the gap (each step cached)."""
     from ..attacks import run_attack
     from ..evaluation import analyze_gap, evaluate_attack
 
-    cfg = attack_config(preset, paths, label, attack, seed)
+    cfg = attack_config(preset, paths, label, attack, seed, target)
     out = paths.attack(label, attack, seed, cfg)
     ensure_intact(out)  # a damaged cached step is recomputed, not trusted
     res = run_attack(cfg, out, cache_root=paths.cache, progress=progress)
@@ -421,20 +426,33 @@ def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> Study
     if preset["robust_model"] is not False:
         train_eval_model(preset, paths, progress, robust=True)
     labels_needed = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
-    rows, judged, natural, gaps, seps, chances = [], [], [], [], [], []
+    natural = []
     steps = [(d, a, s) for s in preset["seeds"] for d, a in preset["pairs"] if runs_of(preset, d, s)]
     targets = [(label, seed) for seed in preset["seeds"] for label in labels_needed if runs_of(preset, label, seed)]
     bar = tqdm(total=len(targets) + len(steps), desc=f"study {preset['name']}", disable=not progress)
     trained = {}
-    dataset = preset["dataset"]
     for label, seed in targets:
         res = train_target(preset, paths, label, seed, progress=False)
         trained[label, seed] = res.metrics
-        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=dataset, defense=label, seed=seed))
+        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset["dataset"], defense=label,
+                              seed=seed))
         bar.update()
+    records = []
     for label, attack, seed in steps:
         m = attack_evaluate(preset, paths, label, attack, seed, progress=False)
-        t = trained[label, seed]
+        records.append((label, attack, seed, trained[label, seed], m))
+        bar.update()
+    bar.close()
+    return study_tables(preset, paths, records, natural)
+
+
+def study_tables(preset, paths: StudyPaths, records: list[tuple], natural: list[pd.DataFrame]) -> StudyTables:
+    """The study's tables from its finished steps: ``records`` holds (label, attack, seed,
+    the target's metrics, :func:`attack_evaluate`'s record) per attack run; ``natural`` the
+    targets' per-test-image tables."""
+    dataset = preset["dataset"]
+    rows, judged, gaps, seps, chances = [], [], [], [], []
+    for label, attack, seed, t, m in records:
         spec = preset["defenses"][label]
         rows.append({"dataset": dataset, "defense": label, "defense_name": spec["defense"],
                      "defense_params": yaml.safe_dump(spec["params"], default_flow_style=True).strip() if spec["params"] else "",
@@ -451,8 +469,6 @@ def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> Study
         if (out / "separation_samples.csv").is_file() and not any(
                 (x["defense"].iloc[0], x["seed"].iloc[0]) == (label, seed) for x in seps):
             seps.append(_keyed(pd.read_csv(out / "separation_samples.csv"), dataset=dataset, defense=label, seed=seed))
-        bar.update()
-    bar.close()
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
     return StudyTables(pd.DataFrame(rows, columns=RESULT_COLUMNS), cat(judged), cat(natural), cat(gaps), cat(seps),
                        cat(chances))
