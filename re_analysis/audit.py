@@ -34,7 +34,8 @@ from torch import nn
 from .errors import ReAnalysisError
 from .models.registry import Classifier, create_model, list_models
 
-__all__ = ["InputConvention", "ExternalClassifier", "load_user_model", "check_user_model", "file_sha256"]
+__all__ = ["InputConvention", "ExternalClassifier", "load_user_model", "check_user_model", "file_sha256", "AuditConfig",
+           "run_audit", "write_digit_folders", "example_audit"]
 
 PIXELS = ("-1-1", "0-1")
 
@@ -430,3 +431,67 @@ def render_report(root: Path) -> Path:
     with atomic_output(html) as tmp:
         Path(tmp).write_text(body, encoding="utf-8")
     return html
+
+
+def write_digit_folders(root: str | Path) -> Path:
+    """The embedded digits (``mnist5k``) as a user would hold them: ``root/private/digit0-4``
+    (training and held-out images) and ``root/public/digit5-9``, one PNG per image. Written once
+    (a finished tree is kept) and atomically (a half-written tree is never left)."""
+    import shutil
+
+    from PIL import Image
+
+    from .data import load_dataset, materialize
+
+    root = Path(root)
+    done = root / ".complete"
+    if done.is_file():
+        return root
+    tmp = root.with_name(root.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    splits = load_dataset("mnist5k")
+    for tree, parts, names in (("private", (splits.private_train, splits.private_test), list(range(5))),
+                               ("public", (splits.public,), list(range(5, 10)))):
+        for part in parts:
+            x, y = materialize(part)
+            for img, label in zip(x, y.tolist()):
+                folder = tmp / tree / f"digit{names[label]}"
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img[0].numpy()).save(folder / f"{tree}-{sum(1 for _ in folder.iterdir())}.png")
+    (tmp / ".complete").write_text("mnist5k\n")
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    return root
+
+
+def example_audit(out: str | Path, preset: str = "smoke", progress: bool = True) -> dict[str, Path]:
+    """The book's example: a classifier trained by the suite on the embedded digits written out
+    as class folders (private 0-4, public 5-9), exported as TorchScript as a user would ship it,
+    then audited from that file alone. Returns the paths of the ``folders``, the ``study`` that
+    trained the model, the ``model`` file and the audit's ``report``; every step resumes.
+
+    Example:
+        >>> paths = example_audit("runs/audit-example")   # doctest: +SKIP
+        >>> paths["report"].name
+        'report.html'
+    """
+    from .artifacts import atomic_output
+    from .study import load_preset, run_study
+    from .training import load_classifier
+
+    out = Path(out).resolve()
+    folders = write_digit_folders(out / "digits")
+    params = {"private": str(folders / "private"), "public": str(folders / "public"), "channels": 1}
+    study_preset = load_preset(preset, dataset="folders", image_size=28, dataset_params=params,
+                               defenses={"none": {}}, gap_figures=[])
+    study = run_study(study_preset, out / "study", progress=progress)
+    model = out / "model.pt"
+    if not model.is_file():
+        target = load_classifier(out / "study" / study["target_dir"].iloc[0]).eval()
+        with atomic_output(model) as tmp:
+            torch.jit.save(torch.jit.trace(target, torch.zeros(1, 1, 28, 28)), str(tmp))
+    report = run_audit(AuditConfig(private=params["private"], public=params["public"], out=str(out / "audit"),
+                                   model=str(model), image_size=28, channels=1, preset=preset), progress=progress)
+    return {"folders": folders, "study": out / "study", "model": model, "report": report}

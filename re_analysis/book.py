@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -218,6 +219,44 @@ def write_verdict_page(run_dir: str | Path, stage: str | Path, preset: str) -> l
     return [folder / "forest.png", page]
 
 
+AUDIT_REPORT = "audit-report.html"  # copied to the site's root (html_extra_path), where the chapter's frame loads it
+
+
+def write_audit_page(paths: dict, stage: str | Path) -> list[Path]:
+    """The "Audit your own model" chapter's example, from :func:`re_analysis.audit.example_audit`'s
+    ``paths``: the command that audited the exported model, its leakage table and the full report
+    (``stage/book/_generated/extra/audit-report.html``, served at the site's root)."""
+    import pandas as pd
+
+    from .report.audit import leak_table, leaked_classes
+
+    folder = Path(stage) / GENERATED
+    extra = folder / "extra"
+    extra.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(paths["report"], extra / AUDIT_REPORT)
+    audit_dir = Path(paths["report"]).parent
+    summary = pd.read_csv(audit_dir / "summary.csv")
+    judgements = pd.read_csv(audit_dir / "judgements.csv")
+    record = json.loads((audit_dir / "audit.json").read_text())
+    table = leak_table(summary)
+    leaked = leaked_classes(judgements)
+    command = (f"re-analysis audit --model model.pt --private digits/private --public digits/public "
+               f"--image-size 28 --channels 1 --preset {record['preset'].removeprefix('audit-')} --out audit")
+    page = folder / "audit_example.md"
+    page.write_text(
+        "The command (run in the example's folder; `re-analysis audit --example --out DIR` writes the folders, trains "
+        "and exports the model, then runs it):\n\n"
+        f"```bash\n{command}\n```\n\n"
+        "What the report found, per judge (attack accuracy with its 95% interval over the attacked identities, the "
+        "chance rate of unoptimised prior samples, the judge's ceiling on held-out private images):\n\n"
+        + markdown_table(list(table.columns), table.values.tolist()) + "\n\n"
+        + markdown_table(list(leaked.columns), leaked.values.tolist()) + "\n\n"
+        f'The full report, as `re-analysis audit` wrote it (<a href="../{AUDIT_REPORT}">open it on its own page</a>):\n\n'
+        f'<iframe src="../{AUDIT_REPORT}" title="audit report" style="width:100%;height:900px;border:1px solid #ccc">'
+        "</iframe>\n", encoding="utf-8")
+    return [extra / AUDIT_REPORT, page]
+
+
 def build_book(preset: str = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,
                build_dir: str | Path = "_build", device: str = "auto", progress: bool = True,
                workers: int | None = None) -> Path:
@@ -240,6 +279,9 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
             shutil.copy2(src / item, stage / item)
     write_generated(stage)
     write_verdict_page(run_dir, stage, preset)
+    from .audit import example_audit
+
+    write_audit_page(example_audit(run_dir.parent / f"{run_dir.name}-audit-example", progress=progress), stage)
     execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress,
                       workers=p["workers"])
     stage_tables(run_dir, stage)

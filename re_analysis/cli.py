@@ -98,8 +98,11 @@ def build_parser() -> ArgumentParser:
     u.add_argument("--arch", default=None, help="the suite architecture the weights belong to (re-analysis models)")
     u.add_argument("--model-entry", default=None, help="pkg.module:build, your function returning the nn.Module "
                                                         "(called with num_classes=)")
-    u.add_argument("--private", required=True, help="class-per-folder tree of the model's training classes")
-    u.add_argument("--public", required=True, help="class-per-folder tree of other identities the attacker holds")
+    u.add_argument("--private", default=None, help="class-per-folder tree of the model's training classes")
+    u.add_argument("--public", default=None, help="class-per-folder tree of other identities the attacker holds")
+    u.add_argument("--example", action="store_true", help="the book's example instead: train a classifier on the "
+                                                           "embedded digits written as folders, export it as TorchScript "
+                                                           "and audit that file (into --out)")
     u.add_argument("--private-test", default=None, help="held-out private images (same class folders; default: a "
                                                          "seeded 10%% of --private)")
     u.add_argument("--classes", default=None, help="file naming the private folders in the order of the model's outputs")
@@ -221,7 +224,15 @@ def cmd_book(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .audit import AuditConfig, run_audit
+    from .audit import AuditConfig, example_audit, run_audit
+
+    if args.example:
+        paths = example_audit(args.out, preset=args.preset, progress=not args.quiet)
+        print(f"model: {paths['model']}\nreport: {paths['report']}")
+        return 0
+    if not (args.private and args.public):
+        raise ReAnalysisError("re-analysis audit needs --private DIR and --public DIR (class-per-folder trees of your "
+                              "model's training classes and of other identities), or --example for the book's example")
 
     cfg = AuditConfig(private=args.private, public=args.public, out=args.out, model=args.model, arch=args.arch,
                       entry=args.model_entry, image_size=args.image_size, channels=args.channels, pixels=args.pixels,

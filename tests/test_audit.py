@@ -119,53 +119,73 @@ def test_bad_inputs_get_one_clear_error_each(cnn, tmp_path, monkeypatch):
         InputConvention.parse(pixels="0-255")
 
 
-@pytest.fixture(scope="module")
-def digit_folders(tmp_path_factory):
-    """The embedded digits as a user would have them: private 0-4 and public 5-9 as class folders."""
+def _tree(root, classes, per_class=3, channels=1, size=28):
     from PIL import Image
 
-    from re_analysis.data import load_dataset, materialize
-
-    root = tmp_path_factory.mktemp("digits")
-    splits = load_dataset("mnist5k")
-    for tree, parts, names in (("private", (splits.private_train, splits.private_test), range(5)),
-                               ("public", (splits.public,), range(5, 10))):
-        for part in parts:
-            x, y = materialize(part)
-            for i, (img, label) in enumerate(zip(x, y.tolist())):
-                folder = root / tree / f"digit{list(names)[label]}"
-                folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img[0].numpy()).save(folder / f"{tree}-{len(list(folder.iterdir()))}.png")
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("L" if channels == 1 else "RGB", (size, size), color=40 * i).save(root / c / f"{i}.png")
     return root
 
 
+def test_the_command_refuses_bad_input_with_one_line_and_exit_2(cnn, tmp_path):
+    """Through the CLI: exit 2, one line naming the problem and the fix, no output folder."""
+    from conftest import call_cli
+
+    script = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.trace(cnn, torch.zeros(1, 1, 28, 28)), str(script))
+    private = _tree(tmp_path / "private", [f"p{i}" for i in range(5)])
+    public = _tree(tmp_path / "public", ["q0", "q1"])
+    empty = _tree(tmp_path / "private-empty", [f"p{i}" for i in range(4)])
+    (empty / "p4").mkdir()
+    shared = _tree(tmp_path / "public-shared", ["p0", "q1"])
+    junk = tmp_path / "notes.pt"
+    junk.write_text("not a model")
+    base = ["--image-size", 28, "--channels", 1, "--quiet"]
+    cases = {"7 classes": (script, _tree(tmp_path / "private7", [f"p{i}" for i in range(7)]), public, []),
+             "fails on images of shape": (script, private, public, ["--channels", 3]),
+             "does not load as a TorchScript model": (junk, private, public, []),
+             "holds no image": (script, empty, public, []),
+             "share": (script, private, shared, []),
+             "does not import": (None, private, public, ["--model-entry", "no_such_pkg_here:build"]),
+             "needs --private DIR and --public DIR": (script, None, None, [])}
+    for i, (needle, (model, priv, pub, extra)) in enumerate(cases.items()):
+        out = tmp_path / f"out{i}"
+        args = ["audit", *(["--model", model] if model else []), *(["--private", priv] if priv else []),
+                *(["--public", pub] if pub else []), "--out", out, *base, *extra]
+        proc = call_cli(*args, check=False)
+        assert proc.returncode == 2, (needle, proc.stdout, proc.stderr)
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0], (needle, proc.stderr)
+        assert not out.exists(), f"{needle}: {out} was written"
+
+
 @pytest.mark.slow
-def test_audit_of_an_exported_target_equals_the_study_of_that_target(digit_folders, tmp_path):
-    """A target trained by the suite on the digits (as folders), exported as a state dict and as
-    TorchScript: the audit's attack accuracy equals what the study measured for that target,
-    same seed and budgets, and the report renders."""
+def test_audit_of_an_exported_target_equals_the_study_of_that_target(tmp_path):
+    """The book's example: a target trained by the suite on the digits (written out as class
+    folders), exported as TorchScript and audited from that file; the audit's attack accuracy
+    equals what the study measured for that target, same seed and budgets, and the report
+    renders. The same target as a safetensors state dict with --arch gives the same numbers."""
     import pandas as pd
     from safetensors.torch import save_file
 
-    from re_analysis.audit import AuditConfig, run_audit
-    from re_analysis.study import load_preset, run_study
+    from re_analysis.audit import AuditConfig, example_audit, run_audit
     from re_analysis.training import load_classifier
 
-    params = {"private": str(digit_folders / "private"), "public": str(digit_folders / "public"), "channels": 1}
-    preset = load_preset("smoke", dataset="folders", image_size=28, dataset_params=params,
-                         defenses={"none": {}}, gap_figures=[])
-    study = run_study(preset, tmp_path / "study", progress=False)
-    target = load_classifier(tmp_path / "study" / study["target_dir"].iloc[0])
-    save_file({k: v.contiguous() for k, v in target.state_dict().items()}, str(tmp_path / "target.safetensors"))
-    torch.jit.save(torch.jit.trace(target, torch.zeros(1, 1, 28, 28)), str(tmp_path / "target.pt"))
-    common = dict(private=params["private"], public=params["public"], image_size=28, channels=1, preset="smoke")
-    by_state = run_audit(AuditConfig(model=str(tmp_path / "target.safetensors"), arch="cnn28", out=str(tmp_path / "audit"),
-                                     **common), progress=False)
-    audited = pd.read_csv(tmp_path / "audit" / "results.csv")
+    paths = example_audit(tmp_path / "example", progress=False)
+    study = pd.read_csv(paths["study"] / "results.csv")
+    audited = pd.read_csv(paths["report"].parent / "results.csv")
     for col in ("attack_accuracy_top1", "attack_accuracy_top1_closed", "attack_accuracy_pixel", "natural_accuracy"):
         assert audited[col].iloc[0] == pytest.approx(study[col].iloc[0], abs=1e-9), col
-    html = by_state.read_text()
-    assert by_state.name == "report.html" and "Leakage under each judge" in html and "<img" in html
-    run_audit(AuditConfig(model=str(tmp_path / "target.pt"), out=str(tmp_path / "audit-ts"), **common), progress=False)
-    scripted = pd.read_csv(tmp_path / "audit-ts" / "results.csv")
-    assert scripted["attack_accuracy_top1"].iloc[0] == pytest.approx(study["attack_accuracy_top1"].iloc[0], abs=1e-9)
+    html = paths["report"].read_text()
+    assert paths["report"].name == "report.html" and "Leakage under each judge" in html and "<img" in html
+    assert sorted(p.name for p in (paths["folders"] / "private").iterdir()) == [f"digit{i}" for i in range(5)]
+    target = load_classifier(paths["study"] / study["target_dir"].iloc[0])
+    save_file({k: v.contiguous() for k, v in target.state_dict().items()}, str(tmp_path / "target.safetensors"))
+    folders = paths["folders"]
+    run_audit(AuditConfig(model=str(tmp_path / "target.safetensors"), arch="cnn28", out=str(tmp_path / "audit-sd"),
+                          private=str(folders / "private"), public=str(folders / "public"), image_size=28, channels=1,
+                          preset="smoke"), progress=False)
+    by_state = pd.read_csv(tmp_path / "audit-sd" / "results.csv")
+    assert by_state["attack_accuracy_top1"].iloc[0] == pytest.approx(study["attack_accuracy_top1"].iloc[0], abs=1e-9)

@@ -84,6 +84,20 @@ def test_study_tables_and_conclusions_are_generated(book):
         assert str(book) not in page, f"{nb} shows a local path"
 
 
+def test_audit_chapter_shows_the_example_report(book):
+    """The "Audit your own model" chapter: the command, the example's leakage table (from the
+    example audit's own summary) and its report served beside the book."""
+    import pandas as pd
+
+    html_root = book / "build" / "html"
+    page = (html_root / "book" / "audit.html").read_text()
+    assert "re-analysis audit --model model.pt" in page and "audit-report.html" in page
+    summary = pd.read_csv(book / "run-audit-example" / "audit" / "summary.csv")
+    assert f"{summary['chance_accuracy_top1_mean'].iloc[0]:.3f}" in page  # the chance rate, from its table
+    report = (html_root / "audit-report.html").read_text()
+    assert "Leakage under each judge" in report and "<img" in report
+
+
 def test_wrong_notebook_parameter_fails_at_once(book, tmp_path):
     import papermill as pm
 
@@ -137,4 +151,5 @@ def test_every_page_loads_with_figures_and_working_links(book):
     for nb in ("01_training", "02_attacks", "03_feature_gap", "04_tradeoff", "05_ablations", "06_conclusions"):
         assert figures[f"notebooks/{nb}.html"] >= 1, f"{nb} has no figure"
     assert figures["book/intro.html"] >= 1  # the forest plot of the verdicts on the first page
+    assert figures["audit-report.html"] >= 2  # the example audit's report: its accuracy figure and gallery
     assert "book/api.html" in figures and len(pages) >= 11
