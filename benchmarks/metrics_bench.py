@@ -58,7 +58,7 @@ def run_one(method: str, n: int, d: int, classes: int) -> dict:
     t0 = time.perf_counter()
     if method == "knn-ours":
         from re_analysis.metrics import knn_distance
-        value = knn_distance(rec, ry, priv, py)
+        value = knn_distance(priv, py, rec, ry)
     elif method == "knn-anchors":
         vals = []
         for c in np.unique(ry):
@@ -68,7 +68,7 @@ def run_one(method: str, n: int, d: int, classes: int) -> dict:
     elif method == "knn-ours-reuse":
         from re_analysis.metrics import PrivateIndex, knn_distance
         index = PrivateIndex(priv, py)
-        value = [knn_distance(rec + 0.01 * k, ry, index=index) for k in range(20)][-1]
+        value = [knn_distance(index, None, rec + 0.01 * k, ry) for k in range(20)][-1]
     elif method == "knn-anchors-reuse":
         for k in range(20):
             vals = []

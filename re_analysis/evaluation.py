@@ -155,7 +155,7 @@ def judge_images(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, r
         rows.update({"robust_pred": zr.argmax(1).numpy(), "robust_hit": classifier_hits(zr, y),
                      "robust_hit_closed": classifier_hits(zr, y, num_private=robust.num_private),
                      "robust_public": judged_public(zr, robust.num_private)})
-    px = pixel_judge(images, y, memory.private, memory.private_labels, memory.public, memory.public_labels,
+    px = pixel_judge(memory.private, memory.private_labels, images, y, memory.public, memory.public_labels,
                      k=pixel_k, num_private=memory.num_private, max_sq_distance=memory.reject_sq_distance)
     rows.update({"pixel_pred": px["predicted"], "pixel_hit": px["hits"], "pixel_nearest_public": px["nearest_public"],
                  "pixel_public": px["predicted"] >= memory.num_private, "pixel_rejected": px["predicted"] < 0,
@@ -312,7 +312,7 @@ def distribution_metrics(evaluator: Judge, images: torch.Tensor, labels: torch.T
     f_rec = extract_features(evaluator.model, images.float()).numpy()
     yr, yp = labels.numpy(), y_priv.numpy()
     pr = prdc_per_class(f_priv, yp, f_rec, yr, nearest_k=3)
-    return {"knn_distance": knn_distance(f_rec, yr, f_priv, yp),
+    return {"knn_distance": knn_distance(f_priv, yp, f_rec, yr),
             "fid": frechet_distance(f_rec, f_priv) if len(f_rec) >= 2 else float("nan"),
             "fid_n_reconstructions": int(len(f_rec)), "fid_n_private": int(len(f_priv)),
             **{k: pr[k] for k in ("precision", "recall", "density", "coverage")},

@@ -59,17 +59,17 @@ def test_pixel_judge_majority_public_miss_ties_and_reject():
     private, private_y = digits(0, 10, 20, 200), np.array([0, 0, 1, 1])
     public, public_y = digits(100, 110, 120), np.array([0, 0, 1])
     rec = digits(5, 105, 30, 200)
-    out = pixel_judge(rec, [0, 0, 1, 1], private, private_y, public, public_y, k=3, num_private=2)
+    out = pixel_judge(private, private_y, rec, [0, 0, 1, 1], public, public_y, k=3, num_private=2)
     # neighbours: 5 -> {0,10,20}: 0,0,1 -> 0 hit; 105 -> {100,110,120}: public 0,0,1 -> public 2 (miss)
     # 30 -> {20,10,0}: 1,0,0 -> 0 (miss); 200 -> {200,120,110}: 1, public 3, public 2 -> tie, nearest wins -> 1
     assert out["predicted"].tolist() == [0, 2, 0, 1]
     assert out["hits"].tolist() == [True, False, False, True]
     assert out["nearest_public"].tolist() == [False, True, False, False]
     # reject option: farther than the radius from every training image -> predicted -1, a miss
-    far = pixel_judge(digits(5, 255), [0, 1], private, private_y, public, public_y, k=1, max_sq_distance=0.001)
+    far = pixel_judge(private, private_y, digits(5, 255), [0, 1], public, public_y, k=1, max_sq_distance=0.001)
     assert far["predicted"].tolist() == [-1, -1]
     near = (2 * 5 / 255) ** 2 * 4  # squared distance 5 -> 0 in normalised pixels, 4 pixels
-    assert pixel_judge(digits(5), [0], private, private_y, k=1)["nearest_sq_distance"][0] == pytest.approx(near, rel=1e-5)
+    assert pixel_judge(private, private_y, digits(5), [0], k=1)["nearest_sq_distance"][0] == pytest.approx(near, rel=1e-5)
 
 
 def test_reject_radius_is_a_quantile_of_leave_one_out_distances():

@@ -24,20 +24,20 @@ def random_set(seed, n=600, d=64, classes=6):
 def test_knn_distance_equals_brute_force():
     priv, py = random_set(0)
     rec, ry = random_set(1, n=90)
-    ours = knn_distance(rec, ry, priv, py, per_sample=True)
+    ours = knn_distance(priv, py, rec, ry, per_sample=True)
     order = np.argsort(ry, kind="stable")
     ref = anchors_knn(rec[order], ry[order], priv, py)
     np.testing.assert_allclose(ours[order], ref, rtol=1e-12)
-    assert knn_distance(rec, ry, priv, py) == pytest.approx(ref.mean(), rel=1e-12)
+    assert knn_distance(priv, py, rec, ry) == pytest.approx(ref.mean(), rel=1e-12)
     # torch tensors are accepted too, and a reused index gives the same answer
     index = PrivateIndex(torch.from_numpy(priv), torch.from_numpy(py))
-    assert knn_distance(torch.from_numpy(rec), torch.from_numpy(ry), index=index) == pytest.approx(ref.mean(), rel=1e-12)
+    assert knn_distance(index, None, torch.from_numpy(rec), torch.from_numpy(ry)) == pytest.approx(ref.mean(), rel=1e-12)
 
 
 def test_knn_distance_is_squared_and_same_class_only():
     priv = np.array([[0.0, 0.0], [10.0, 0.0]], "float32")
-    assert knn_distance(np.array([[3.0, 4.0]], "float32"), [0], priv, [0, 1]) == 25.0  # squared, not 5
-    assert knn_distance(np.array([[9.0, 0.0]], "float32"), [0], priv, [0, 1]) == 81.0  # class 1 point ignored
+    assert knn_distance(priv, [0, 1], np.array([[3.0, 4.0]], "float32"), [0]) == 25.0  # squared, not 5
+    assert knn_distance(priv, [0, 1], np.array([[9.0, 0.0]], "float32"), [0]) == 81.0  # class 1 point ignored
 
 
 def test_hnsw_index_recall_is_measured():
@@ -59,14 +59,14 @@ def test_knn_distance_bad_input(make, message):
     rec, ry = random_set(1, n=10)
     r, p = make(priv, rec)
     with pytest.raises(ReAnalysisError, match=message):
-        knn_distance(r, ry if r.ndim == 2 else ry[:1], p, py)
+        knn_distance(p, py, r, ry if r.ndim == 2 else ry[:1])
 
 
 def test_reconstruction_labels_absent_from_private_set():
     priv, py = random_set(0, classes=3)
     rec, _ = random_set(1, n=4)
     with pytest.raises(ReAnalysisError, match=r"labels \[7\] have no private features"):
-        knn_distance(rec, [0, 1, 7, 7], priv, py)
+        knn_distance(priv, py, rec, [0, 1, 7, 7])
 
 
 def test_prdc_matches_the_prdc_package():

@@ -140,7 +140,7 @@ def prdc_per_class(real_features, real_labels, fake_features, fake_labels, neare
     return out
 
 
-def inception_fid(recon_images: torch.Tensor, private_images: torch.Tensor, weights_path: str,
+def inception_fid(private_images: torch.Tensor, recon_images: torch.Tensor, weights_path: str,
                   batch_size: int = 64, device: str = "cpu") -> float:
     """FID in torchvision Inception-v3 pool features, from a LOCAL weights file only.
 

@@ -20,9 +20,7 @@ Plus the baseline an attack gets for free (:func:`chance_acceptance`): prior sam
 target already labels as a class, judged like reconstructions.
 
 Example:
-    >>> from dataclasses import dataclass
-
-import numpy as np
+    >>> import numpy as np
     >>> logits = np.array([[3., 1., 0., 5.], [0., 2., 1., 0.]])  # 3 private classes + 1 public
     >>> classifier_hits(logits, [0, 1]).tolist()                  # open set: row 0 is public
     [False, True]
@@ -163,7 +161,7 @@ def reject_radius(bank_images, quantile: float = 0.999, max_queries: int = 5000,
     return float(np.quantile(np.maximum(own, 0), quantile))
 
 
-def pixel_judge(recon_images, recon_labels, private_images, private_labels, public_images=None,
+def pixel_judge(private_images, private_labels, recon_images, recon_labels, public_images=None,
                 public_labels=None, k: int = 5, num_private: int | None = None,
                 max_sq_distance: float | None = None) -> dict[str, np.ndarray]:
     """The gradient-free judge: majority label of the ``k`` nearest training images in pixel
@@ -181,7 +179,7 @@ def pixel_judge(recon_images, recon_labels, private_images, private_labels, publ
         >>> import numpy as np
         >>> priv = np.stack([np.full((1, 2, 2), v, "uint8") for v in (0, 10, 250)])
         >>> pub = np.full((1, 1, 2, 2), 255, "uint8")
-        >>> out = pixel_judge(priv[:2], [0, 1], priv, [0, 0, 1], pub, [0], k=1)
+        >>> out = pixel_judge(priv, [0, 0, 1], priv[:2], [0, 1], pub, [0], k=1)
         >>> out["hits"].tolist(), out["predicted"].tolist()
         ([True, False], [0, 0])
     """

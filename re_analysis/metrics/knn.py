@@ -111,22 +111,28 @@ class PrivateIndex:
         return float(np.mean(self.search(queries, labels, rerank=1)[1][:, 0] == exact.search(queries, labels, rerank=1)[1][:, 0]))
 
 
-def knn_distance(recon_features, recon_labels, private_features=None, private_labels=None,
-                 per_sample: bool = False, index: PrivateIndex | None = None):
+def knn_distance(private, private_labels, recon_features, recon_labels, per_sample: bool = False):
     """Mean (or per-sample) minimum squared L2 distance from each reconstruction to the
     private features of its own class (KNN distance; lower = closer to private data).
 
-    Pass ``index`` to reuse a :class:`PrivateIndex` built once for many reconstruction sets.
+    The reference comes first, as in every metric of the suite (``prdc(real, fake)``,
+    ``feature_gap(private, ...)``): the private features with their labels, or a
+    :class:`PrivateIndex` built once for many reconstruction sets (labels then ``None``).
 
     Example:
         >>> import numpy as np
         >>> priv = np.array([[0., 0.], [3., 4.]], "float32")
-        >>> knn_distance(np.array([[0., 1.]], "float32"), [1], priv, [1, 1])
+        >>> knn_distance(priv, [1, 1], np.array([[0., 1.]], "float32"), [1])
+        1.0
+        >>> index = PrivateIndex(priv, [1, 1])          # build once, query many times
+        >>> knn_distance(index, None, np.array([[3., 3.]], "float32"), [1])
         1.0
     """
-    if index is None:
-        if private_features is None or private_labels is None:
-            raise ReAnalysisError("knn_distance needs private_features and private_labels, or a prebuilt index")
-        index = PrivateIndex(private_features, private_labels)
+    if isinstance(private, PrivateIndex):
+        index = private
+    else:
+        if private_labels is None:
+            raise ReAnalysisError("knn_distance needs the private features and their labels, or a PrivateIndex")
+        index = PrivateIndex(private, private_labels)
     d = index.min_sq_dist(recon_features, recon_labels)
     return d if per_sample else float(d.mean())
