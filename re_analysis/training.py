@@ -111,7 +111,7 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
         raise ReAnalysisError(f"no trained model in {run_dir} (missing {WEIGHTS}); run `re-analysis train --out {run_dir}` first")
     info = json.loads(tensors_metadata(path)["model"])
     if info["arch"] == "external":  # an audited model of a user's: its own architecture, its recorded weights
-        from .audit import rebuild_external
+        from .models.external import rebuild_external
 
         model = rebuild_external(info["external"], run_dir)
         model.load_state_dict(load_tensors(path))

@@ -82,6 +82,7 @@ def test_method_chapter_includes_what_is_generated(generated):
 
 def test_build_book_stages_the_generated_tables(tmp_path, monkeypatch):
     import re_analysis.book as book
+    import re_analysis.audit as audit
     import re_analysis.study as study
 
     seen = {}
@@ -95,12 +96,15 @@ def test_build_book_stages_the_generated_tables(tmp_path, monkeypatch):
 
     monkeypatch.setattr(study, "run_study", lambda *a, **k: None)
     monkeypatch.setattr(book, "execute_notebooks", lambda *a, **k: [])
+    monkeypatch.setattr(audit, "example_audit", lambda out, **k: {"report": Path(out) / "report.html"})
+    monkeypatch.setattr(book, "write_audit_page", lambda paths, stage: seen.setdefault("audit", paths["report"]))
     monkeypatch.setattr(book, "builder_command", lambda: ["jupyter-book"])
     monkeypatch.setattr(book.subprocess, "run", fake_builder)
     index = book.build_book("smoke", run_dir=tmp_path / "run", source=REPO, build_dir=tmp_path / "build",
                             progress=False)
     assert index.read_text() == "built"
-    assert seen["generated"] == ["attacks_fidelity.md", "defenses_fidelity.md", "presets.md"]
+    assert seen["generated"] == ["attacks_fidelity.md", "defenses_fidelity.md", "presets.md", "verdicts.md"]
+    assert seen["audit"] == tmp_path / "run-audit-example" / "report.html"  # the audit chapter's example, beside the run
 
 
 def toc_files(node) -> list[str]:

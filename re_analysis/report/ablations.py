@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..verdicts import CLAIMS, infer_roles
 
-__all__ = ["ablation_groups", "ablation_table", "ablation_sentences", "ablation_figure"]
+__all__ = ["ablation_groups", "ablation_labels", "ablation_table", "ablation_sentences", "ablation_figure"]
 
 
 def ablation_groups(labels, names: dict | None = None) -> list[tuple[str, str, str, int | None]]:
@@ -100,6 +100,20 @@ def ablation_sentences(verdicts: pd.DataFrame, judge: str = "eval_hit") -> str:
                          + difference_sentence(r.estimate, r.ci_low, r.ci_high, "the difference in attack accuracy")
                          + f"; verdict **{r.verdict}**" + (f" ({note})" if note else "") + ".")
     return "\n".join(lines) if lines else "verdicts.csv holds no verdict on claims 5, 6 or 8."
+
+
+def ablation_labels(labels, groups) -> list[str]:
+    """The arms the ablations chapter plots, in order: no defense, Random Erasing, each
+    ablation's reference and the ablations themselves (only those the study ran); without
+    ablations, the two reference arms alone.
+
+    Example:
+        >>> ablation_labels(["none", "random-erasing", "re-fixed-corner"],
+        ...                 [(6, "re-fixed-corner", "random-erasing", None)])
+        ['none', 'random-erasing', 're-fixed-corner']
+    """
+    wanted = ["none", "random-erasing", *[g[2] for g in groups], *[g[1] for g in groups]]
+    return [lab for lab in dict.fromkeys(wanted) if lab in set(labels)]
 
 
 def ablation_figure(summary: pd.DataFrame, labels: list[str], attacks: list[str], judge: str = "eval_hit"):
