@@ -7,7 +7,7 @@ the judge and attack given) and of the undefended attack accuracy, and prints th
 compute each design costs relative to the study's own (targets scale with seeds, attacks
 with seeds x identities x restarts: GMI optimises every row of a batch together).
 
-    python benchmarks/design_power.py runs/quick [--judge eval_hit] [--attack gmi] [--goal 0.06]
+    python benchmarks/design_power.py runs/quick [--judge top1] [--attack gmi] [--goal 0.06]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from re_analysis.metrics import expected_half_width, minimum_detectable_effect, variance_components
+from re_analysis.metrics.judges import judge_spec
 
 
 def paired_differences(j: pd.DataFrame, judge: str, attack: str, defense: str = "random-erasing") -> pd.DataFrame:
@@ -47,16 +48,17 @@ def step_seconds(root: Path, attack: str) -> tuple[float, float]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study")
-    ap.add_argument("--judge", default="eval_hit")
+    ap.add_argument("--judge", default="top1", help="a judge name (top1, robust, pixel, top1_closed)")
     ap.add_argument("--attack", default="gmi")
     ap.add_argument("--goal", type=float, default=0.06, help="half-width to reach")
     args = ap.parse_args(argv)
     root = Path(args.study)
     j = pd.read_csv(root / "judgements.csv")
-    d = paired_differences(j, args.judge, args.attack)
+    column = judge_spec(args.judge).column
+    d = paired_differences(j, column, args.attack)
     comp = variance_components(d["d"], d["seed"], d["label"])
     none = j[(j["attack"] == args.attack) & (j["defense"] == "none")]
-    lv = variance_components(none[args.judge].astype(float), none["seed"], none["label"])
+    lv = variance_components(none[column].astype(float), none["seed"], none["label"])
     print(f"study {root}: {comp['n_seeds']} seeds x {comp['units_per_seed']:.0f} identities x "
           f"{comp['restarts']:.0f} restarts; judge {args.judge}, attack {args.attack}")
     for name, c in (("RE - none (claim 1)", comp), ("none's accuracy", lv)):

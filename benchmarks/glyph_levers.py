@@ -15,7 +15,6 @@ rate with its own interval, accuracy / chance, the judge's ceiling, and the seco
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -24,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from re_analysis.metrics import clustered_interval
-from re_analysis.study import (StudyPaths, attack_evaluate, load_preset, robust_judge_dir, train_eval_model,
-                               train_target)
+from re_analysis.study import (Preset, StudyPaths, attack_evaluate, load_preset, robust_judge_dir, train_eval_model,
+                               train_target, validate_preset)
 
 # name -> (what changes, preset overrides applied on top of the preset)
 LEVERS = {
@@ -55,8 +54,8 @@ LEVERS = {
 }
 
 
-def variant(preset: dict, overrides: dict, identities: int) -> dict:
-    p = copy.deepcopy(preset)
+def variant(preset: Preset, overrides: dict, identities: int) -> Preset:
+    p = preset.to_dict()
     p["classes"], p["per_class"] = identities, 1
     for key, value in overrides.items():
         if key == "per_class":
@@ -69,7 +68,7 @@ def variant(preset: dict, overrides: dict, identities: int) -> dict:
                     p["attacks"][name] = params
         else:
             p[key] = {**p[key], **value}
-    return p
+    return validate_preset(p)
 
 
 def interval(values: pd.Series, seeds: pd.Series, labels: pd.Series) -> tuple[float, float, float]:
@@ -77,7 +76,7 @@ def interval(values: pd.Series, seeds: pd.Series, labels: pd.Series) -> tuple[fl
     return out["estimate"], out["ci_low"], out["ci_high"]
 
 
-def run_lever(name: str, preset: dict, paths: StudyPaths, seeds: list[int]) -> dict:
+def run_lever(name: str, preset: Preset, paths: StudyPaths, seeds: list[int]) -> dict:
     t0 = time.perf_counter()
     judge = train_eval_model(preset, paths, progress=False)  # cached unless the lever changes a judge
     if robust_judge_dir(preset, paths) is not None:
@@ -85,7 +84,7 @@ def run_lever(name: str, preset: dict, paths: StudyPaths, seeds: list[int]) -> d
     judged, chance, rows = [], [], []
     for seed in seeds:
         t = train_target(preset, paths, "none", seed, progress=False)
-        for attack in preset["attacks"]:
+        for attack in preset.attacks:
             m = attack_evaluate(preset, paths, "none", attack, seed, progress=False)
             out = paths.root / m["attack_dir"]
             judged.append(pd.read_csv(out / "judgements.csv").assign(seed=seed))
@@ -93,15 +92,15 @@ def run_lever(name: str, preset: dict, paths: StudyPaths, seeds: list[int]) -> d
             info = json.loads((out / "attack.json").read_text())
             rows.append({"natural": t.metrics["natural_accuracy"], "attack": attack, "seconds":
                          t.metrics.get("train_seconds_this_call", 0) + info["seconds"],
-                         "ceiling": m.get("ceiling_eval_hit"), "target_accepts": m.get("target_accuracy_on_reconstructions")})
+                         "ceiling": m.get("ceiling_top1"), "target_accepts": m.get("target_accuracy_on_reconstructions")})
     j, c = pd.concat(judged), pd.concat(chance)
-    acc = interval(j["eval_hit"], j["seed"], j["label"])
-    ch = interval(c["eval_hit"], c["seed"], c["label"])
+    acc = interval(j["hit_top1"], j["seed"], j["label"])
+    ch = interval(c["hit_top1"], c["seed"], c["label"])
     r = pd.DataFrame(rows)
     return {"lever": name, "natural": r["natural"].mean(), "top1": acc[0], "top1_lo": acc[1], "top1_hi": acc[2],
             "chance": ch[0], "chance_lo": ch[1], "chance_hi": ch[2], "ratio": acc[0] / ch[0] if ch[0] > 0 else np.inf,
             "apart": acc[1] > ch[2], "ceiling": r["ceiling"].mean(), "target_accepts": r["target_accepts"].mean(),
-            "closed": j["eval_hit_closed"].mean(), "robust": j["robust_hit"].mean() if "robust_hit" in j else np.nan,
+            "closed": j["hit_top1_closed"].mean(), "robust": j["hit_robust"].mean() if "hit_robust" in j else np.nan,
             "judge_accuracy": judge.metrics["natural_accuracy"],
             "step_seconds": r["seconds"].sum(), "wall_seconds": time.perf_counter() - t0}
 

@@ -26,7 +26,7 @@ from re_analysis.study import (StudyPaths, attack_config, eval_config, load_pres
                                train_target)
 from re_analysis.training import train
 
-COLUMNS = ["eval_hit", "eval_hit_closed", "robust_hit", "pixel_hit", "target_hit", "all_accept"]
+COLUMNS = ["hit_top1", "hit_top1_closed", "hit_robust", "hit_pixel", "hit_target", "all_accept"]
 HEADLINE = ["attack_accuracy_top1", "attack_accuracy_top1_closed", "attack_accuracy_robust", "attack_accuracy_pixel",
             "judges_all_accept", "judges_disagree", "pixel_nearest_public", "eval_judged_public", "pixel_rejected",
             "chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust", "chance_accuracy_pixel",
@@ -51,18 +51,18 @@ def main() -> None:
         print(f"{name} judge {m['arch']}: natural {m['natural_accuracy']:.3f} (closed {m['natural_accuracy_closed']:.3f})"
               f", PGD {m.get('pgd_accuracy', float('nan')):.3f}, {m['train_seconds_this_call']:.0f} s", flush=True)
     frames, rows = [], []
-    for seed in preset["seeds"]:
-        for label in preset["defenses"]:
+    for seed in preset.seeds:
+        for label in preset.defenses:
             train_target(preset, paths, label, seed, progress=False)
-    for label, attack in preset["pairs"]:
-        for seed in preset["seeds"]:
+    for label, attack in preset.pairs:
+        for seed in preset.seeds:
             cfg = attack_config(preset, paths, label, attack, seed)
             out = paths.attack(label, attack, seed, cfg)
             run_attack(cfg, out, cache_root=paths.cache, progress=False)
             judged = out / "judged"
             m = evaluate_attack(out, standard.run_dir, judged, robust_model=robust.run_dir)
             rows.append({"defense": label, "attack": attack, "seed": seed, **{k: m[k] for k in HEADLINE}})
-            frames.append(load_judgements(judged).assign(defense=label, attack=attack, dataset=preset["dataset"]))
+            frames.append(load_judgements(judged).assign(defense=label, attack=attack, dataset=preset.dataset))
             print(rows[-1], flush=True)
     table = pd.concat(frames, ignore_index=True)
     pd.set_option("display.width", 200)

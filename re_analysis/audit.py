@@ -70,7 +70,7 @@ AUDIT_PRESETS = {"smoke": "smoke", "quick": "quick", "paper": "full"}  # --prese
 AUDIT_LABEL = "none"  # the audited model plays the undefended reference of every comparison
 
 
-def audit_preset(cfg: AuditConfig) -> dict[str, Any]:
+def audit_preset(cfg: AuditConfig):
     """The study preset of an audit: the budgets, judges and prior of ``cfg.preset``'s study
     preset on the user's folders, one seed, the user's model as the reference arm (and a
     retrained copy with ``compare_defense`` beside it when the architecture is the suite's)."""
@@ -79,14 +79,14 @@ def audit_preset(cfg: AuditConfig) -> dict[str, Any]:
     if cfg.preset not in AUDIT_PRESETS:
         raise ReAnalysisError(f"--preset must be one of {', '.join(AUDIT_PRESETS)}, got {cfg.preset!r}")
     base = load_preset(AUDIT_PRESETS[cfg.preset])
-    attacks = {a: dict(base["attacks"].get(a, {})) for a in (cfg.attacks or [base["primary_attack"]])}
+    attacks = {a: dict(base.attacks.get(a, {})) for a in (cfg.attacks or [base.primary_attack])}
     defenses = {AUDIT_LABEL: {}}
     if cfg.compare_defense:
         if cfg.arch is None:
             raise ReAnalysisError("--compare-defense retrains your architecture with the defense: it needs --arch NAME "
                                   "(an architecture of the suite); a TorchScript file or an entry point cannot be retrained")
         defenses[cfg.compare_defense] = {"defense": cfg.compare_defense, "train": {"arch": cfg.arch}}
-    p = {k: v for k, v in base.items() if k not in ("pairs", "description", "defenses", "attacks", "grid", "seeds",
+    p = {k: v for k, v in base.to_dict().items() if k not in ("description", "defenses", "attacks", "grid", "seeds",
                                                       "gap_figures", "primary_attack", "claims")}
     p.update({"name": f"audit-{cfg.preset}", "dataset": "folders", "root": None, "image_size": cfg.image_size,
               "dataset_params": cfg.dataset_params(), "seeds": [cfg.seed], "defenses": defenses, "attacks": attacks,
@@ -96,7 +96,7 @@ def audit_preset(cfg: AuditConfig) -> dict[str, Any]:
     return validate_preset(p)
 
 
-def install_target(model: ExternalClassifier, spec: dict[str, Any], splits, preset: dict[str, Any], root: Path,
+def install_target(model: ExternalClassifier, spec: dict[str, Any], splits, preset, root: Path,
                    model_path: str | Path | None) -> Path:
     """Write the user's model as a finished run of the study (its record, weights, accuracy on
     the held-out private images and per-image predictions), content-addressed like every run."""
@@ -107,8 +107,8 @@ def install_target(model: ExternalClassifier, spec: dict[str, Any], splits, pres
     from .models.inputs import predict_logits
     from .runs import WEIGHTS
 
-    config = {"dataset": preset["dataset"], "root": None, "image_size": preset["image_size"],
-              "dataset_params": preset["dataset_params"], "seed": preset["seeds"][0], "defense": "none",
+    config = {"dataset": preset.dataset, "root": None, "image_size": preset.image_size,
+              "dataset_params": preset.dataset_params, "seed": preset.seeds[0], "defense": "none",
               "defense_params": {}, "arch": model.arch, "role": "target", "external": spec}
     run_dir = root / "targets" / f"audited-{config_hash(config, 8)}"
     claim_run_dir(run_dir, config, kind="train")
@@ -124,15 +124,15 @@ def install_target(model: ExternalClassifier, spec: dict[str, Any], splits, pres
         {"index": range(len(y)), "label": y.numpy(), "predicted": pred.numpy(),
          "correct": (pred == y).numpy().astype(int)}).to_csv(index=False))
     info = {"arch": "external", "external": spec, "num_classes": model.num_classes, "in_channels": model.in_channels,
-            "image_size": model.image_size, "feature_dim": model.feature_dim, "dataset": preset["dataset"],
+            "image_size": model.image_size, "feature_dim": model.feature_dim, "dataset": preset.dataset,
             "defense": "none", "role": "target", "num_private_classes": model.num_classes, "open_set": False}
     import json
 
     atomic_save_tensors(run_dir / WEIGHTS, {k: v.contiguous() for k, v in model.state_dict().items()},
                         {"model": json.dumps(info)})
     atomic_write_json(run_dir / "metrics.json", {
-        "natural_accuracy": float((pred == y).float().mean()), "dataset": preset["dataset"], "arch": model.arch,
-        "role": "target", "defense": "none", "seed": preset["seeds"][0], "num_classes": model.num_classes,
+        "natural_accuracy": float((pred == y).float().mean()), "dataset": preset.dataset, "arch": model.arch,
+        "role": "target", "defense": "none", "seed": preset.seeds[0], "num_classes": model.num_classes,
         "test_size": len(y), "audited": describe(model), "config_hash": config_hash(config)})
     return run_dir
 
@@ -167,21 +167,21 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> Path:
         train_eval_model(preset, paths, progress, robust=True)
     target = install_target(model, external_spec(model, cfg.model, cfg.entry), splits, preset, root, cfg.model)
     seed = cfg.seed
-    natural = [_keyed(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset["dataset"], defense=AUDIT_LABEL, seed=seed)]
+    natural = [_keyed(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset.dataset, defense=AUDIT_LABEL, seed=seed)]
     metrics = {AUDIT_LABEL: pd.read_json(target / "metrics.json", typ="series").to_dict()}
     records = [(AUDIT_LABEL, a, seed, metrics[AUDIT_LABEL],
-                attack_evaluate(preset, paths, AUDIT_LABEL, a, seed, progress, target=target)) for a in preset["attacks"]]
+                attack_evaluate(preset, paths, AUDIT_LABEL, a, seed, progress, target=target)) for a in preset.attacks]
     if cfg.compare_defense:
         res = train_target(preset, paths, cfg.compare_defense, seed, progress)
-        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset["dataset"],
+        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset.dataset,
                               defense=cfg.compare_defense, seed=seed))
         records += [(cfg.compare_defense, a, seed, res.metrics,
-                     attack_evaluate(preset, paths, cfg.compare_defense, a, seed, progress)) for a in preset["attacks"]]
+                     attack_evaluate(preset, paths, cfg.compare_defense, a, seed, progress)) for a in preset.attacks]
     write_tables(study_tables(preset, paths, records, natural), root, preset)
     from .artifacts import atomic_write_json
 
     atomic_write_json(root / "audit.json", {"config": asdict(cfg), "model": describe(model),
-                                            "target": str(target.relative_to(root)), "preset": preset["name"]})
+                                            "target": str(target.relative_to(root)), "preset": preset.name})
     return render_report(root)
 
 
@@ -234,12 +234,14 @@ def write_digit_folders(root: str | Path) -> Path:
     splits = load_dataset("mnist5k")
     for tree, parts, names in (("private", (splits.private_train, splits.private_test), list(range(5))),
                                ("public", (splits.public,), list(range(5, 10)))):
+        written: dict[int, int] = {}  # images per class so far: each file's number in its folder
         for part in parts:
             x, y = materialize(part)
             for img, label in zip(x, y.tolist()):
                 folder = tmp / tree / f"digit{names[label]}"
                 folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img[0].numpy()).save(folder / f"{tree}-{sum(1 for _ in folder.iterdir())}.png")
+                n = written[label] = written.get(label, -1) + 1
+                Image.fromarray(img[0].numpy()).save(folder / f"{tree}-{n}.png")
     (tmp / ".complete").write_text("mnist5k\n")
     if root.exists():
         shutil.rmtree(root)

@@ -159,8 +159,8 @@ def presets_markdown() -> str:
     rows = []
     for name in list_presets():
         p = load_preset(name)
-        rows.append([f"`{name}`", p["dataset"], ", ".join(map(str, p["seeds"])), len(p["pairs"]),
-                     p.get("description", "")])
+        rows.append([f"`{name}`", p.dataset, ", ".join(map(str, p.seeds)), len(p.pairs),
+                     p.description])
     return markdown_table(["preset", "dataset", "seeds", "defense x attack pairs", "what it covers"], rows)
 
 
@@ -190,7 +190,7 @@ def write_verdict_page(run_dir: str | Path, stage: str | Path, preset: str) -> l
     matplotlib.use("Agg")
     import pandas as pd
 
-    from .report.forest import forest_plot, verdict_sentences
+    from .report.forest import forest_caption, forest_plot, verdict_sentences
 
     run_dir, folder = Path(run_dir), Path(stage) / GENERATED
     folder.mkdir(parents=True, exist_ok=True)
@@ -206,14 +206,7 @@ def write_verdict_page(run_dir: str | Path, stage: str | Path, preset: str) -> l
     fig = forest_plot(verdicts, attack=attack)
     fig.savefig(folder / "forest.png", dpi=110, bbox_inches="tight")
     shutil.copy2(folder / "forest.png", run_dir / "forest.png")  # the conclusions chapter offers it as a download
-    seeds = sorted(results["seed"].unique())
-    ids = int(results["n_classes_attacked"].max()) if "n_classes_attacked" in results else 0
-    caption = (f"Every claim's comparisons under the open-set evaluation model and the primary attack ({attack}): "
-               f"estimate and 95% interval (identities as the unit, restarts averaged, "
-               + (f"t over {len(seeds)} seed means; " if len(seeds) > 1 else "t over the identities of one seed; ")
-               + f"preset `{preset}`, seeds {', '.join(map(str, seeds))}, {ids} identities attacked per seed), coloured "
-               "by verdict; the short bar marks the line a claim must clear; hollow points are gated (attack at chance "
-               "or at the judge's ceiling, or utility that differs between the arms).")
+    caption = forest_caption(results, attack, preset)
     page.write_text(f"```{{figure}} _generated/forest.png\n:name: forest-plot\n:width: 100%\n\n{caption}\n```\n\n"
                     + verdict_sentences(summary) + "\n", encoding="utf-8")
     return [folder / "forest.png", page]
@@ -283,7 +276,7 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
 
     write_audit_page(example_audit(run_dir.parent / f"{run_dir.name}-audit-example", progress=progress), stage)
     execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress,
-                      workers=p["workers"])
+                      workers=p.workers)
     stage_tables(run_dir, stage)
     out = build_dir / "book-output"
     proc = subprocess.run(builder_command() + ["build", str(stage), "--path-output", str(out)], capture_output=True,

@@ -207,7 +207,7 @@ def cmd_study(args) -> int:
     from .study import load_preset, run_study, summarize
 
     preset = load_preset(args.preset, device=args.device, workers=args.workers)
-    out = args.out or f"runs/{preset['name']}"
+    out = args.out or f"runs/{preset.name}"
     results = run_study(preset, out, progress=not args.quiet)
     print(summarize(results).to_string(index=False, max_cols=8))
     print(f"tables: {out}/results.csv, {out}/summary.csv, {out}/tradeoff.csv")

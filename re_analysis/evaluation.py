@@ -64,7 +64,7 @@ CHANCE_PER_CLASS = 200  # unoptimised prior samples per attacked class: chance g
 # 100); rarer classes keep what they got (``chance_min_per_class``), each class weighing the same
 # in the chance rate.
 CHANCE_MAX_SAMPLES = 50_000
-JUDGE_COLUMNS = ("eval_hit", "eval_hit_closed", "robust_hit", "robust_hit_closed", "pixel_hit", "target_hit",
+JUDGE_COLUMNS = ("hit_top1", "hit_top1_closed", "hit_robust", "hit_robust_closed", "hit_pixel", "hit_target",
                  "all_accept")
 
 
@@ -134,36 +134,36 @@ def judge_images(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, r
     """Every judge's verdict on every image, one row per image (``judgements.csv``):
 
     ``label``; ``eval_pred`` / ``robust_pred`` (top-1 over all classes, public ones from
-    ``num_private`` on); ``eval_hit`` / ``robust_hit`` (open-set top-1), ``*_hit_closed``
-    (argmax over the private classes), ``eval_hit_top5*`` (only with more than 10 private
+    ``num_private`` on); ``hit_top1`` / ``hit_robust`` (open-set top-1), ``hit_*_closed``
+    (argmax over the private classes), ``hit_top5*`` (only with more than 10 private
     classes), ``*_public`` (top-1 is a public class); ``pixel_pred`` (-1: rejected),
-    ``pixel_hit``, ``pixel_nearest_public``, ``pixel_public``, ``pixel_rejected``,
+    ``hit_pixel``, ``pixel_nearest_public``, ``pixel_public``, ``pixel_rejected``,
     ``pixel_nearest_sq_distance``, ``pixel_nearest_index`` (row in private training, then
-    public images); ``target_hit`` (the target's own verdict); ``all_accept`` (every judge
+    public images); ``hit_target`` (the target's own verdict); ``all_accept`` (every judge
     present accepts).
     """
     y = labels.long().cpu()
     z = predict_logits(evaluator.model, images)
     rows = {"label": y.numpy(), "eval_pred": z.argmax(1).numpy(),
-            "eval_hit": classifier_hits(z, y), "eval_hit_closed": classifier_hits(z, y, num_private=evaluator.num_private),
+            "hit_top1": classifier_hits(z, y), "hit_top1_closed": classifier_hits(z, y, num_private=evaluator.num_private),
             "eval_public": judged_public(z, evaluator.num_private)}
     if topk_reported(5, evaluator.num_private):
-        rows["eval_hit_top5"] = classifier_hits(z, y, k=5)
-        rows["eval_hit_top5_closed"] = classifier_hits(z, y, k=5, num_private=evaluator.num_private)
+        rows["hit_top5"] = classifier_hits(z, y, k=5)
+        rows["hit_top5_closed"] = classifier_hits(z, y, k=5, num_private=evaluator.num_private)
     if robust is not None:
         zr = predict_logits(robust.model, images)
-        rows.update({"robust_pred": zr.argmax(1).numpy(), "robust_hit": classifier_hits(zr, y),
-                     "robust_hit_closed": classifier_hits(zr, y, num_private=robust.num_private),
+        rows.update({"robust_pred": zr.argmax(1).numpy(), "hit_robust": classifier_hits(zr, y),
+                     "hit_robust_closed": classifier_hits(zr, y, num_private=robust.num_private),
                      "robust_public": judged_public(zr, robust.num_private)})
     px = pixel_judge(memory.private, memory.private_labels, images, y, memory.public, memory.public_labels,
                      k=pixel_k, num_private=memory.num_private, max_sq_distance=memory.reject_sq_distance)
-    rows.update({"pixel_pred": px["predicted"], "pixel_hit": px["hits"], "pixel_nearest_public": px["nearest_public"],
+    rows.update({"pixel_pred": px["predicted"], "hit_pixel": px["hits"], "pixel_nearest_public": px["nearest_public"],
                  "pixel_public": px["predicted"] >= memory.num_private, "pixel_rejected": px["predicted"] < 0,
                  "pixel_nearest_sq_distance": px["nearest_sq_distance"], "pixel_nearest_index": px["nearest_index"]})
     if target is not None:
-        rows["target_hit"] = (predict_logits(target, images).argmax(1) == y).numpy()
+        rows["hit_target"] = (predict_logits(target, images).argmax(1) == y).numpy()
     df = pd.DataFrame(rows)
-    judges = [c for c in ("eval_hit", "robust_hit", "pixel_hit") if c in df]
+    judges = [c for c in ("hit_top1", "hit_robust", "hit_pixel") if c in df]
     df["all_accept"] = df[judges].all(axis=1)
     return df
 
@@ -183,7 +183,7 @@ def count_failures_as_misses(df: pd.DataFrame, failed: np.ndarray) -> pd.DataFra
     """``df`` with an ``attack_failed`` column and every judge's hit set to False on those rows:
     a reconstruction the attack itself gave up on is a miss, as the official code scores it."""
     df = df.assign(attack_failed=failed)
-    hits = [c for c in df.columns if "_hit" in c and c != "target_hit"] + ["all_accept"]
+    hits = [c for c in df.columns if "_hit" in c and c != "hit_target"] + ["all_accept"]
     df.loc[failed, hits] = False
     return df
 
@@ -245,10 +245,8 @@ def chance_baseline(info: dict, target, evaluator: Judge, robust: Judge | None, 
     df = judge_images(x, y, evaluator, robust, memory, pixel_k=pixel_k)
     classes = np.asarray(info["classes"], dtype=np.int64)
     counts = np.bincount(y.numpy(), minlength=int(classes.max()) + 1)[classes]
-    return {"chance_accuracy_top1": float(df["eval_hit"].mean()),
-            "chance_accuracy_top1_closed": float(df["eval_hit_closed"].mean()),
-            "chance_accuracy_robust": float(df["robust_hit"].mean()) if "robust_hit" in df else float("nan"),
-            "chance_accuracy_pixel": float(df["pixel_hit"].mean()),
+    return {**{f"chance_accuracy_{j}": float(df[f"hit_{j}"].mean()) if f"hit_{j}" in df else float("nan")
+               for j in ("top1", "top1_closed", "robust", "pixel")},
             "chance_n": int(len(y)), "chance_drawn": drawn, "chance_classes_found": int(y.unique().numel()),
             "chance_min_per_class": int(counts.min())}, df
 
@@ -258,30 +256,28 @@ def judge_ceilings(evaluator: Judge, robust: Judge | None, memory: TrainingImage
                    pixel_k: int = PIXEL_K) -> dict[str, float]:
     """Each judge's acceptance of HELD-OUT private images (the private test split): what a
     perfect reconstruction would score, the ceiling beside each attack accuracy
-    (``ceiling_<judge column>``)."""
+    (``ceiling_<judge>``)."""
     x, y = materialize(splits.private_test)
     if len(y) == 0:
         return {}
     df = judge_images(x.float().div(127.5).sub(1), y, evaluator, robust, memory, pixel_k=pixel_k)
-    cols = [c for c in ("eval_hit", "eval_hit_closed", "robust_hit", "robust_hit_closed", "pixel_hit") if c in df]
-    return {f"ceiling_{c}": float(df[c].mean()) for c in cols} | {"ceiling_n": int(len(y))}
+    cols = [c for c in ("hit_top1", "hit_top1_closed", "hit_robust", "hit_robust_closed", "hit_pixel") if c in df]
+    return {f"ceiling_{c.removeprefix('hit_')}": float(df[c].mean()) for c in cols} | {"ceiling_n": int(len(y))}
 
 
 def judge_summary(df: pd.DataFrame) -> dict[str, Any]:
     """metrics.json's attack-accuracy keys from the per-reconstruction verdicts."""
     mean = lambda c: float(df[c].mean()) if c in df else float("nan")  # noqa: E731
-    judges = [df[c] for c in ("eval_hit", "robust_hit", "pixel_hit") if c in df]
+    judges = [df[c] for c in ("hit_top1", "hit_robust", "hit_pixel") if c in df]
     agree = judge_agreement(*judges)
     return {
-        "attack_accuracy_top1": mean("eval_hit"), "attack_accuracy_top1_closed": mean("eval_hit_closed"),
-        "attack_accuracy_top5": mean("eval_hit_top5"), "attack_accuracy_top5_closed": mean("eval_hit_top5_closed"),
-        "attack_accuracy_robust": mean("robust_hit"), "attack_accuracy_robust_closed": mean("robust_hit_closed"),
-        "attack_accuracy_pixel": mean("pixel_hit"),
+        **{f"attack_accuracy_{j}": mean(f"hit_{j}")
+           for j in ("top1", "top1_closed", "top5", "top5_closed", "robust", "robust_closed", "pixel")},
         "judges_all_accept": agree["all_accept"], "judges_disagree": agree["disagree"],
-        "judges": [c[:-4] for c in ("eval_hit", "robust_hit", "pixel_hit") if c in df],
+        "judges": [c.removeprefix("hit_") for c in ("hit_top1", "hit_robust", "hit_pixel") if c in df],
         "eval_judged_public": mean("eval_public"), "robust_judged_public": mean("robust_public"),
         "pixel_judged_public": mean("pixel_public"), "pixel_nearest_public": mean("pixel_nearest_public"),
-        "pixel_rejected": mean("pixel_rejected"), "target_accuracy_on_reconstructions": mean("target_hit"),
+        "pixel_rejected": mean("pixel_rejected"), "target_accuracy_on_reconstructions": mean("hit_target"),
         "attack_failed": mean("attack_failed") if "attack_failed" in df else 0.0,
     }
 
@@ -435,7 +431,7 @@ def judgement_intervals(judgements: pd.DataFrame, by=("dataset", "defense", "att
     return out.rename(columns={"n_items": "n_reconstructions"})
 
 
-def compare_with_none(judgements: pd.DataFrame, column: str = "eval_hit", by=("dataset", "attack"),
+def compare_with_none(judgements: pd.DataFrame, column: str = "hit_top1", by=("dataset", "attack"),
                       baseline: str = "none", confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
     """Each defense against ``baseline`` on paired reconstructions (same seed, same index):
     difference, interval, p-value and verdict ("no measurable difference" when the

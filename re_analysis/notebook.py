@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ReAnalysisError
-from .metrics.judges import JUDGE_TABLE
+from .metrics.judges import JUDGE_TABLE, judge_spec
 
 # Every notebook's parameters, with the types papermill may pass.
 PARAMETERS: dict[str, tuple[type, ...]] = {
@@ -57,7 +57,7 @@ def ensure_study(run_dir: str, preset: str, dataset: str | None = None, defenses
     return results
 
 
-def finished_study(run_dir: str, preset: dict) -> pd.DataFrame | None:
+def finished_study(run_dir: str, preset) -> pd.DataFrame | None:
     """The results of ``run_dir`` when its last study call ran exactly ``preset`` and
     finished (``study.json`` is written last), else None. The book builds every chapter
     right after its study: re-checking every step per notebook would only repeat that."""
@@ -68,7 +68,7 @@ def finished_study(run_dir: str, preset: dict) -> pd.DataFrame | None:
     if not record_path.is_file() or not (Path(run_dir) / "results.csv").is_file():
         return None
     record = {k: v for k, v in read_json(record_path).items() if k != "seconds_this_call"}
-    wanted = {k: v for k, v in preset.items() if k != "pairs"}
+    wanted = preset.to_dict()
     if record != json.loads(json.dumps(wanted)):  # the record went through JSON: tuples are lists there
         return None
     return load_results(run_dir)
@@ -107,9 +107,6 @@ def show_figure(fig, caption: str, run_dir: str | None = None, preset: str | Non
 # --------------------------------------------------------------------------------------------
 # Display helpers: numbers with their intervals, tables a chapter may lack, captioned figures.
 
-# The judges, in the order the book shows them: judgements.csv verdict column -> (the results /
-# summary column of its attack accuracy, its chance baseline, what the book calls it).
-JUDGE_DISPLAY = {j.column: (j.accuracy, j.chance, j.display) for j in JUDGE_TABLE}
 NO_VALUE = "n/a"
 
 
@@ -185,21 +182,19 @@ def interval_columns(table: pd.DataFrame, column: str) -> tuple[str, str | None,
     """The mean, low and high columns of ``column`` in a summary-like table.
 
     Looks for ``column_mean`` (or ``column``) and ``column_ci_low`` / ``column_ci_high``; a
-    judge's verdict column (``eval_hit``) and its results column (``attack_accuracy_top1``)
-    name each other, because ``summary.csv`` keeps the mean under the results name and the
-    interval under the verdict name. A missing interval is None.
+    judge, by its name (``top1``) or any of its columns, stands for its attack accuracy
+    (``attack_accuracy_top1``). A missing interval is None.
 
     Example:
-        >>> t = pd.DataFrame({"attack_accuracy_top1_mean": [0.5], "eval_hit_ci_low": [0.4], "eval_hit_ci_high": [0.6]})
-        >>> interval_columns(t, "eval_hit")
-        ('attack_accuracy_top1_mean', 'eval_hit_ci_low', 'eval_hit_ci_high')
+        >>> t = pd.DataFrame({"attack_accuracy_top1_mean": [0.5], "attack_accuracy_top1_ci_low": [0.4],
+        ...                   "attack_accuracy_top1_ci_high": [0.6]})
+        >>> interval_columns(t, "top1")
+        ('attack_accuracy_top1_mean', 'attack_accuracy_top1_ci_low', 'attack_accuracy_top1_ci_high')
     """
-    names = [column]
-    for verdict, (result, _, _) in JUDGE_DISPLAY.items():
-        if column == verdict:
-            names.append(result)
-        elif column == result:
-            names.append(verdict)
+    try:
+        names = [judge_spec(column).accuracy]
+    except ReAnalysisError:  # not a judge: the column itself
+        names = [column]
     mean = next((f"{n}_mean" for n in names if f"{n}_mean" in table), None) or next((n for n in names if n in table), None)
     if mean is None:
         raise ReAnalysisError(f"the table has no column {column!r} (nor {column}_mean); its columns: "
@@ -454,16 +449,13 @@ def show_image(path: str | Path, caption: str, run_dir: str | None = None, prese
 
 
 def judges_present(table: pd.DataFrame) -> list[str]:
-    """The judges (verdict columns of :data:`JUDGE_DISPLAY`, in the book's order) whose attack
-    accuracy ``table`` (summary.csv or results.csv) holds with at least one value."""
+    """The judges (names from :data:`~re_analysis.metrics.judges.JUDGE_TABLE`, in the book's
+    order) whose attack accuracy ``table`` (summary.csv or results.csv) holds with at least one value."""
     out = []
-    for judge in JUDGE_DISPLAY:
-        try:
-            mean, _, _ = interval_columns(table, judge)
-        except ReAnalysisError:
-            continue
-        if pd.to_numeric(table[mean], errors="coerce").notna().any():
-            out.append(judge)
+    for judge in JUDGE_TABLE:
+        mean = next((c for c in (f"{judge.accuracy}_mean", judge.accuracy) if c in table), None)
+        if mean is not None and pd.to_numeric(table[mean], errors="coerce").notna().any():
+            out.append(judge.name)
     return out
 
 

@@ -91,7 +91,7 @@ def nearest_images_figure(recon, nearest_pixels, nearest_features, nearest_any, 
         if verdicts is not None:
             v = verdicts.iloc[i]
             marks = [f"{name}{'+' if bool(v[col]) else '-'}" for name, col in
-                     (("E", "eval_hit"), ("R", "robust_hit"), ("P", "pixel_hit")) if col in v]
+                     (("E", "hit_top1"), ("R", "hit_robust"), ("P", "hit_pixel")) if col in v]
             verdict = " ".join(marks)
         _show(axes[i, 0], recon[i], f"class {int(labels[i])} {verdict}")
         _show(axes[i, 1], nearest_pixels[i])

@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ReAnalysisError
-from .metrics.judges import JUDGE_TABLE
+from .metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
 
 __all__ = ["Claim", "CLAIM_TABLE", "CLAIMS", "ATTACK_CLAIMS", "JUDGES", "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "Roles", "infer_roles",
            "verdict_from_interval", "paired", "leak", "claim_verdicts", "summarize_verdicts", "combine_verdicts"]
@@ -88,9 +88,8 @@ CLAIM_TABLE = (
 CLAIMS = {c.number: c.text for c in CLAIM_TABLE}
 ATTACK_CLAIMS = tuple(c.number for c in CLAIM_TABLE if c.measure == "attack")  # judged per attack and judge
 
-# Per-reconstruction verdict columns of judgements.csv, and what the book calls them (one table: JUDGE_TABLE).
-JUDGES = {j.column: j.display for j in JUDGE_TABLE}
-PRIMARY_JUDGE = "eval_hit"
+# The judges by name, and what the book calls them (one table: JUDGE_TABLE).
+JUDGES = {j.name: j.display for j in JUDGE_TABLE}
 
 LITTLE_COST = 0.03        # "little" natural-accuracy cost: at most 3 points (MIDRE reports drops of 1-3 points)
 SEPARATION_MARGIN = 0.05  # claim 4: RE's held-out margin (in [-1, 1]) no more than this below none's
@@ -187,7 +186,7 @@ def level(table: pd.DataFrame, column: str, defense: str, n_resamples: int = 400
                               None if unit is None else g[unit].to_numpy(), n_resamples=n_resamples)
 
 
-def leak(judgements: pd.DataFrame, chance: pd.DataFrame | None, judge: str, defense: str) -> dict | None:
+def leak(judgements: pd.DataFrame, chance: pd.DataFrame | None, column: str, defense: str) -> dict | None:
     """Attack accuracy minus its own chance rate against ``defense``, with a t-interval over
     seeds (per seed: the mean of the identity means minus the mean of the chance samples'
     per-class means) — at the level of the attack's interval. None without chance samples."""
@@ -195,18 +194,18 @@ def leak(judgements: pd.DataFrame, chance: pd.DataFrame | None, judge: str, defe
 
     from .metrics.stats import cluster_means
 
-    if chance is None or chance.empty or judge not in chance:
+    if chance is None or chance.empty or column not in chance:
         return None
-    a = judgements[(judgements["defense"] == defense)].dropna(subset=[judge])
-    c = chance[(chance["defense"] == defense)].dropna(subset=[judge])
+    a = judgements[(judgements["defense"] == defense)].dropna(subset=[column])
+    c = chance[(chance["defense"] == defense)].dropna(subset=[column])
     seeds = sorted(set(a["seed"]) & set(c["seed"]))
     if not seeds:
         return None
     diffs, acc, ch = [], [], []
     for s in seeds:
         aa, cc = a[a["seed"] == s], c[c["seed"] == s]
-        ma = cluster_means(aa[judge].to_numpy(float), units=aa["label"].to_numpy())[0].mean()
-        mc = cluster_means(cc[judge].to_numpy(float), units=cc["label"].to_numpy())[0].mean()
+        ma = cluster_means(aa[column].to_numpy(float), units=aa["label"].to_numpy())[0].mean()
+        mc = cluster_means(cc[column].to_numpy(float), units=cc["label"].to_numpy())[0].mean()
         diffs.append(ma - mc), acc.append(ma), ch.append(mc)
     d = np.asarray(diffs)
     est = float(d.mean())
@@ -265,13 +264,14 @@ def _utility(natural: pd.DataFrame | None, dataset: str, protected: str, other: 
 def _attack_claim(rows, claim, judgements, natural, chance, dataset, attack, judge, defense, reference, expect,
                   comparison, ceilings=None, check_utility=False):
     """One attack-accuracy comparison: ``defense`` minus ``reference``, expected ``expect``."""
-    cmp = paired(judgements, judge, defense, reference)
+    column = judge_spec(judge).column
+    cmp = paired(judgements, column, defense, reference)
     if cmp is None:
         return
     verdict = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], expect)
     leaker = reference if expect == "negative" else defense  # the arm the paper expects to leak more
     protected = defense if leaker == reference else reference
-    lk = leak(judgements, chance, judge, leaker)
+    lk = leak(judgements, chance, column, leaker)
     extra = {"leak_arm": leaker, "leak_estimate": lk["estimate"] if lk else np.nan,
              "leak_ci_low": lk["ci_low"] if lk else np.nan, "leak_ci_high": lk["ci_high"] if lk else np.nan,
              "leak_accuracy": lk["accuracy"] if lk else np.nan, "leak_chance": lk["chance"] if lk else np.nan}
@@ -305,8 +305,8 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
 
     Args:
         judgements: per reconstruction — ``dataset, defense, attack, seed, index, label`` and
-            the 0/1 judge columns (``eval_hit``, ``robust_hit``, ``pixel_hit``, ...,
-            ``target_hit``).
+            the 0/1 judge columns (``hit_top1``, ``hit_robust``, ``hit_pixel``, ...,
+            ``hit_target``).
         natural: per private test image — ``dataset, defense, seed, index, correct``.
         gap: per reconstruction — ``dataset, defense, attack, seed, index, label, nearer_erased``.
         separation: per private feature — ``dataset, defense, seed, index, label, margin``
@@ -315,14 +315,15 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
             seed, label`` and the judge columns.
         roles: which labels are RE, its ablations, the baselines and the compositions
             (default: :func:`infer_roles` on the labels present).
-        ceilings: judge column -> its acceptance of held-out private images.
+        judges: the judges (by name) to give verdicts under.
+        ceilings: judge name -> its acceptance of held-out private images.
     """
     if judgements.empty:
         raise ReAnalysisError("no judgements to give verdicts on; run the study first")
     roles = roles or infer_roles(judgements["defense"].unique())
     re_ = roles.re
     rows: list[dict] = []
-    judges = [j for j in judges if j in judgements]
+    judges = [j for j in judges if judge_spec(j).column in judgements]
     for (dataset, attack), jg in judgements.groupby(["dataset", "attack"], sort=False):
         cg = None if chance is None or chance.empty else chance[(chance["dataset"] == dataset)
                                                                 & (chance["attack"] == attack)]
@@ -377,9 +378,9 @@ def _claim3_rows(gap: pd.DataFrame, judgements: pd.DataFrame, roles: Roles) -> l
     re_ = roles.re
     keys = ["dataset", "defense", "attack", "seed", "index"]
     g = gap
-    if "target_hit" in judgements:
-        g = gap.merge(judgements[keys + ["target_hit"]], on=keys, how="left")
-        g = g[g["target_hit"].fillna(0).astype(bool)]
+    if "hit_target" in judgements:
+        g = gap.merge(judgements[keys + ["hit_target"]], on=keys, how="left")
+        g = g[g["hit_target"].fillna(0).astype(bool)]
     controls = ["none"] + list(roles.baselines)
     rows = []
     for (dataset, attack), gg in g.groupby(["dataset", "attack"], sort=False):
@@ -408,7 +409,7 @@ def _tradeoff_rows(judgements, natural, dataset, attack, judge, re_, base) -> li
     """Claim 7 for one baseline: RE beats it when RE's attack accuracy is lower and its natural
     accuracy not lower by more than LITTLE_COST; the baseline beats RE the other way round;
     anything else is a trade of privacy for utility (inconclusive)."""
-    att = paired(judgements, judge, re_, base)
+    att = paired(judgements, judge_spec(judge).column, re_, base)
     if att is None:
         return []
     nat = _utility(natural, dataset, re_, base)

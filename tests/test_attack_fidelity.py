@@ -639,11 +639,11 @@ def test_brep_mi_scores_rows_whose_radius_never_grew_as_failures(target, digit_p
     import numpy as np
     import pandas as pd
 
-    df = pd.DataFrame({"eval_hit": [True] * 10, "pixel_hit": [True] * 10, "target_hit": [True] * 10,
+    df = pd.DataFrame({"hit_top1": [True] * 10, "hit_pixel": [True] * 10, "hit_target": [True] * 10,
                        "all_accept": [True] * 10})
     judged = count_failures_as_misses(df, failed.numpy())
-    assert (judged.loc[failed.numpy(), ["eval_hit", "pixel_hit", "all_accept"]] == False).all().all()  # noqa: E712
-    assert judged.loc[~failed.numpy(), "eval_hit"].all() and judged["target_hit"].all()
+    assert (judged.loc[failed.numpy(), ["hit_top1", "hit_pixel", "all_accept"]] == False).all().all()  # noqa: E712
+    assert judged.loc[~failed.numpy(), "hit_top1"].all() and judged["hit_target"].all()
     assert np.array_equal(judged["attack_failed"], failed.numpy())
 
 

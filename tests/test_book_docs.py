@@ -56,8 +56,8 @@ def test_presets_table_follows_the_preset_files(generated):
     assert set(rows) == set(list_presets())
     for name, row in rows.items():
         p = load_preset(name)
-        assert row[1:4] == [p["dataset"], ", ".join(map(str, p["seeds"])), str(len(p["pairs"]))]
-        assert row[4] == markdown_cell(p["description"])
+        assert row[1:4] == [p.dataset, ", ".join(map(str, p.seeds)), str(len(p.pairs))]
+        assert row[4] == markdown_cell(p.description)
     assert rows["quick"][1:4] == ["glyphs", "0, 1, 2", "8"]  # none, RE, four ablation arms, BiDO, RE+BiDO
 
 

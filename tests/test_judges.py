@@ -200,7 +200,7 @@ def test_judges_on_three_fake_attacks_with_known_answers(judges):
     assert np.isnan(m["noise"]["attack_accuracy_top5"])  # 5 private classes: no top-5
     # every verdict is kept per reconstruction, and the gallery is drawn
     rows = (runs["noise"] / "judgements.csv").read_text().splitlines()
-    assert len(rows) == 101 and {"eval_hit", "robust_hit", "pixel_hit", "all_accept", "seed"} <= set(rows[0].split(","))
+    assert len(rows) == 101 and {"hit_top1", "hit_robust", "hit_pixel", "all_accept", "seed"} <= set(rows[0].split(","))
     assert (runs["public"] / "gallery.png").stat().st_size > 0
     saved = json.loads((runs["public"] / "metrics.json").read_text())
     assert saved["eval_arch"] == "preresnet8" and saved["target_arch"] == "cnn28" and saved["prdc_nearest_k"] == 3

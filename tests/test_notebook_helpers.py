@@ -40,32 +40,33 @@ def test_format_number_spells_infinities_and_missing_values():
 
 
 def summary_table():
-    # summary.csv keeps a judge's mean under the results name and its interval under the verdict name
+    # summary.csv: a judge's mean and interval under its accuracy name
     return pd.DataFrame({"defense": ["none", "random-erasing"],
-                         "attack_accuracy_top1_mean": [0.62, 0.41], "eval_hit_ci_low": [0.55, 0.33],
-                         "eval_hit_ci_high": [0.70, 0.49],
+                         "attack_accuracy_top1_mean": [0.62, 0.41], "attack_accuracy_top1_ci_low": [0.55, 0.33],
+                         "attack_accuracy_top1_ci_high": [0.70, 0.49],
                          "attack_accuracy_pixel_mean": [0.30, NAN],
                          "natural_accuracy_mean": [0.981, 0.975], "natural_accuracy_ci_low": [0.97, 0.96],
                          "natural_accuracy_ci_high": [0.99, 0.985],
                          "fid_mean": [120.0, 98.76], "fid_std": [10.0, NAN]})
 
 
-def test_with_interval_finds_mean_and_interval_under_either_name():
+def test_with_interval_finds_a_judge_by_its_name_or_any_column():
     s = summary_table()
-    assert with_interval(s, "eval_hit").tolist() == ["0.62 [0.55, 0.70]", "0.41 [0.33, 0.49]"]
+    assert with_interval(s, "top1").tolist() == ["0.62 [0.55, 0.70]", "0.41 [0.33, 0.49]"]
+    assert with_interval(s, "hit_top1").tolist() == ["0.62 [0.55, 0.70]", "0.41 [0.33, 0.49]"]
     assert with_interval(s, "attack_accuracy_top1").tolist() == ["0.62 [0.55, 0.70]", "0.41 [0.33, 0.49]"]
     assert with_interval(s, "natural_accuracy", digits=3).tolist() == ["0.981 [0.970, 0.990]", "0.975 [0.960, 0.985]"]
-    assert with_interval(s, "pixel_hit").tolist() == ["0.30 (no interval)", "n/a"]
-    assert interval_columns(s, "pixel_hit") == ("attack_accuracy_pixel_mean", None, None)
-    with pytest.raises(ReAnalysisError, match="no column 'robust_hit'"):
-        with_interval(s, "robust_hit")
+    assert with_interval(s, "hit_pixel").tolist() == ["0.30 (no interval)", "n/a"]
+    assert interval_columns(s, "hit_pixel") == ("attack_accuracy_pixel_mean", None, None)
+    with pytest.raises(ReAnalysisError, match="no column 'hit_robust'"):
+        with_interval(s, "hit_robust")
 
 
 def test_with_spread_and_judges_present():
     s = summary_table()
     assert with_spread(s, "fid", 1).tolist() == ["120.0 ± 10.0", "98.8"]
     assert with_spread(s, "knn_distance").tolist() == ["n/a", "n/a"]
-    assert judges_present(s) == ["eval_hit", "pixel_hit"]  # no robust or closed-set column at all
+    assert judges_present(s) == ["top1", "pixel"]  # no robust or closed-set column at all
 
 
 def test_bootstrap_table_hand_computed():
@@ -200,7 +201,7 @@ def test_a_finished_study_is_read_not_rerun_only_for_its_own_preset(tmp_path):
     p = load_preset("smoke")
     assert finished_study(str(tmp_path), p) is None  # nothing there yet
     (tmp_path / "results.csv").write_text("dataset,defense\nmnist5k,none\n")
-    record = {k: v for k, v in p.items() if k != "pairs"}
+    record = p.to_dict()
     (tmp_path / "study.json").write_text(json.dumps({**record, "seconds_this_call": 12.5}))
     assert list(finished_study(str(tmp_path), p)["defense"]) == ["none"]
     assert finished_study(str(tmp_path), load_preset("smoke", seeds=[0, 1])) is None  # another grid: run it

@@ -15,8 +15,8 @@ def hits(defense, rate, seed_rates=None, ids=30, rng_seed=0):
         p = rate + (seed_rates[s] if seed_rates else 0)
         rows.append(pd.DataFrame({"dataset": "glyphs", "defense": defense, "attack": "gmi", "seed": s,
                                   "index": np.arange(ids), "label": np.arange(ids),
-                                  "eval_hit": (rng.random(ids) < p).astype(int),
-                                  "pixel_hit": (rng.random(ids) < 0.05).astype(int), "target_hit": 1}))
+                                  "hit_top1": (rng.random(ids) < p).astype(int),
+                                  "hit_pixel": (rng.random(ids) < 0.05).astype(int), "hit_target": 1}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -59,11 +59,11 @@ def test_inconclusive_reasons_and_claim_by_judge():
 def test_ceilings_and_caveats_come_from_the_tables():
     summary = pd.DataFrame({"dataset": ["glyphs"] * 2, "defense": ["none", "random-erasing"], "attack": ["gmi"] * 2,
                             "natural_accuracy_mean": [0.85, 0.75], "attack_accuracy_top1_mean": [0.35, 0.2],
-                            "chance_accuracy_top1_mean": [0.05, 0.04], "ceiling_eval_hit_mean": [0.7, 0.7]})
+                            "chance_accuracy_top1_mean": [0.05, 0.04], "ceiling_top1_mean": [0.7, 0.7]})
     t = judge_ceiling_table(summary)
     assert t.to_dict("records") == [{"judge": "open-set evaluation model", "attack": "gmi", "ceiling": 0.7,
                                      "attack accuracy (none)": 0.35, "chance": 0.05, "share of the ceiling": 0.5}]
-    results = pd.DataFrame({"dataset": ["glyphs"] * 2, "seed": [0, 0], "ceiling_eval_hit": [0.7, 0.7]})
+    results = pd.DataFrame({"dataset": ["glyphs"] * 2, "seed": [0, 0], "ceiling_top1": [0.7, 0.7]})
     text = conclusion_caveats(results, summary)
     assert "0.85 natural accuracy" in text and "accept 0.70 (open-set evaluation model)" in text
     assert "fewer than 3 seeds no claim gets a verdict" in text
@@ -105,11 +105,11 @@ def test_attack_chapter_tables_show_chance_ceiling_and_the_judges_gap():
     from re_analysis.study import summarize
 
     j = pd.concat([hits("none", 0.6, rng_seed=1), hits("random-erasing", 0.3, rng_seed=2)])
-    j["eval_hit_closed"] = np.maximum(j["eval_hit"], (np.arange(len(j)) % 4 == 0).astype(int))  # closed set accepts more
-    j["all_accept"] = j["eval_hit"] & j["pixel_hit"]
+    j["hit_top1_closed"] = np.maximum(j["hit_top1"], (np.arange(len(j)) % 4 == 0).astype(int))  # closed set accepts more
+    j["all_accept"] = j["hit_top1"] & j["hit_pixel"]
     results = pd.DataFrame([{"dataset": "glyphs", "defense": d, "defense_name": d, "attack": "gmi", "seed": s,
                              "natural_accuracy": 0.8, "attack_accuracy_top1": r, "chance_accuracy_top1": 0.05,
-                             "ceiling_eval_hit": 0.7, "knn_distance": 100.0 + s, "iterations_fraction": 1.0,
+                             "ceiling_top1": 0.7, "knn_distance": 100.0 + s, "iterations_fraction": 1.0,
                              "prior_steps_fraction": 1.0, "reduced_budget": False}
                             for d, r in (("none", 0.6), ("random-erasing", 0.3)) for s in (0, 1, 2)])
     summary = summarize(results, j)
@@ -177,13 +177,13 @@ def test_feature_and_tradeoff_chapters_read_their_tables():
     t = separation_table(sep, results)
     assert {"margin (training features)", "margin (held-out features)", "silhouette (± sd over seeds)"} <= set(t.columns)
     j = pd.concat([hits("none", 0.7, rng_seed=1), hits("random-erasing", 0.2, rng_seed=2)])
-    v = claim_verdicts(j.assign(target_hit=1), gap=gap, separation=sep)
+    v = claim_verdicts(j.assign(hit_target=1), gap=gap, separation=sep)
     assert "against none" in claim3_text(v) and "Verdict on the paper's second" in claim4_text(v)
     assert claim3_text(v[v["claim"] != 3]) is None
     tradeoff = pd.DataFrame({"dataset": ["glyphs"], "attack": ["gmi"], "defense": ["random-erasing"],
                              "attack_acc_drop": [50.0], "natural_acc_drop": [10.0], "tradeoff": [5.0]})
     comparisons = pd.DataFrame({"attack": ["gmi", "(natural accuracy)"], "defense": ["random-erasing"] * 2,
-                                "judge": ["eval_hit", "natural accuracy"], "difference": [-0.5, -0.1],
+                                "judge": ["top1", "natural accuracy"], "difference": [-0.5, -0.1],
                                 "ci_low": [-0.6, -0.12], "ci_high": [-0.4, -0.08], "p_value": [0.01, 0.01],
                                 "verdict": ["lower", "lower"]})
     table, text = tradeoff_table(tradeoff, comparisons)
@@ -204,10 +204,10 @@ def test_forest_plot_rows_are_the_verdicts_of_the_primary_judge_and_attack(tmp_p
                      for d in j["defense"].unique() for s in (0, 1, 2)])
     v = claim_verdicts(j, natural=nat)
     rows = forest_rows(v, attack="gmi")
-    primary = v[(v["claim"] == 2) | ((v["judge"] == "eval_hit") & (v["attack"] == "gmi"))]
+    primary = v[(v["claim"] == 2) | ((v["judge"] == "top1") & (v["attack"] == "gmi"))]
     assert len(rows) == len(primary) and list(rows["claim"]) == sorted(primary["claim"])
     one = rows[rows["label"] == "1. random-erasing vs none"].iloc[0]
-    ref = v[(v["claim"] == 1) & (v["judge"] == "eval_hit")].iloc[0]
+    ref = v[(v["claim"] == 1) & (v["judge"] == "top1")].iloc[0]
     assert (one["estimate"], one["low"], one["high"]) == (100 * ref["estimate"], 100 * ref["ci_low"], 100 * ref["ci_high"])
     assert rows[rows["claim"] == 2]["threshold"].iloc[0] == -3.0
     colours = {tuple(round(c, 3) for c in line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()

@@ -160,14 +160,14 @@ def test_intervals_and_comparisons_over_judgement_tables():
             for i in range(10):
                 hit = p if i < 7 + seed else 1 - p  # seeds differ: 0.7, 0.8, 0.9 (none)
                 rows.append({"dataset": "d", "attack": "gmi", "defense": defense, "seed": seed, "index": i,
-                             "label": i // 2, "eval_hit": hit, "pixel_hit": 1.0})
+                             "label": i // 2, "hit_top1": hit, "hit_pixel": 1.0})
     table = pd.DataFrame(rows)
     iv = judgement_intervals(table, n_resamples=2000).set_index("defense")
-    assert iv.loc["none", "eval_hit"] == pytest.approx(0.8) and iv.loc["random-erasing", "eval_hit"] == pytest.approx(0.2)
+    assert iv.loc["none", "hit_top1"] == pytest.approx(0.8) and iv.loc["random-erasing", "hit_top1"] == pytest.approx(0.2)
     half = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)  # t over the seed means 0.7, 0.8, 0.9
-    assert iv.loc["none", "eval_hit_ci_low"] == pytest.approx(0.8 - half)
-    assert iv.loc["none", "n_seeds"] == 3 and iv.loc["none", "n_units"] == 15 and iv.loc["none", "pixel_hit_ci_low"] == 1.0
-    cmp = compare_with_none(table, "eval_hit", n_resamples=2000)
+    assert iv.loc["none", "hit_top1_ci_low"] == pytest.approx(0.8 - half)
+    assert iv.loc["none", "n_seeds"] == 3 and iv.loc["none", "n_units"] == 15 and iv.loc["none", "hit_pixel_ci_low"] == 1.0
+    cmp = compare_with_none(table, "hit_top1", n_resamples=2000)
     assert len(cmp) == 1 and cmp.loc[0, "defense"] == "random-erasing"
     assert cmp.loc[0, "difference"] == pytest.approx(-0.6) and cmp.loc[0, "verdict"] == "lower"
-    assert compare_with_none(table, "pixel_hit", n_resamples=2000).loc[0, "verdict"] == NO_DIFFERENCE
+    assert compare_with_none(table, "hit_pixel", n_resamples=2000).loc[0, "verdict"] == NO_DIFFERENCE

@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -11,22 +12,22 @@ from re_analysis.study import list_presets, load_preset, restrict, summarize, tr
 def test_presets_load_and_cover_what_the_book_says():
     assert {"smoke", "quick", "mnist", "full", "fashion", "paper-celeba", "paper-facescrub"} <= set(list_presets())
     q = load_preset("quick")
-    assert q["dataset"] == "glyphs" and len(q["seeds"]) >= 3
-    assert q["dataset"] == "glyphs" and q["workers"] == 2
+    assert q.dataset == "glyphs" and len(q.seeds) >= 3
+    assert q.dataset == "glyphs" and q.workers == 2
     for d in ("none", "random-erasing", "re-partial-p0.5", "re-partial-boxes", "re-fixed-corner", "re-fixed-center",
               "bido", "random-erasing+bido"):
         # every claim has its runs: 1-4 none and RE (BiDO the control of 3), 5 and 6 both arms of each ablation,
         # 7 a baseline, 8 RE with it
-        assert (d, "lomma-gmi") in q["pairs"]
-    assert q["primary_attack"] == "lomma-gmi" and q["per_class"] == 1  # the identity is the unit
-    assert "iterations" not in q["attacks"]["lomma-gmi"] and "steps" not in q["prior"]  # the papers' budgets
+        assert (d, "lomma-gmi") in q.pairs
+    assert q.primary_attack == "lomma-gmi" and q.per_class == 1  # the identity is the unit
+    assert "iterations" not in q.attacks["lomma-gmi"] and "steps" not in q.prior  # the papers' budgets
     mnist = load_preset("mnist")
     for d in ("re-fixed-edge", "re-area0.2", "re-area0.8", "random-erasing+trap-mid"):  # the ablations on digits
-        assert {(d, "gmi"), (d, "lomma-gmi")} <= set(mnist["pairs"])
-    assert load_preset("smoke")["dataset"] == "mnist5k" and load_preset("mnist")["dataset"] == "mnist5k"
+        assert {(d, "gmi"), (d, "lomma-gmi")} <= set(mnist.pairs)
+    assert load_preset("smoke").dataset == "mnist5k" and load_preset("mnist").dataset == "mnist5k"
     full = load_preset("full")
-    assert full["dataset"] == "glyphs" and len(full["pairs"]) == len(full["defenses"]) * len(full["attacks"])
-    assert load_preset("paper-celeba")["dataset"] == "celeba"
+    assert full.dataset == "glyphs" and len(full.pairs) == len(full.defenses) * len(full.attacks)
+    assert load_preset("paper-celeba").dataset == "celeba"
 
 
 BENCHMARK_PRESETS = sorted((Path(__file__).parents[1] / "benchmarks").glob("*.yaml"))
@@ -36,16 +37,16 @@ BENCHMARK_PRESETS = sorted((Path(__file__).parents[1] / "benchmarks").glob("*.ya
 def test_benchmark_presets_load_with_parameters_their_methods_accept(path):
     """The presets behind benchmarks/RESULTS.md stay runnable: loading builds every attack and
     defense with its parameters, so a renamed parameter fails here, not an hour into a study."""
-    assert load_preset(path)["name"] == path.stem
+    assert load_preset(path).name == path.stem
 
 
 def test_restrict_keeps_the_baseline_and_adds_new_pairs():
     q = load_preset("quick")
     r = restrict(q, defenses=["random-erasing"], attacks=["gmi"], seeds=[0])
-    assert r["pairs"] == [("none", "gmi"), ("random-erasing", "gmi")] and r["seeds"] == [0]
-    assert r["primary_attack"] == "gmi"  # quick's primary attack was restricted away: the summary reads GMI
+    assert r.pairs == (("none", "gmi"), ("random-erasing", "gmi")) and r.seeds == (0,)
+    assert r.primary_attack == "gmi"  # quick's primary attack was restricted away: the summary reads GMI
     r2 = restrict(q, defenses=["random-erasing+nls"], attacks=["gmi"])  # a label the preset does not pair
-    assert ("random-erasing+nls", "gmi") in r2["pairs"]
+    assert ("random-erasing+nls", "gmi") in r2.pairs
 
 
 @pytest.mark.parametrize("change, message", [
@@ -67,11 +68,11 @@ def test_presets_inherit_from_a_base(tmp_path):
     (tmp_path / "child.yaml").write_text("base: parent.yaml\nname: child\nclasses: 20\n")
     p = load_preset(tmp_path / "child.yaml")
     q = load_preset("quick")
-    assert p["train"] == {**q["train"], "epochs": 40}  # mappings merge key by key
-    assert p["seeds"] == [7] and p["classes"] == 20 and p["name"] == "child"  # the nearest setting wins
-    assert {k: {**v, "seeds": None} for k, v in p["defenses"].items()} == {k: {**v, "seeds": None}
-                                                                         for k, v in q["defenses"].items()}
-    assert p["pairs"] == q["pairs"] and p["defenses"]["random-erasing"]["seeds"] == [7]
+    assert p.train == {**q.train, "epochs": 40}  # mappings merge key by key
+    assert p.seeds == (7,) and p.classes == 20 and p.name == "child"  # the nearest setting wins
+    assert {k: {**v, "seeds": None} for k, v in p.defenses.items()} == {k: {**v, "seeds": None}
+                                                                         for k, v in q.defenses.items()}
+    assert p.pairs == q.pairs and p.defenses["random-erasing"]["seeds"] == [7]
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\nname: loop\n")
     with pytest.raises(ReAnalysisError, match="is its own base"):
         load_preset(tmp_path / "loop.yaml")
@@ -245,13 +246,13 @@ def test_a_defense_may_run_on_fewer_seeds_than_the_claim_1_arms(tmp_path):
         "base: smoke\nname: deep\nseeds: [0, 1, 2, 3]\ndefenses:\n  none: {}\n  random-erasing: {defense: random-erasing}\n"
         "  nls: {defense: nls, seeds: [0, 1]}\n")
     p = load_preset(tmp_path / "deep.yaml")
-    assert p["defenses"]["nls"]["seeds"] == [0, 1] and p["defenses"]["random-erasing"]["seeds"] == [0, 1, 2, 3]
+    assert p.defenses["nls"]["seeds"] == [0, 1] and p.defenses["random-erasing"]["seeds"] == [0, 1, 2, 3]
     assert [runs_of(p, "nls", s) for s in range(4)] == [True, True, False, False]
     phase1, phase2 = study_phases(p, StudyPaths(tmp_path))
     assert sorted(s for kind, label, *rest in [x for x in phase1 if x[0] == "target"] if label == "nls"
                   for s in rest) == [0, 1]
     assert sum(1 for x in phase2 if x[1] == "nls") == 2 and sum(1 for x in phase2 if x[1] == "none") == 4
-    assert restrict(p, seeds=[1, 3])["defenses"]["nls"]["seeds"] == [1]
+    assert restrict(p, seeds=[1, 3]).defenses["nls"]["seeds"] == [1]
     for bad, message in (({"seeds": [5]}, "drawn from the preset's seeds"), ({"seeds": []}, "non-empty list")):
         with pytest.raises(ReAnalysisError, match=re.escape(message)):
             load_preset("smoke", seeds=[0, 1], defenses={"none": {}, "nls": {"defense": "nls", **bad}})
@@ -268,3 +269,19 @@ def test_a_defense_brings_its_official_training_recipe_and_a_preset_may_override
     assert target_config(p, "none", 0).milestones == (0.75, 0.9)  # the shared recipe
     q = load_preset("smoke", defenses={"none": {}, "trap-mid": {"defense": "trap-mid", "train": {"milestones": [0.5]}}})
     assert target_config(q, "trap-mid", 0).milestones == (0.5,)  # the preset's entry has the last word
+
+
+def test_a_preset_is_frozen_round_trips_and_says_no_robust_judge_with_none():
+    import dataclasses
+
+    from re_analysis.study import Preset, validate_preset
+
+    p = load_preset("smoke")
+    assert isinstance(p, Preset) and p.robust and p.robust_model == {"epochs": 1, "from_judge": True}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.seeds = (0, 1)
+    assert validate_preset(p.to_dict()) == p and validate_preset(p) == p  # its mapping gives it back
+    bare = load_preset("smoke", robust_model=False)
+    assert bare.robust_model is None and not bare.robust and bare.to_dict()["robust_model"] is False
+    assert validate_preset(bare.to_dict()) == bare
+    assert json.loads(json.dumps(p.to_dict()))["seeds"] == [0]  # study.json's record

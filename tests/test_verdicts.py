@@ -9,7 +9,7 @@ from re_analysis.verdicts import (INCONCLUSIVE, NO_VERDICT, NOT_SUPPORTED, SUPPO
 
 
 def hits(defense: str, rate: float, attack: str = "gmi", seeds=(0, 1, 2), ids: int = 40, restarts: int = 3,
-         rng_seed: int = 0, column: str = "eval_hit"):
+         rng_seed: int = 0, column: str = "hit_top1"):
     """Per reconstruction: ``ids`` identities x ``restarts`` per seed, each a Bernoulli(rate) hit."""
     rng = np.random.default_rng(rng_seed)
     rows = []
@@ -17,7 +17,7 @@ def hits(defense: str, rate: float, attack: str = "gmi", seeds=(0, 1, 2), ids: i
         n = ids * restarts
         rows.append(pd.DataFrame({"dataset": "glyphs", "defense": defense, "attack": attack, "seed": s,
                                   "index": np.arange(n), "label": np.repeat(np.arange(ids), restarts),
-                                  column: (rng.random(n) < rate).astype(int), "target_hit": 1}))
+                                  column: (rng.random(n) < rate).astype(int), "hit_target": 1}))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -27,7 +27,7 @@ def chance(defense: str, rate: float, attack: str = "gmi", seeds=(0, 1, 2), ids:
     n = ids * per_class
     return pd.concat([pd.DataFrame({"dataset": "glyphs", "defense": defense, "attack": attack, "seed": s,
                                     "label": np.repeat(np.arange(ids), per_class),
-                                    "eval_hit": (rng.random(n) < rate).astype(int)}) for s in seeds],
+                                    "hit_top1": (rng.random(n) < rate).astype(int)}) for s in seeds],
                      ignore_index=True)
 
 
@@ -131,7 +131,7 @@ def test_claim_3_needs_a_control_and_reads_accepted_reconstructions():
     assert v["verdict"].tolist()[1] != SUPPORTED
     # reconstructions the target rejects do not count
     g = gap((("none", 0.3), ("random-erasing", 0.8)))
-    rejected = j.assign(target_hit=np.where(j["defense"] == "random-erasing", 0, 1))
+    rejected = j.assign(hit_target=np.where(j["defense"] == "random-erasing", 0, 1))
     assert verdict(rejected, 3, gap=g).empty
 
 

@@ -40,48 +40,61 @@ from ._arrays import as_labels
 from .knn import faiss_module
 
 __all__ = ["topk_reported", "classifier_hits", "judged_public", "pixel_judge", "pixel_vectors",
-           "reject_radius", "judge_agreement", "accepted_prior_samples", "chance_acceptance", "JudgeSpec", "JUDGE_TABLE",
+           "reject_radius", "judge_agreement", "accepted_prior_samples", "chance_acceptance", "JudgeSpec", "JUDGE_TABLE", "PRIMARY_JUDGE", "judge_ceilings_of",
            "judge_spec"]
 
 
 @dataclass(frozen=True)
 class JudgeSpec:
-    """One judge, by every name the suite gives it: ``column`` (its 0/1 verdict column in
-    ``judgements.csv``, the key every room uses), ``accuracy`` and ``chance`` (its attack
-    accuracy and chance rate in ``results.csv``; ``summary.csv`` adds ``_mean``), ``ceiling``
-    (its acceptance of held-out private images) and ``display`` (what the book calls it)."""
+    """One judge and the one name every table gives it: ``name`` (``top1``), from which each
+    column is spelt: ``hit_<name>`` (its 0/1 verdict per reconstruction in ``judgements.csv``),
+    ``attack_accuracy_<name>`` and ``chance_accuracy_<name>`` (``results.csv``; ``summary.csv``
+    adds ``_mean``, ``_std``, ``_ci_low``, ``_ci_high``), ``ceiling_<name>`` (its acceptance of
+    held-out private images); ``display`` is what the book calls it."""
 
-    column: str
-    accuracy: str
-    chance: str
+    name: str
     display: str
 
     @property
+    def column(self) -> str:
+        return f"hit_{self.name}"
+
+    @property
+    def accuracy(self) -> str:
+        return f"attack_accuracy_{self.name}"
+
+    @property
+    def chance(self) -> str:
+        return f"chance_accuracy_{self.name}"
+
+    @property
     def ceiling(self) -> str:
-        return f"ceiling_{self.column}"
+        return f"ceiling_{self.name}"
 
 
-# The judges, in the order the book shows them: the one table every room reads.
+#: The judges, in the order the book shows them: the one table every room reads (each column of a
+#: judge is spelt from its name: ``hit_top1``, ``attack_accuracy_top1``, ``ceiling_top1``, ...).
 JUDGE_TABLE = (
-    JudgeSpec("eval_hit", "attack_accuracy_top1", "chance_accuracy_top1", "open-set evaluation model"),
-    JudgeSpec("robust_hit", "attack_accuracy_robust", "chance_accuracy_robust", "robust evaluation model"),
-    JudgeSpec("pixel_hit", "attack_accuracy_pixel", "chance_accuracy_pixel", "pixel nearest neighbours"),
-    JudgeSpec("eval_hit_closed", "attack_accuracy_top1_closed", "chance_accuracy_top1_closed",
-              "closed-set evaluation model"),
+    JudgeSpec("top1", "open-set evaluation model"),
+    JudgeSpec("robust", "robust evaluation model"),
+    JudgeSpec("pixel", "pixel nearest neighbours"),
+    JudgeSpec("top1_closed", "closed-set evaluation model"),
 )
+PRIMARY_JUDGE = "top1"  # the judge the verdict summary reads: the open-set evaluation model
 
 
-def judge_spec(column: str) -> JudgeSpec:
-    """The judge whose verdict column is ``column``.
+def judge_spec(key: str) -> JudgeSpec:
+    """The judge called ``key``: its name (``robust``) or any of its columns (``hit_robust``,
+    ``attack_accuracy_robust``, ...).
 
     Example:
-        >>> judge_spec("robust_hit").accuracy, judge_spec("robust_hit").ceiling
-        ('attack_accuracy_robust', 'ceiling_robust_hit')
+        >>> judge_spec("robust").column, judge_spec("hit_robust").accuracy, judge_spec("robust").ceiling
+        ('hit_robust', 'attack_accuracy_robust', 'ceiling_robust')
     """
     for spec in JUDGE_TABLE:
-        if spec.column == column:
+        if key in (spec.name, spec.column, spec.accuracy, spec.chance, spec.ceiling):
             return spec
-    raise ReAnalysisError(f"unknown judge {column!r}; the judges are {', '.join(j.column for j in JUDGE_TABLE)}")
+    raise ReAnalysisError(f"unknown judge {key!r}; the judges are {', '.join(j.name for j in JUDGE_TABLE)}")
 
 
 def _numpy(x) -> np.ndarray:
@@ -266,3 +279,18 @@ def chance_acceptance(target_pred, judge_pred, classes, per_class: int) -> dict[
     idx, lab = accepted_prior_samples(target_pred, classes, per_class)
     rate = float((pred[idx] == lab).mean()) if len(idx) else float("nan")
     return {"rate": rate, "n": int(len(idx)), "classes_found": int(len(np.unique(lab)))}
+
+
+def judge_ceilings_of(results) -> dict[str, float]:
+    """Judge name -> its mean acceptance of held-out private images over a study's runs
+    (the ``ceiling_<judge>`` columns of ``results.csv``; judges without a value are left out).
+
+    Example:
+        >>> import pandas as pd
+        >>> judge_ceilings_of(pd.DataFrame({"ceiling_top1": [0.5, 0.75], "ceiling_pixel": [None, None]}))
+        {'top1': 0.625}
+    """
+    import pandas as pd
+
+    values = {j.name: pd.to_numeric(results[j.ceiling], errors="coerce") for j in JUDGE_TABLE if j.ceiling in results}
+    return {name: float(v.mean()) for name, v in values.items() if v.notna().any()}

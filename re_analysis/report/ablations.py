@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..metrics.judges import PRIMARY_JUDGE, judge_spec
 from ..verdicts import CLAIMS, infer_roles
 
 __all__ = ["ablation_groups", "ablation_labels", "ablation_table", "ablation_sentences", "ablation_figure"]
@@ -48,7 +49,7 @@ def _share(results: pd.DataFrame, label: str, column: str) -> float:
 
 
 def ablation_table(results: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame | None,
-                   judge: str = "eval_hit") -> pd.DataFrame:
+                   judge: str = PRIMARY_JUDGE) -> pd.DataFrame:
     """One row per ablation, attack and reference: the variant's natural and attack accuracy
     with intervals, the paired difference to the reference and its verdict from
     ``verdicts.csv`` (with the natural-accuracy difference the utility check read), and the
@@ -83,7 +84,7 @@ def ablation_table(results: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.Da
     return pd.DataFrame(rows)
 
 
-def ablation_sentences(verdicts: pd.DataFrame, judge: str = "eval_hit") -> str:
+def ablation_sentences(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE) -> str:
     """Markdown: each comparison of claims 5, 6 and 8 with its verdict and, where there is
     one, the reason from its note."""
     from ..notebook import difference_sentence
@@ -116,7 +117,7 @@ def ablation_labels(labels, groups) -> list[str]:
     return [lab for lab in dict.fromkeys(wanted) if lab in set(labels)]
 
 
-def ablation_figure(summary: pd.DataFrame, labels: list[str], attacks: list[str], judge: str = "eval_hit"):
+def ablation_figure(summary: pd.DataFrame, labels: list[str], attacks: list[str], judge: str = PRIMARY_JUDGE):
     """Natural accuracy (left) and attack accuracy per attack of ``labels``, means with their
     95% intervals; returns the matplotlib figure."""
     import matplotlib.pyplot as plt
@@ -139,7 +140,8 @@ def ablation_figure(summary: pd.DataFrame, labels: list[str], attacks: list[str]
     bars(axes[0][0], summary.drop_duplicates("defense"), "natural_accuracy_mean", "natural_accuracy", "0.35")
     axes[0][0].set_title("natural accuracy", fontsize=10)
     for ax, attack in zip(axes[0][1:], attacks):
-        bars(ax, summary[summary["attack"] == attack], "attack_accuracy_top1_mean", judge, "#1f77b4")
+        acc = judge_spec(judge).accuracy
+        bars(ax, summary[summary["attack"] == attack], f"{acc}_mean", acc, "#1f77b4")
         ax.set_title(f"attack accuracy, {attack}", fontsize=10)
     axes[0][0].set_yticks(range(len(labels)), labels)
     axes[0][0].invert_yaxis()

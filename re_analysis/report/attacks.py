@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..notebook import (JUDGE_DISPLAY, bootstrap_table, budget_label, format_number, judges_present, with_interval,
+from ..metrics.judges import judge_spec
+from ..notebook import (bootstrap_table, budget_label, format_number, judges_present, with_interval,
                         with_spread)
 
 __all__ = ["study_order", "accuracy_tables", "accuracy_figure", "judge_agreement", "judge_gap_text",
@@ -54,14 +55,14 @@ def accuracy_tables(results: pd.DataFrame, summary: pd.DataFrame) -> list[tuple[
         table = pd.DataFrame({"defense": part["defense"].values})
         for j in judges:
             acc = with_interval(part, j).values
-            col, chance_col, name = JUDGE_DISPLAY[j]
-            chance = part.get(f"{chance_col}_mean", pd.Series([np.nan] * len(part)))
-            ceiling = part.get(f"ceiling_{j}_mean", pd.Series([np.nan] * len(part)))
-            table[name] = [f'<span style="white-space:nowrap">{a}</span><br><span style="color:#777;font-size:90%">'
+            spec = judge_spec(j)
+            chance = part.get(f"{spec.chance}_mean", pd.Series([np.nan] * len(part)))
+            ceiling = part.get(f"{spec.ceiling}_mean", pd.Series([np.nan] * len(part)))
+            table[spec.display] = [f'<span style="white-space:nowrap">{a}</span><br><span style="color:#777;font-size:90%">'
                            f'chance {format_number(c)}' + (f", ceiling {format_number(e)}" if np.isfinite(e) else "")
                            + "</span>" for a, c, e in zip(acc, chance, pd.to_numeric(ceiling, errors="coerce"))]
         table["budget"] = [budget.get((attack, d), "n/a") for d in part["defense"]]
-        out.append((attack, table, [JUDGE_DISPLAY[j][2] for j in judges]))
+        out.append((attack, table, [judge_spec(j).display for j in judges]))
     return out
 
 
@@ -87,11 +88,12 @@ def accuracy_figure(results: pd.DataFrame, summary: pd.DataFrame):
         s = summary[summary["attack"] == attack].set_index("defense").reindex(labels)
         y = np.arange(len(labels))
         for k, j in enumerate(judges):
-            col, chance_col, name = JUDGE_DISPLAY[j]
+            spec = judge_spec(j)
+            col, chance_col, name = spec.accuracy, spec.chance, spec.display
             off = (k - (len(judges) - 1) / 2) * 0.17
             m = s[f"{col}_mean"].to_numpy(dtype=float)
-            lo = s[f"{j}_ci_low"].to_numpy(dtype=float) if f"{j}_ci_low" in s else np.full(len(s), np.nan)
-            hi = s[f"{j}_ci_high"].to_numpy(dtype=float) if f"{j}_ci_high" in s else np.full(len(s), np.nan)
+            lo = s[f"{col}_ci_low"].to_numpy(dtype=float) if f"{col}_ci_low" in s else np.full(len(s), np.nan)
+            hi = s[f"{col}_ci_high"].to_numpy(dtype=float) if f"{col}_ci_high" in s else np.full(len(s), np.nan)
             err = [np.clip(np.nan_to_num(m - lo), 0, None), np.clip(np.nan_to_num(hi - m), 0, None)]
             ax.errorbar(m, y + off, xerr=err, fmt="o", ms=4, capsize=2, color=colors[j], label=name)
             if f"{chance_col}_mean" in s:
@@ -117,10 +119,10 @@ def judge_agreement(results: pd.DataFrame, judgements: pd.DataFrame) -> tuple[pd
     closed-set judge only: the open-set answer is a public identity) and ``eval_not_robust``
     (accepted by the open-set judge, not the robust one) —, the displayed table)."""
     j = judgements.copy()
-    if "eval_hit_closed" in j and "eval_hit" in j:
-        j["closed_only"] = (j["eval_hit_closed"].astype(bool) & ~j["eval_hit"].astype(bool)).astype(float)
-    if "robust_hit" in j and "eval_hit" in j:
-        j["eval_not_robust"] = (j["eval_hit"].astype(bool) & ~j["robust_hit"].astype(bool)).astype(float)
+    if "hit_top1_closed" in j and "hit_top1" in j:
+        j["closed_only"] = (j["hit_top1_closed"].astype(bool) & ~j["hit_top1"].astype(bool)).astype(float)
+    if "hit_robust" in j and "hit_top1" in j:
+        j["eval_not_robust"] = (j["hit_top1"].astype(bool) & ~j["hit_robust"].astype(bool)).astype(float)
     cols = [c for c in [*AGREEMENT, "closed_only", "eval_not_robust"] if c in j]
     agree = _sorted(bootstrap_table(j, cols, ["attack", "defense"], unit="label" if "label" in j else None), results)
     table = agree[["attack", "defense"]].copy()

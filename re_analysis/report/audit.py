@@ -7,7 +7,7 @@ Reads an audit folder (``re-analysis audit --out DIR``): ``audit.json``, ``resul
 Example:
     >>> import pandas as pd
     >>> j = pd.DataFrame({"defense": ["none"] * 4, "attack": ["gmi"] * 4, "label": [0, 0, 1, 2],
-    ...                   "eval_hit": [1, 0, 0, 1]})
+    ...                   "hit_top1": [1, 0, 0, 1]})
     >>> leaked_classes(j)[["attack", "classes leaked", "of"]].values.tolist()
     [['gmi', 2, 3]]
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..notebook import JUDGE_DISPLAY, format_interval
+from ..metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
+from ..notebook import format_interval
 
 __all__ = ["audit_header", "leak_table", "leaked_classes", "defense_change"]
 
@@ -47,25 +48,26 @@ def leak_table(summary: pd.DataFrame, label: str = "none") -> pd.DataFrame:
     s = summary[summary["defense"] == label]
     rows = []
     for r in s.to_dict("records"):
-        for judge, (acc, chance, name) in JUDGE_DISPLAY.items():
+        for judge in JUDGE_TABLE:
+            acc = judge.accuracy
             if not np.isfinite(r.get(f"{acc}_mean", np.nan)):
                 continue
-            a, c = r[f"{acc}_mean"], r.get(f"{chance}_mean", np.nan)
-            rows.append({"attack": r["attack"], "judge": name,
-                         "attack accuracy [95% CI]": format_interval(a, r.get(f"{judge}_ci_low"), r.get(f"{judge}_ci_high")),
+            a, c = r[f"{acc}_mean"], r.get(f"{judge.chance}_mean", np.nan)
+            rows.append({"attack": r["attack"], "judge": judge.display,
+                         "attack accuracy [95% CI]": format_interval(a, r.get(f"{acc}_ci_low"), r.get(f"{acc}_ci_high")),
                          "chance": f"{c:.3f}" if np.isfinite(c) else "n/a",
-                         "ceiling": f"{r.get(f'ceiling_{judge}_mean', np.nan):.3f}",
+                         "ceiling": f"{r.get(f'{judge.ceiling}_mean', np.nan):.3f}",
                          "accuracy / chance": f"{a / c:.1f}x" if np.isfinite(c) and c > 0 else "n/a"})
     return pd.DataFrame(rows)
 
 
-def leaked_classes(judgements: pd.DataFrame, label: str = "none", judge: str = "eval_hit") -> pd.DataFrame:
+def leaked_classes(judgements: pd.DataFrame, label: str = "none", judge: str = PRIMARY_JUDGE) -> pd.DataFrame:
     """Per attack: how many private classes have at least one reconstruction the judge
     accepts, of those attacked, and which."""
     j = judgements[judgements["defense"] == label]
     rows = []
     for attack, g in j.groupby("attack", sort=False):
-        per = g.groupby("label")[judge].max()
+        per = g.groupby("label")[judge_spec(judge).column].max()
         rows.append({"attack": attack, "classes leaked": int(per.sum()), "of": int(len(per)),
                      "share": round(float(per.mean()), 3), "leaked classes": ", ".join(map(str, per[per > 0].index))})
     return pd.DataFrame(rows)
@@ -80,12 +82,12 @@ def defense_change(judgements: pd.DataFrame) -> pd.DataFrame | None:
     if judgements["defense"].nunique() < 2:
         return None
     rows = []
-    for judge, (_, _, name) in JUDGE_DISPLAY.items():
-        if judge not in judgements:
+    for judge in JUDGE_TABLE:
+        if judge.column not in judgements:
             continue
-        t = paired_table(judgements, judge, reference="none", by=["attack"], unit="label")
+        t = paired_table(judgements, judge.column, reference="none", by=["attack"], unit="label")
         for r in t.to_dict("records"):
-            rows.append({"attack": r["attack"], "defense": r["defense"], "judge": name,
+            rows.append({"attack": r["attack"], "defense": r["defense"], "judge": judge.display,
                          "defense − your model [95% CI]": format_interval(r["difference"], r["ci_low"], r["ci_high"],
                                                                           signed=True),
                          "p": f"{r['p_value']:.3f}", "reading": r["verdict"]})

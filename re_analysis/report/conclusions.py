@@ -18,14 +18,21 @@ import html
 import numpy as np
 import pandas as pd
 
-from ..notebook import JUDGE_DISPLAY
-from ..verdicts import ATTACK_CLAIMS, CLAIM_TABLE, CLAIMS, JUDGES, LITTLE_COST, MIN_SEEDS, SEPARATION_MARGIN
+from ..errors import ReAnalysisError
+from ..metrics.judges import JUDGE_TABLE, judge_ceilings_of, judge_spec
+from ..verdicts import ATTACK_CLAIMS, CLAIM_TABLE, CLAIMS, LITTLE_COST, MIN_SEEDS, SEPARATION_MARGIN
 
 # What a study needs for each claim to be tested at all.
 NEEDS = {c.number: c.needs for c in CLAIM_TABLE}
-# judge column -> what the book calls it (the display table every chapter reads)
-JUDGE_NAMES = {j: spec[2] for j, spec in JUDGE_DISPLAY.items()}
 UNDERTRAINED = 0.90  # natural accuracy below this: the targets are plainly short of convergence
+
+
+def _display(judge) -> str:
+    """What the book calls a judge (a row that is not judged by one keeps its label)."""
+    try:
+        return judge_spec(judge).display
+    except (ReAnalysisError, TypeError):
+        return judge if isinstance(judge, str) else ""
 
 
 def _get(row, key, default=np.nan):
@@ -78,7 +85,7 @@ def verdict_overview(verdict_summary: pd.DataFrame, verdicts: pd.DataFrame) -> p
             v = v[v["attack"] == s.attack]
         lines = "<br>".join(f"<b>{html.escape(r['comparison'])}</b>: {html.escape(verdict_effect(r))} "
                             f"({html.escape(r['verdict'])})" for r in v.to_dict("records"))
-        who = JUDGE_NAMES.get(s.judge, s.judge) + (f", {s.attack}" if isinstance(s.attack, str) and s.attack else "")
+        who = _display(s.judge) + (f", {s.attack}" if isinstance(s.attack, str) and s.attack else "")
         mde = f"{_pts(s.mde)} points" if _finite(s.mde) and s.claim not in (3, 4) else (
             f"{s.mde:.3f}" if _finite(s.mde) else "n/a")
         rows.append({**({"dataset": s.dataset} if multi else {}), "claim": f"{s.claim}. {s.claim_text}",
@@ -119,7 +126,7 @@ def claim_by_judge(verdicts: pd.DataFrame, claim: int = 1) -> pd.DataFrame:
     c = verdicts[verdicts["claim"] == claim].copy()
     if c.empty:
         return pd.DataFrame()
-    order = list(JUDGES)
+    order = [j.name for j in JUDGE_TABLE]
     c["_j"] = c["judge"].map(lambda j: order.index(j) if j in order else len(order))
     c = c.sort_values(["dataset", "attack", "_j"], kind="stable")
     leak = [f"{_pts(r.leak_estimate, True)} [{_pts(r.leak_ci_low, True)}, {_pts(r.leak_ci_high, True)}]"
@@ -127,7 +134,7 @@ def claim_by_judge(verdicts: pd.DataFrame, claim: int = 1) -> pd.DataFrame:
                        getattr(r, "leak_ci_high", np.nan)) else "n/a" for r in c.itertuples()]
     return pd.DataFrame({
         **({"dataset": c["dataset"]} if c["dataset"].nunique() > 1 else {}),
-        "attack": c["attack"], "judge": [JUDGE_NAMES.get(j, j) for j in c["judge"]],
+        "attack": c["attack"], "judge": [_display(j) for j in c["judge"]],
         "difference, points [95% CI]": [verdict_effect({**r, "verdict": "supported"}) for r in c.to_dict("records")],
         "p": [f"{p:.3f}" if _finite(p) else "n/a" for p in c["p_value"]],
         "leak: accuracy − chance (points)": leak,
@@ -143,13 +150,13 @@ def judge_ceiling_table(summary: pd.DataFrame, attack: str | None = None) -> pd.
     if attack is not None:
         none = none[none["attack"] == attack]
     rows = []
-    for judge, (col, chance_col, _) in JUDGE_DISPLAY.items():
-        ceil = f"ceiling_{judge}_mean"
+    for judge in JUDGE_TABLE:
+        col, chance_col, ceil = judge.accuracy, judge.chance, f"{judge.ceiling}_mean"
         if ceil not in none or none[ceil].isna().all():
             continue
         for r in none.itertuples():
             c, a = getattr(r, ceil), getattr(r, f"{col}_mean", np.nan)
-            rows.append({"judge": JUDGE_NAMES[judge], "attack": r.attack, "ceiling": round(float(c), 3),
+            rows.append({"judge": judge.display, "attack": r.attack, "ceiling": round(float(c), 3),
                          "attack accuracy (none)": round(float(a), 3),
                          "chance": round(float(getattr(r, f"{chance_col}_mean", np.nan)), 3),
                          "share of the ceiling": round(float(a) / float(c), 2) if _finite(a, c) and c > 0 else np.nan})
@@ -172,10 +179,9 @@ def conclusion_caveats(results: pd.DataFrame, summary: pd.DataFrame | None) -> s
             lines.append(f"The undefended targets reach {nat:.2f} natural accuracy on held-out characters of their "
                          f"fonts (below {UNDERTRAINED:.2f}): a defense's natural-accuracy cost (claim 2) is measured "
                          "at this budget.")
-    ceilings = {j: float(pd.to_numeric(results[f"ceiling_{j}"], errors="coerce").mean())
-                for j in JUDGE_NAMES if f"ceiling_{j}" in results and results[f"ceiling_{j}"].notna().any()}
+    ceilings = judge_ceilings_of(results)
     if ceilings:
-        lines.append("The judges accept " + ", ".join(f"{v:.2f} ({JUDGE_NAMES[j]})" for j, v in ceilings.items())
+        lines.append("The judges accept " + ", ".join(f"{v:.2f} ({_display(j)})" for j, v in ceilings.items())
                      + " of held-out private images: an attack accuracy reads against that ceiling, not against 1.")
     n_seeds = results["seed"].nunique()
     if n_seeds < MIN_SEEDS:

@@ -11,7 +11,7 @@ or utility that differs between the arms), not by their interval.
 
 Example:
     >>> import pandas as pd
-    >>> v = pd.DataFrame({"claim": [1], "dataset": ["glyphs"], "attack": ["gmi"], "judge": ["eval_hit"],
+    >>> v = pd.DataFrame({"claim": [1], "dataset": ["glyphs"], "attack": ["gmi"], "judge": ["top1"],
     ...                   "comparison": ["random-erasing vs none"], "estimate": [-0.1], "ci_low": [-0.2],
     ...                   "ci_high": [0.0], "verdict": ["inconclusive"], "note": ["the interval covers zero"]})
     >>> forest_rows(v)[["label", "estimate", "threshold", "gated"]].values.tolist()
@@ -23,16 +23,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..metrics.judges import PRIMARY_JUDGE
 from ..verdicts import ATTACK_CLAIMS, CLAIMS, LITTLE_COST, SEPARATION_MARGIN
 
-__all__ = ["forest_rows", "forest_plot", "verdict_sentences", "VERDICT_COLORS"]
+__all__ = ["forest_rows", "forest_plot", "forest_caption", "verdict_sentences", "VERDICT_COLORS"]
 
 VERDICT_COLORS = {"supported": "#2ca02c", "not supported": "#d62728", "inconclusive": "#7f7f7f",
                   "no verdict": "#c7c7c7"}
 GATES = ("chance", "ceiling", "natural accuracy is not within")
 
 
-def forest_rows(verdicts: pd.DataFrame, judge: str = "eval_hit", attack: str | None = None) -> pd.DataFrame:
+def forest_rows(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str | None = None) -> pd.DataFrame:
     """The plotted rows: the verdicts of the primary ``judge`` and ``attack`` (default: the
     first attack) for attack claims, every row of claims 2-4, in claim order, in points."""
     if verdicts.empty:
@@ -52,7 +53,7 @@ def forest_rows(verdicts: pd.DataFrame, judge: str = "eval_hit", attack: str | N
         "gated": [isinstance(n, str) and any(g in n for g in GATES) for n in v["note"]]})
 
 
-def forest_plot(verdicts: pd.DataFrame, judge: str = "eval_hit", attack: str | None = None, title: str = ""):
+def forest_plot(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str | None = None, title: str = ""):
     """One row per comparison: estimate and 95% interval (points) against the claim's line,
     coloured by verdict, hollow where a gate made it inconclusive. Returns the figure."""
     import matplotlib.pyplot as plt
@@ -78,6 +79,29 @@ def forest_plot(verdicts: pd.DataFrame, judge: str = "eval_hit", attack: str | N
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def forest_caption(results: pd.DataFrame, attack: str | None, preset: str | None = None) -> str:
+    """The forest plot's caption: what each row draws, over which design, and where a verdict
+    comes from something the row does not draw (claim 3's level).
+
+    Example:
+        >>> r = pd.DataFrame({"seed": [0, 1, 2], "n_classes_attacked": [40, 40, 40]})
+        >>> c = forest_caption(r, "lomma-gmi", "quick")
+        >>> "t over 3 seed means" in c and "40 identities" in c and "more than half" in c
+        True
+    """
+    seeds = sorted(results["seed"].unique())
+    ids = int(results["n_classes_attacked"].max()) if "n_classes_attacked" in results else 0
+    design = (f"t over {len(seeds)} seed means" if len(seeds) > 1 else "t over the identities of one seed")
+    design += (f"; preset `{preset}`" if preset else "") + f", seeds {', '.join(map(str, seeds))}"
+    design += f", {ids} identities attacked per seed" if ids else ""
+    return (f"Every claim's comparisons under the open-set evaluation model and the primary attack ({attack}): "
+            f"estimate and 95% interval (identities as the unit, restarts averaged, {design}), coloured by verdict; "
+            "the short bar marks the line a claim must clear; hollow points are gated (attack at chance or at the "
+            "judge's ceiling, or utility that differs between the arms). Claim 3's row draws RE's share of accepted "
+            "reconstructions nearer an erased feature minus the control's; its verdict also needs RE's own share to "
+            "be more than half (its level, in the verdict's note), so a row right of its line can still be red.")
 
 
 def verdict_sentences(verdict_summary: pd.DataFrame) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..notebook import JUDGE_DISPLAY, format_interval, format_number
+from ..metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
+from ..notebook import format_interval, format_number
 
 __all__ = ["drop_interval", "tradeoff_table", "tradeoff_figure", "judge_comparisons"]
 
@@ -24,7 +25,7 @@ def drop_interval(row) -> str:
 
 def _paired(comparisons: pd.DataFrame | None) -> tuple[dict, dict]:
     cmp = comparisons if comparisons is not None else pd.DataFrame(columns=["attack", "defense", "judge"])
-    att = {(r["attack"], r["defense"]): r for r in cmp[cmp["judge"] == "eval_hit"].to_dict("records")}
+    att = {(r["attack"], r["defense"]): r for r in cmp[cmp["judge"] == PRIMARY_JUDGE].to_dict("records")}
     nat = {r["defense"]: r for r in cmp[cmp["judge"] == "natural accuracy"].to_dict("records")}
     return att, nat
 
@@ -91,15 +92,15 @@ def tradeoff_figure(tradeoff: pd.DataFrame, comparisons: pd.DataFrame):
 def judge_comparisons(comparisons: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """(every defense against none under every judge, the Markdown count under the primary judge)."""
     c = comparisons[comparisons["judge"] != "natural accuracy"].copy()
-    order = list(JUDGE_DISPLAY)
+    order = [j.name for j in JUDGE_TABLE]
     c["_j"] = c["judge"].map(lambda j: order.index(j) if j in order else len(order))
     c = c.sort_values(["attack", "_j"], kind="stable")
     table = pd.DataFrame({
         "attack": c["attack"], "defense": c["defense"],
-        "judge": [JUDGE_DISPLAY[j][2] if j in JUDGE_DISPLAY else j for j in c["judge"]],
+        "judge": [judge_spec(j).display if j in order else j for j in c["judge"]],
         "defense − none [95% CI]": [format_interval(r.difference, r.ci_low, r.ci_high, signed=True) for r in c.itertuples()],
         "p": [f"{p:.3f}" for p in c["p_value"]], "verdict": c["verdict"]}).reset_index(drop=True)
-    primary = c[c["judge"] == "eval_hit"]
+    primary = c[c["judge"] == PRIMARY_JUDGE]
     if primary.empty:
         return table, ""
     groups = {v: primary[primary["verdict"] == v] for v in ("lower", "no measurable difference", "higher")}

@@ -52,9 +52,9 @@ from ..artifacts import (DamagedArtifactError, atomic_write_json, atomic_write_t
                         config_hash, ensure_intact, read_json, remove_artifact, set_aside, verify_runs)
 from ..errors import ReAnalysisError
 from ..presets import preset_names as list_presets  # noqa: F401 (re-exported: study.list_presets)
-from .preset import (DEFENSE_SPEC_KEYS, FIXED_TRAIN_KEYS, PRESET_KEYS, ROBUST_KEYS, deep_merge,  # noqa: F401
+from .preset import (DEFENSE_SPEC_KEYS, FIXED_TRAIN_KEYS, PRESET_KEYS, ROBUST_KEYS, Preset, deep_merge,  # noqa: F401
                      defense_seeds, load_preset, read_preset, restrict, runs_of, training_overrides, validate_preset)
-from .tables import (ID_COLUMNS, JUDGE_CHANCE, METRICS, RESULT_COLUMNS, TABLES_RECORD, VERDICT_RULES,  # noqa: F401
+from .tables import (ID_COLUMNS, METRICS, RESULT_COLUMNS, TABLES_RECORD, VERDICT_RULES,  # noqa: F401
                      StudyTables, _keyed, comparisons, judge_ceilings_of, load_results, summarize, tradeoff,
                      tradeoff_ratio, write_tables)
 
@@ -100,12 +100,12 @@ def target_config(preset, label: str, seed: int):
     from ..config import TrainConfig
     from ..defenses import create_defense
 
-    spec = preset["defenses"][label]
+    spec = preset.defenses[label]
     recipe = create_defense(spec["defense"], **spec["params"]).train_recipe
-    return TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
-                       dataset_params=preset.get("dataset_params", {}), defense=spec["defense"],
-                       defense_params=spec["params"], seed=seed, device=preset["device"],
-                       **{**preset["train"], **recipe, **spec.get("train", {})})
+    return TrainConfig(dataset=preset.dataset, root=preset.root, image_size=preset.image_size,
+                       dataset_params=preset.dataset_params, defense=spec["defense"],
+                       defense_params=spec["params"], seed=seed, device=preset.device,
+                       **{**preset.train, **recipe, **spec.get("train", {})})
 
 
 def eval_config(preset, robust: bool = False, paths: StudyPaths | None = None):
@@ -115,29 +115,29 @@ def eval_config(preset, robust: bool = False, paths: StudyPaths | None = None):
     with ``from_judge: true``, adversarial fine-tuning of the open-set judge in ``paths``)."""
     from ..config import ROBUST_EVAL, TrainConfig
 
-    opts = {"epochs": 8, **preset["eval_model"]}
+    opts = {"epochs": 8, **preset.eval_model}
     if robust:
-        opts.update(preset["robust_model"] or {})
+        opts.update(preset.robust_model or {})
         opts.setdefault("adversarial", dict(ROBUST_EVAL))
         if opts.pop("from_judge", False):
             if paths is None:
                 raise ReAnalysisError("a robust judge fine-tuned from the open-set judge needs the study's paths")
             opts["init_from"] = str(paths.eval_model(eval_config(preset)))
-    return TrainConfig(dataset=preset["dataset"], root=preset.get("root"), image_size=preset.get("image_size"),
-                       dataset_params=preset.get("dataset_params", {}), role="eval", seed=opts.pop("seed", 0),
-                       device=preset["device"], **opts)
+    return TrainConfig(dataset=preset.dataset, root=preset.root, image_size=preset.image_size,
+                       dataset_params=preset.dataset_params, role="eval", seed=opts.pop("seed", 0),
+                       device=preset.device, **opts)
 
 
 def attacked_classes(preset, seed: int) -> tuple[int, ...] | None:
     """The private classes attacked at ``seed``: all (None), the preset's list, or a seeded
     choice of ``classes`` of them (the literature attacks subsets: GMI 300 of 1,000)."""
-    classes = preset.get("classes")
+    classes = preset.classes
     if classes is None or isinstance(classes, list):
         return tuple(classes) if classes else None
     from ..data import load_dataset
 
-    n = load_dataset(preset["dataset"], root=preset.get("root"), seed=seed, image_size=preset.get("image_size"),
-                     **preset.get("dataset_params", {})).num_classes
+    n = load_dataset(preset.dataset, root=preset.root, seed=seed, image_size=preset.image_size,
+                     **preset.dataset_params).num_classes
     if classes >= n:
         return None
     import numpy as np
@@ -151,18 +151,18 @@ def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int,
     from ..attacks import AttackConfig
     from ..attacks.base import attack_class
 
-    params = dict(preset["attacks"][attack])
+    params = dict(preset.attacks[attack])
     iterations = params.pop("iterations", None)
-    prior = preset["prior"]
+    prior = preset.prior
     steps = prior.get("steps")  # None: the prior paper's budget
     if attack_class(attack).prior_kind != "wgan-gp":  # KEDMI/PLG priors are trained per target
         steps = prior.get("target_steps", steps)
     target = target if target is not None else paths.target(label, seed, target_config(preset, label, seed))
     return AttackConfig(attack=attack, target=str(target),
                         classes=attacked_classes(preset, seed),
-                        per_class=preset["per_class"], iterations=iterations, seed=seed, params=params,
+                        per_class=preset.per_class, iterations=iterations, seed=seed, params=params,
                         prior_steps=steps, prior_seed=prior.get("seed", 0), prior_params=dict(prior.get("params") or {}),
-                        device=preset["device"])
+                        device=preset.device)
 
 
 TEST_PREDICTIONS = "test_predictions.csv"
@@ -199,7 +199,7 @@ def train_eval_model(preset, paths: StudyPaths, progress: bool, robust: bool = F
 
 
 def robust_judge_dir(preset, paths: StudyPaths) -> Path | None:
-    return None if preset["robust_model"] is False else paths.eval_model(eval_config(preset, robust=True, paths=paths))
+    return None if not preset.robust else paths.eval_model(eval_config(preset, robust=True, paths=paths))
 
 
 GAP_KEYS = ("mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",
@@ -230,15 +230,15 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
     metrics_path = out / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     judge, robust = paths.eval_model(eval_config(preset)), robust_judge_dir(preset, paths)
-    if ("attack_accuracy_top1" not in metrics or "ceiling_eval_hit" not in metrics
+    if ("attack_accuracy_top1" not in metrics or "ceiling_top1" not in metrics
             or not (out / "judgements.csv").is_file() or not (out / "chance_judgements.csv").is_file()
             or not judged_by(metrics, judge, robust)):
         metrics = evaluate_attack(out, judge, out, robust_model=robust)
-    figure = [label, attack] in [list(x) for x in preset["gap_figures"]] and seed == preset["seeds"][0]
+    figure = [label, attack] in [list(x) for x in preset.gap_figures] and seed == preset.seeds[0]
     gap_path = out / "gap.json"
     gap = read_json(gap_path) if gap_path.is_file() and (out / "gap_samples.csv").is_file() else None
-    if gap is None or (figure and preset["embed"] and not (out / "feature_space.png").is_file()):
-        gap = analyze_gap(cfg.target, out, out, seed=seed, embed=figure and preset["embed"])
+    if gap is None or (figure and preset.embed and not (out / "feature_space.png").is_file()):
+        gap = analyze_gap(cfg.target, out, out, seed=seed, embed=figure and preset.embed)
     info = res.info
     budget = {k: info.get(k) for k in ("iterations_fraction", "prior_steps_fraction")}
     budget.update(prior_check(info, paths.eval_model(eval_config(preset))))
@@ -272,7 +272,7 @@ def prior_check(attack_info: dict, eval_dir: Path) -> dict:
 
 
 @claim_scope()  # the study directory stays locked until the study returns
-def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
+def run_study(preset: Preset | str, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
     """Run (or resume) the whole grid and write the tables; returns the results table.
 
     Damaged cached runs (see :func:`re_analysis.artifacts.verify_runs`) are set aside and
@@ -280,7 +280,7 @@ def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool 
     """
     if isinstance(preset, (str, Path)):
         preset = load_preset(preset)
-    preset = validate_preset({k: v for k, v in preset.items() if k != "pairs"})
+    preset = validate_preset(preset)
     paths = StudyPaths(Path(out_dir))
     claim_run_dir(paths.root, {}, kind="study")  # waits while another study runs here
     t0 = time.perf_counter()
@@ -291,7 +291,7 @@ def run_study(preset: dict[str, Any] | str, out_dir: str | Path, progress: bool 
         tables = recompute_damaged(lambda: run_grid(preset, paths, progress), paths.root)
     write_tables(tables, paths.root, preset)
     results = tables.results
-    record = {k: v for k, v in preset.items() if k != "pairs"}
+    record = preset.to_dict()
     record["seconds_this_call"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(paths.root / "study.json", record)
     return results
@@ -346,7 +346,7 @@ def recompute_damaged(step, root: Path):
             set_aside_damage(path, err.run_dir, root, err.problem)
 
 
-def shared_priors(preset: dict[str, Any], paths: StudyPaths) -> list:
+def shared_priors(preset: Preset, paths: StudyPaths) -> list:
     """The priors that no target shapes (GMI's WGAN-GP, trained on the public data only),
     one per distinct configuration among the preset's attacks: the very configs the attack
     steps resolve (:func:`re_analysis.attacks.runner.prior_config`)."""
@@ -354,16 +354,16 @@ def shared_priors(preset: dict[str, Any], paths: StudyPaths) -> list:
     from ..attacks.runner import prior_config
 
     out = []
-    for attack in dict.fromkeys(a for _, a in preset["pairs"]):
+    for attack in dict.fromkeys(a for _, a in preset.pairs):
         if attack_class(attack).prior_kind != "wgan-gp":
             continue
-        cfg = prior_config(attack_config(preset, paths, "none", attack, preset["seeds"][0]), "wgan-gp", preset)
+        cfg = prior_config(attack_config(preset, paths, "none", attack, preset.seeds[0]), "wgan-gp", preset.to_dict())
         if cfg not in out:
             out.append(cfg)
     return out
 
 
-def _run_step(preset: dict[str, Any], root: str, step: tuple, threads: int) -> None:
+def _run_step(preset: Preset, root: str, step: tuple, threads: int) -> None:
     """One independent step of the grid, in a worker process (its result lands in the cache)."""
     import torch
 
@@ -377,26 +377,26 @@ def _run_step(preset: dict[str, Any], root: str, step: tuple, threads: int) -> N
     elif kind == "prior":
         from ..attacks.priors import train_prior
 
-        train_prior(step[1], cache_root=paths.cache / "priors", device=preset["device"], progress=False)
+        train_prior(step[1], cache_root=paths.cache / "priors", device=preset.device, progress=False)
     else:
         attack_evaluate(preset, paths, step[1], step[2], step[3], False)
 
 
-def study_phases(preset: dict[str, Any], paths: StudyPaths) -> tuple[list[tuple], list[tuple]]:
+def study_phases(preset: Preset, paths: StudyPaths) -> tuple[list[tuple], list[tuple]]:
     """The steps of a study in the order workers take them: (training, attacks).
 
     Longest first: a shared prior (at its paper's budget the study's longest serial step)
     runs beside the judges, not after them; then the judges, then every target."""
-    labels = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
+    labels = sorted({d for d, _ in preset.pairs} | {"none"}, key=list(preset.defenses).index)
     phase1 = [("prior", cfg) for cfg in shared_priors(preset, paths)]
-    phase1 += [("eval", False)] + ([("eval", True)] if preset["robust_model"] is not False else [])
-    phase1 += [("target", label, seed) for seed in preset["seeds"] for label in labels if runs_of(preset, label, seed)]
-    phase2 = [("attack", d, a, s) for s in preset["seeds"] for d, a in preset["pairs"] if runs_of(preset, d, s)]
+    phase1 += [("eval", False)] + ([("eval", True)] if preset.robust else [])
+    phase1 += [("target", label, seed) for seed in preset.seeds for label in labels if runs_of(preset, label, seed)]
+    phase2 = [("attack", d, a, s) for s in preset.seeds for d, a in preset.pairs if runs_of(preset, d, s)]
     return phase1, phase2
 
 
-def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> None:
-    """Fill the cache with ``preset["workers"]`` processes at once, one torch thread each.
+def run_in_workers(preset: Preset, paths: StudyPaths, progress: bool) -> None:
+    """Fill the cache with ``preset.workers`` processes at once, one torch thread each.
 
     Two independent processes keep 2 CPU cores busier than one process with two threads
     (small convolutions parallelise poorly inside one process). Phase 1 trains the shared
@@ -408,33 +408,33 @@ def run_in_workers(preset: dict[str, Any], paths: StudyPaths, progress: bool) ->
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    threads = max(1, (os.cpu_count() or 1) // preset["workers"])
+    threads = max(1, (os.cpu_count() or 1) // preset.workers)
     phase1, phase2 = study_phases(preset, paths)
-    with cf.ProcessPoolExecutor(preset["workers"], mp_context=mp.get_context("spawn")) as pool:
+    with cf.ProcessPoolExecutor(preset.workers, mp_context=mp.get_context("spawn")) as pool:
         for phase, name in ((phase1, "train"), (phase2, "attack")):
             futures = [pool.submit(_run_step, preset, str(paths.root), step, threads) for step in phase]
-            for f in tqdm(cf.as_completed(futures), total=len(futures), desc=f"study {preset['name']}: {name}",
+            for f in tqdm(cf.as_completed(futures), total=len(futures), desc=f"study {preset.name}: {name}",
                           disable=not progress):
                 f.result()
 
 
-def run_grid(preset: dict[str, Any], paths: StudyPaths, progress: bool) -> StudyTables:
+def run_grid(preset: Preset, paths: StudyPaths, progress: bool) -> StudyTables:
     """Every step of the grid (cached steps are reused); returns the study's tables."""
-    if preset["workers"] > 1:
+    if preset.workers > 1:
         run_in_workers(preset, paths, progress)
     train_eval_model(preset, paths, progress)
-    if preset["robust_model"] is not False:
+    if preset.robust:
         train_eval_model(preset, paths, progress, robust=True)
-    labels_needed = sorted({d for d, _ in preset["pairs"]} | {"none"}, key=list(preset["defenses"]).index)
+    labels_needed = sorted({d for d, _ in preset.pairs} | {"none"}, key=list(preset.defenses).index)
     natural = []
-    steps = [(d, a, s) for s in preset["seeds"] for d, a in preset["pairs"] if runs_of(preset, d, s)]
-    targets = [(label, seed) for seed in preset["seeds"] for label in labels_needed if runs_of(preset, label, seed)]
-    bar = tqdm(total=len(targets) + len(steps), desc=f"study {preset['name']}", disable=not progress)
+    steps = [(d, a, s) for s in preset.seeds for d, a in preset.pairs if runs_of(preset, d, s)]
+    targets = [(label, seed) for seed in preset.seeds for label in labels_needed if runs_of(preset, label, seed)]
+    bar = tqdm(total=len(targets) + len(steps), desc=f"study {preset.name}", disable=not progress)
     trained = {}
     for label, seed in targets:
         res = train_target(preset, paths, label, seed, progress=False)
         trained[label, seed] = res.metrics
-        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset["dataset"], defense=label,
+        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset.dataset, defense=label,
                               seed=seed))
         bar.update()
     records = []
@@ -450,10 +450,10 @@ def study_tables(preset, paths: StudyPaths, records: list[tuple], natural: list[
     """The study's tables from its finished steps: ``records`` holds (label, attack, seed,
     the target's metrics, :func:`attack_evaluate`'s record) per attack run; ``natural`` the
     targets' per-test-image tables."""
-    dataset = preset["dataset"]
+    dataset = preset.dataset
     rows, judged, gaps, seps, chances = [], [], [], [], []
     for label, attack, seed, t, m in records:
-        spec = preset["defenses"][label]
+        spec = preset.defenses[label]
         rows.append({"dataset": dataset, "defense": label, "defense_name": spec["defense"],
                      "defense_params": yaml.safe_dump(spec["params"], default_flow_style=True).strip() if spec["params"] else "",
                      "attack": attack, "seed": seed, "natural_accuracy": t["natural_accuracy"],

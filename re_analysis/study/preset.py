@@ -2,15 +2,22 @@
 checks that run when one loads (every attack and defense is built with its parameters, so
 a misspelt parameter fails at load, not an hour into a study).
 
+A loaded preset is a frozen :class:`Preset`: every setting an attribute with its default
+filled in, checked once; derive another with :func:`restrict` or ``load_preset(...,
+seeds=[0, 1])``.
+
 Example:
     >>> from re_analysis.study import load_preset
-    >>> load_preset("smoke")["dataset"]
-    'mnist5k'
+    >>> p = load_preset("smoke")
+    >>> p.dataset, p.seeds, p.pairs
+    ('mnist5k', (0,), (('none', 'gmi'), ('random-erasing', 'gmi')))
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,10 +27,59 @@ import yaml
 from ..errors import ReAnalysisError
 from ..presets import preset_names as list_presets
 
-PRESET_KEYS = {"name", "description", "dataset", "root", "image_size", "seeds", "per_class", "train", "eval_model",
-               "robust_model", "prior", "defenses", "attacks", "grid", "gap_figures", "device", "dataset_params",
-               "embed", "classes", "claims", "workers", "primary_attack"}
-def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Preset:
+    """A validated study preset (:func:`load_preset`): what to train, attack and judge.
+
+    Frozen: a study cannot change its own preset half-way; derive another with
+    :func:`restrict` (fewer defenses, attacks or seeds) or ``load_preset(name, **overrides)``.
+    ``robust_model`` is the robust judge's training options, ``None`` for no robust judge
+    (``robust_model: false`` in YAML); ``pairs`` are the (defense label, attack) units of the grid.
+    """
+
+    dataset: str
+    seeds: tuple[int, ...]
+    defenses: dict[str, dict[str, Any]]
+    attacks: dict[str, dict[str, Any]]
+    grid: list[dict[str, Any]]
+    pairs: tuple[tuple[str, str], ...]
+    primary_attack: str
+    name: str = "custom"
+    description: str = ""
+    root: str | None = None
+    image_size: int | None = None
+    dataset_params: dict[str, Any] = field(default_factory=dict)
+    per_class: int = 5
+    classes: int | list[int] | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    eval_model: dict[str, Any] = field(default_factory=dict)
+    robust_model: dict[str, Any] | None = field(default_factory=dict)
+    prior: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, Any] = field(default_factory=dict)
+    gap_figures: list[list[str]] = field(default_factory=list)
+    device: str = "auto"
+    workers: int = 1
+    embed: bool = True
+
+    @property
+    def robust(self) -> bool:
+        """Whether the study trains a robust judge."""
+        return self.robust_model is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The preset as a YAML/JSON mapping (what ``study.json`` records; ``pairs`` left out,
+        ``robust_model: false`` for no robust judge): ``load_preset`` of it gives it back."""
+        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "pairs"}
+        out["seeds"] = list(self.seeds)
+        out["robust_model"] = False if self.robust_model is None else out["robust_model"]
+        return out
+
+
+# What a preset's YAML may say: the fields of Preset, its `base`, less what validation derives
+PRESET_KEYS = {f.name for f in dataclasses.fields(Preset)} - {"pairs"}
+
+
+def load_preset(name_or_path: str | Path, **overrides: Any) -> Preset:
     """A preset by name (``smoke``, ``quick``, ...) or YAML path, validated, with overrides applied.
 
     A preset may start from another with ``base: NAME_OR_PATH`` (a relative path is read
@@ -107,12 +163,15 @@ def training_overrides(where: str, train: Any, extra: set[str] = frozenset()) ->
     return dict(train)
 
 
-def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
+def validate_preset(p: dict[str, Any] | Preset) -> Preset:
+    """A preset mapping (a YAML's, with its ``base`` merged) checked and completed into a
+    :class:`Preset`: every key known, every defense and attack built with its parameters (a
+    misspelt parameter fails here, not an hour into a study), the grid expanded into pairs."""
     from ..attacks import create_attack, list_attacks
     from ..data import list_datasets
     from ..defenses import create_defense, list_defenses
 
-    p = copy.deepcopy(p)
+    p = p.to_dict() if isinstance(p, Preset) else {k: v for k, v in copy.deepcopy(p).items() if k != "pairs"}
     unknown = set(p) - PRESET_KEYS
     if unknown:
         raise ReAnalysisError(f"unknown preset key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(PRESET_KEYS))}")
@@ -185,7 +244,11 @@ def validate_preset(p: dict[str, Any]) -> dict[str, Any]:
                               f"at once), got {p['workers']!r}")
     p.setdefault("embed", True)
     p.setdefault("name", "custom")
-    return p
+    if p["robust_model"] is False:
+        p["robust_model"] = None
+    p["seeds"] = tuple(p["seeds"])
+    p["pairs"] = tuple(p["pairs"])
+    return Preset(**p)
 
 
 def defense_seeds(label: str, given, seeds: list[int]) -> list[int]:
@@ -203,19 +266,20 @@ def defense_seeds(label: str, given, seeds: list[int]) -> list[int]:
     return [s for s in seeds if s in given]
 
 
-def runs_of(preset: dict[str, Any], label: str, seed: int) -> bool:
+def runs_of(preset: Preset, label: str, seed: int) -> bool:
     """Whether the study trains (and attacks) defense ``label`` on ``seed``."""
-    return seed in preset["defenses"][label].get("seeds", preset["seeds"])
+    return seed in preset.defenses[label].get("seeds", preset.seeds)
 
 
-def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) -> dict[str, Any]:
+def restrict(preset: Preset, defenses=None, attacks=None, seeds=None) -> Preset:
     """The preset limited to some defense labels / attacks / seeds (a notebook's parameters).
 
     Pairs of the preset's grid that survive the filter are kept; a requested defense or
     attack the preset does not pair at all is run against every kept attack / defense.
     ``none`` always stays: it is the baseline.
     """
-    p = copy.deepcopy(validate_preset({k: v for k, v in preset.items() if k != "pairs"}))
+    full = validate_preset(preset)
+    p = full.to_dict()
     if seeds is not None:
         p["seeds"] = list(seeds)
         for spec in p["defenses"].values():  # a label keeps its own seeds among those asked for
@@ -227,7 +291,7 @@ def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) ->
         p["defenses"].setdefault(d, {"defense": d})
     for a in keep_a:
         p["attacks"].setdefault(a, {})
-    pairs = [(d, a) for d, a in p["pairs"] if d in keep_d and a in keep_a]
+    pairs = [(d, a) for d, a in full.pairs if d in keep_d and a in keep_a]
     for d in keep_d:
         for a in keep_a:
             if (not any(x == d for x, _ in pairs) or not any(y == a for _, y in pairs)) and (d, a) not in pairs:
@@ -237,7 +301,6 @@ def restrict(preset: dict[str, Any], defenses=None, attacks=None, seeds=None) ->
     if p.get("primary_attack") not in p["attacks"]:  # a restriction to other attacks reads its first one
         p["primary_attack"] = next(iter(p["attacks"]))
     p["grid"] = [{"defenses": [d], "attacks": [a]} for d, a in pairs]
-    p.pop("pairs")
     return validate_preset(p)
 
 

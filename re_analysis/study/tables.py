@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..artifacts import atomic_write_json, atomic_write_text, config_hash, read_json
 from ..errors import ReAnalysisError
-from ..metrics.judges import JUDGE_TABLE
+from ..metrics.judges import JUDGE_TABLE, judge_ceilings_of  # noqa: F401 (re-exported)
 
 TABLES_RECORD = "tables.json"  # the key of the inputs the derived tables were computed from
 ID_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "target_dir", "attack_dir"]
@@ -34,7 +34,7 @@ RESULT_COLUMNS = ID_COLUMNS + [
     "chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust", "chance_accuracy_pixel",
     "chance_n", "chance_min_per_class",
     # each judge's acceptance of held-out private images: what a perfect reconstruction scores
-    "ceiling_eval_hit", "ceiling_eval_hit_closed", "ceiling_robust_hit", "ceiling_pixel_hit",
+    "ceiling_top1", "ceiling_top1_closed", "ceiling_robust", "ceiling_pixel",
     # distribution metrics in evaluation-model features
     "knn_distance", "fid", "fid_n_reconstructions", "precision", "recall", "density", "coverage",
     # the feature-space gap (target features) and the separation of private classes
@@ -47,8 +47,6 @@ RESULT_COLUMNS = ID_COLUMNS + [
     "prior_quality",
 ]
 METRICS = RESULT_COLUMNS[len(ID_COLUMNS):]
-# judgements.csv verdict columns -> the results.csv column of their chance baseline
-JUDGE_CHANCE = {j.column: j.chance for j in JUDGE_TABLE}
 
 
 @dataclass
@@ -70,9 +68,9 @@ def _keyed(table: pd.DataFrame, **keys) -> pd.DataFrame:
 def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
               natural: pd.DataFrame | None = None, n_resamples: int = 4000) -> pd.DataFrame:
     """One row per dataset/defense/attack: every metric's mean over seeds and standard
-    deviation (``_std``); attack accuracy under every judge and natural accuracy also with
-    their 95% hierarchical bootstrap interval (``_ci_low``, ``_ci_high``: seeds, then
-    reconstructions or test images within seeds) when the per-item tables are given."""
+    deviation (``_std``); attack accuracy under every judge (``attack_accuracy_<judge>``) and
+    natural accuracy also with their 95% interval (``_ci_low``, ``_ci_high``: identities the
+    unit, :func:`re_analysis.metrics.stats.interval_table`) when the per-item tables are given."""
     from ..metrics.stats import interval_table
 
     num = [c for c in METRICS if c in results and pd.to_numeric(results[c], errors="coerce").notna().any()]
@@ -81,17 +79,16 @@ def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
         numeric[c] = pd.to_numeric(numeric[c], errors="coerce")
     g = numeric.groupby(["dataset", "defense", "attack"], sort=False)[num]
     mean, std = g.mean().add_suffix("_mean"), g.std(ddof=1).add_suffix("_std")
-    out = pd.concat([mean, std], axis=1)
-    out["n_seeds"] = g.size()
+    out = pd.concat([mean, std, g.size().rename("n_seeds")], axis=1)  # one concat: no fragmented frame
     cols = [c for m in num for c in (f"{m}_mean", f"{m}_std")] + ["n_seeds"]
     out = out[cols].reset_index()
     keys = ["dataset", "defense", "attack"]
     if judgements is not None and not judgements.empty:
-        judged = [c for c in JUDGE_CHANCE if c in judgements]
-        ci = interval_table(judgements, judged, keys, unit="label" if "label" in judgements else None,
-                            n_resamples=n_resamples)
-        keep = keys + [f"{c}_{end}" for c in judged for end in ("ci_low", "ci_high")]
-        out = out.merge(ci[keep], on=keys, how="left")
+        judged = [j for j in JUDGE_TABLE if j.column in judgements]
+        ci = interval_table(judgements, [j.column for j in judged], keys,
+                            unit="label" if "label" in judgements else None, n_resamples=n_resamples)
+        names = {f"{j.column}_{end}": f"{j.accuracy}_{end}" for j in judged for end in ("ci_low", "ci_high")}
+        out = out.merge(ci[keys + list(names)].rename(columns=names), on=keys, how="left")
     if natural is not None and not natural.empty:
         ci = interval_table(natural, ["correct"], ["dataset", "defense"], n_resamples=n_resamples)
         ci = ci.rename(columns={"correct_ci_low": "natural_accuracy_ci_low", "correct_ci_high": "natural_accuracy_ci_high"})
@@ -108,8 +105,8 @@ def comparisons(judgements: pd.DataFrame, natural: pd.DataFrame | None = None,
     covers zero (:func:`re_analysis.evaluation.compare_with_none`)."""
     from ..evaluation import compare_with_none
 
-    parts = [compare_with_none(judgements, column=col, n_resamples=n_resamples)
-             for col in JUDGE_CHANCE if col in judgements]
+    parts = [compare_with_none(judgements, column=j.column, n_resamples=n_resamples).assign(judge=j.name)
+             for j in JUDGE_TABLE if j.column in judgements]
     if natural is not None and not natural.empty:
         nat = compare_with_none(natural.assign(attack="(natural accuracy)"), column="correct", n_resamples=n_resamples)
         parts.append(nat.assign(judge="natural accuracy"))
@@ -175,17 +172,10 @@ def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
     return out[columns].reset_index(drop=True)
 
 
-def judge_ceilings_of(results: pd.DataFrame) -> dict[str, float]:
-    """Judge column -> its mean acceptance of held-out private images over the study's runs."""
-    return {j: float(pd.to_numeric(results[f"ceiling_{j}"], errors="coerce").mean())
-            for j in JUDGE_CHANCE if f"ceiling_{j}" in results and pd.to_numeric(results[f"ceiling_{j}"],
-                                                                                   errors="coerce").notna().any()}
-
-
 VERDICT_RULES = 2  # bump when the verdict rules change: cached verdict tables are then recomputed
 
 
-def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | None = None) -> None:
+def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset=None) -> None:
     """Write every table of the study (a bare results frame writes results, summary and trade-off)."""
     from ..verdicts import Roles, claim_verdicts, infer_roles, summarize_verdicts
 
@@ -200,7 +190,7 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | 
     # the derived tables (bootstraps: seconds to minutes) are a function of these texts and the
     # claims' roles: when neither changed since the last call, the tables on disk stand
     key = config_hash({"tables": {k: hashlib.sha256(v.encode()).hexdigest() for k, v in texts.items()},
-                       "claims": (preset or {}).get("claims") or {}, "primary": (preset or {}).get("primary_attack"),
+                       "claims": preset.claims if preset else {}, "primary": preset.primary_attack if preset else None,
                        "rules": VERDICT_RULES})
     derived = ["summary", "tradeoff"] + (["comparisons", "verdicts", "verdict_summary"] if "judgements" in texts else [])
     done = root / TABLES_RECORD
@@ -216,12 +206,12 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset: dict | 
         return
     atomic_write_text(root / "comparisons.csv", comparisons(tables.judgements, tables.natural).to_csv(index=False))
     names = dict(zip(results["defense"], results["defense_name"]))
-    claims = (preset or {}).get("claims") or {}
+    claims = preset.claims if preset else {}
     roles = Roles(**claims) if claims else infer_roles(results["defense"].unique(), names)
     verdicts = claim_verdicts(tables.judgements, tables.natural, tables.gap, tables.separation, tables.chance, roles,
                               ceilings=judge_ceilings_of(results))
     atomic_write_text(root / "verdicts.csv", verdicts.to_csv(index=False))
-    primary = (preset or {}).get("primary_attack")
+    primary = preset.primary_attack if preset else None
     atomic_write_text(root / "verdict_summary.csv", summarize_verdicts(verdicts, attack=primary).to_csv(index=False))
     atomic_write_json(done, {"key": key})
 
