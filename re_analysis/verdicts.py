@@ -174,8 +174,10 @@ def paired(table: pd.DataFrame, column: str, defense: str, reference: str, keys=
     return None if out.empty else out.iloc[0].to_dict()
 
 
-def level(table: pd.DataFrame, column: str, defense: str, n_resamples: int = 4000) -> dict | None:
-    """Mean of ``column`` under ``defense`` with its interval over (seed, identity) clusters."""
+def level(table: pd.DataFrame, column: str, defense: str, n_resamples: int = 4000,
+          bounds: tuple[float, float] | None = None) -> dict | None:
+    """Mean of ``column`` under ``defense`` with its interval over (seed, identity) clusters,
+    kept within ``bounds`` (``(0, 1)`` for a share, such as claim 3's share nearer erased)."""
     from .metrics.stats import clustered_interval
 
     g = table[table["defense"] == defense].dropna(subset=[column])
@@ -183,7 +185,7 @@ def level(table: pd.DataFrame, column: str, defense: str, n_resamples: int = 400
         return None
     unit = _unit(g)
     return clustered_interval(g[column].astype(float).to_numpy(), g["seed"].to_numpy(),
-                              None if unit is None else g[unit].to_numpy(), n_resamples=n_resamples)
+                              None if unit is None else g[unit].to_numpy(), n_resamples=n_resamples, bounds=bounds)
 
 
 def leak(judgements: pd.DataFrame, chance: pd.DataFrame | None, column: str, defense: str) -> dict | None:
@@ -385,7 +387,7 @@ def _claim3_rows(gap: pd.DataFrame, judgements: pd.DataFrame, roles: Roles) -> l
     rows = []
     for (dataset, attack), gg in g.groupby(["dataset", "attack"], sort=False):
         per = gg.groupby(["defense", "seed", "label"], as_index=False)["nearer_erased"].mean()
-        lv = level(per, "nearer_erased", re_)
+        lv = level(per, "nearer_erased", re_, bounds=(0.0, 1.0))
         if lv is None:
             continue
         shifted = {**lv, "ci_low": lv["ci_low"] - 0.5, "ci_high": lv["ci_high"] - 0.5}

@@ -77,7 +77,9 @@ def test_bootstrap_table_hand_computed():
     assert (none["hit_mean"], none["hit_ci_low"], none["hit_ci_high"]) == (1.0, 1.0, 1.0)  # no spread, no width
     assert re_["hit_mean"] == pytest.approx((1 / 3 + 1 / 2) / 2)  # the mean of the seed means; the NaN is left out
     half = stats.t.ppf(0.975, 1) * np.std([1 / 3, 1 / 2], ddof=1) / np.sqrt(2)  # t over the 2 seed means
-    assert (re_["hit_ci_low"], re_["hit_ci_high"]) == pytest.approx((5 / 12 - half, 5 / 12 + half))
+    # a proportion's interval stays within [0, 1] (2 seed means: the t-interval reaches past both ends)
+    assert (re_["hit_ci_low"], re_["hit_ci_high"]) == pytest.approx((max(0, 5 / 12 - half), min(1, 5 / 12 + half)))
+    assert 5 / 12 - half < 0 and 5 / 12 + half > 1
     assert np.isnan(re_["absent_mean"]) and re_["n_items"] == 6 and re_["n_seeds"] == 2
     assert with_interval(b, "hit").iloc[0] == "1.00 [1.00, 1.00]"
 

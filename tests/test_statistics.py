@@ -171,3 +171,20 @@ def test_intervals_and_comparisons_over_judgement_tables():
     assert len(cmp) == 1 and cmp.loc[0, "defense"] == "random-erasing"
     assert cmp.loc[0, "difference"] == pytest.approx(-0.6) and cmp.loc[0, "verdict"] == "lower"
     assert compare_with_none(table, "hit_pixel", n_resamples=2000).loc[0, "verdict"] == NO_DIFFERENCE
+
+
+def test_a_proportions_interval_stays_within_0_and_1():
+    """One seed, 5 identities, 4 of them always accepted: the t-interval over identity means
+    reaches past 1; a proportion cannot, so the level interval is clipped there (and a
+    difference or a margin, which may be negative, is not)."""
+    from re_analysis.metrics.stats import clustered_interval, interval_table
+
+    hits = np.array([1.0] * 16 + [0.0, 1.0, 1.0, 1.0])  # identity 4 accepted 3 times of 4
+    units = np.repeat(np.arange(5), 4)
+    free = clustered_interval(hits, np.zeros(20), units)
+    assert free["ci_high"] > 1  # t over 5 means 1, 1, 1, 1, 0.75
+    kept = clustered_interval(hits, np.zeros(20), units, bounds=(0.0, 1.0))
+    assert kept["ci_high"] == 1.0 and kept["ci_low"] == pytest.approx(free["ci_low"]) and kept["estimate"] == 0.95
+    t = pd.DataFrame({"seed": 0, "label": units, "hit": hits, "margin": hits - 0.96})
+    row = interval_table(t, ["hit", "margin"], unit="label").iloc[0]
+    assert row["hit_ci_high"] == 1.0 and row["margin_ci_low"] < 0 and row["margin_ci_high"] > 0.04

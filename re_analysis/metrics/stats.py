@@ -150,12 +150,15 @@ def _bootstrap(means: np.ndarray, seeds: np.ndarray, confidence: float, n_resamp
 
 
 def clustered_interval(values, seeds=None, units=None, confidence: float = 0.95, n_resamples: int = 10_000,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, bounds: tuple[float, float] | None = None) -> dict:
     """Mean of ``values`` and its interval with the (seed, unit) cluster as the unit (module doc).
 
     Returns ``estimate`` (mean of the seed means), ``ci_low``, ``ci_high``, ``p_value``
     (two-sided, against 0), ``se`` and ``df`` (for :func:`minimum_detectable_effect`),
-    ``method``, ``n_seeds``, ``n_units`` (clusters) and ``n`` (values).
+    ``method``, ``n_seeds``, ``n_units`` (clusters) and ``n`` (values). ``bounds``: where the
+    true mean must lie (``(0, 1)`` for a proportion); the interval is clipped to them (a
+    t-interval over few identity means of a proportion near 0 or 1 reaches past them, and no
+    value there is possible: clipping only removes impossible values, so coverage is kept).
 
     Example:
         >>> import numpy as np
@@ -166,6 +169,8 @@ def clustered_interval(values, seeds=None, units=None, confidence: float = 0.95,
         ('t over 3 seed means', 3, 60)
     """
     v = _values(values, "values")
+    if bounds is not None:
+        return _clipped(clustered_interval(v, seeds, units, confidence, n_resamples, seed), bounds)
     means, mseeds = cluster_means(v, seeds, units)
     seed_keys = np.unique(mseeds)
     out = {"n_seeds": int(len(seed_keys)), "n_units": int(len(means)), "n": int(len(v)), "confidence": confidence}
@@ -192,6 +197,12 @@ def clustered_interval(values, seeds=None, units=None, confidence: float = 0.95,
     p = float(2 * stats.t.sf(abs(est) / se, df))
     return {**out, "estimate": est, "ci_low": est - half, "ci_high": est + half, "p_value": p, "se": se, "df": df,
             "method": method}
+
+
+def _clipped(out: dict, bounds: tuple[float, float]) -> dict:
+    lo, hi = bounds
+    return {**out, "ci_low": float(np.clip(out["ci_low"], lo, hi)) if np.isfinite(out["ci_low"]) else out["ci_low"],
+            "ci_high": float(np.clip(out["ci_high"], lo, hi)) if np.isfinite(out["ci_high"]) else out["ci_high"]}
 
 
 def paired_comparison(defense_hits, none_hits, groups=None, units=None, confidence: float = 0.95,
@@ -316,7 +327,8 @@ def interval_table(items, columns, by=(), seed: str = "seed", unit: str | None =
     ``<col>_ci_high``, ``<col>_se`` and ``<col>_df`` from :func:`clustered_interval` (clusters:
     ``seed`` x ``unit``; ``unit=None``: every row its own unit), plus ``n_items``, ``n_seeds``,
     ``n_units`` and the ``method``. NaN values are left out; a column absent or all NaN in a
-    group gives NaN. The one path every level interval of the suite takes.
+    group gives NaN; a 0/1 column (a judge's hits) is a proportion, its interval kept within
+    [0, 1]. The one path every level interval of the suite takes.
 
     Example:
         >>> import pandas as pd
@@ -336,8 +348,9 @@ def interval_table(items, columns, by=(), seed: str = "seed", unit: str | None =
                 row.update({c: np.nan, f"{c}_ci_low": np.nan, f"{c}_ci_high": np.nan, f"{c}_se": np.nan,
                             f"{c}_df": np.nan})
                 continue
-            out = clustered_interval(v[keep].to_numpy(float), g[seed].to_numpy()[keep],
-                                     None if unit is None else g[unit].to_numpy()[keep], confidence, n_resamples)
+            x = v[keep].to_numpy(float)
+            out = clustered_interval(x, g[seed].to_numpy()[keep], None if unit is None else g[unit].to_numpy()[keep],
+                                     confidence, n_resamples, bounds=(0.0, 1.0) if np.isin(x, (0.0, 1.0)).all() else None)
             row.update({c: out["estimate"], f"{c}_ci_low": out["ci_low"], f"{c}_ci_high": out["ci_high"],
                         f"{c}_se": out["se"], f"{c}_df": out["df"]})
             method = out["method"]
