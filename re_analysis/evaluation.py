@@ -183,7 +183,7 @@ def count_failures_as_misses(df: pd.DataFrame, failed: np.ndarray) -> pd.DataFra
     """``df`` with an ``attack_failed`` column and every judge's hit set to False on those rows:
     a reconstruction the attack itself gave up on is a miss, as the official code scores it."""
     df = df.assign(attack_failed=failed)
-    hits = [c for c in df.columns if "_hit" in c and c != "hit_target"] + ["all_accept"]
+    hits = [c for c in df.columns if c.startswith("hit_") and c != "hit_target"] + ["all_accept"]
     df.loc[failed, hits] = False
     return df
 
