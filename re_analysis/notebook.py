@@ -288,7 +288,9 @@ def load_table(run_dir: str | Path, name: str) -> pd.DataFrame | None:
         table = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return None
-    return None if table.empty else table
+    # pandas 3's read_csv gives one block per column: a wide table (summary.csv, 100+ columns) then
+    # warns "highly fragmented" into the book at its first insert; a copy consolidates the blocks
+    return None if table.empty else table.copy()
 
 
 def missing_table(name: str, why: str = "") -> str:

@@ -207,3 +207,17 @@ def test_a_finished_study_is_read_not_rerun_only_for_its_own_preset(tmp_path):
     (tmp_path / "study.json").write_text(json.dumps({**record, "seconds_this_call": 12.5}))
     assert list(finished_study(str(tmp_path), p)["defense"]) == ["none"]
     assert finished_study(str(tmp_path), load_preset("smoke", seeds=[0, 1])) is None  # another grid: run it
+
+
+def test_load_table_gives_a_consolidated_frame(tmp_path):
+    """pandas 3 reads a CSV as one block per column; a wide table must not warn "fragmented" into
+    the book at its first new column."""
+    import warnings
+
+    pd.DataFrame({f"c{i}": [1.0, 2.0] for i in range(150)}).to_csv(tmp_path / "wide.csv", index=False)
+    t = load_table(tmp_path, "wide")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        t["new"] = 1
+        t.reset_index()
+    assert t.shape == (2, 151)

@@ -54,6 +54,8 @@ def test_inconclusive_reasons_and_claim_by_judge():
     assert list(c1["judge"]) == ["open-set evaluation model", "pixel nearest neighbours"]
     assert c1["verdict"].iloc[0] == "supported" and c1["difference, points [95% CI]"].iloc[0].endswith("points")
     assert claim_by_judge(v, 6).empty
+    one_seed = v.assign(leak_estimate=0.213, leak_ci_low=float("nan"), leak_ci_high=float("nan"))
+    assert claim_by_judge(one_seed, 1)["leak: accuracy − chance (points)"].iloc[0] == "+21.3 (no interval: one seed)"
 
 
 def test_ceilings_and_caveats_come_from_the_tables():

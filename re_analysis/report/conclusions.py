@@ -131,7 +131,9 @@ def claim_by_judge(verdicts: pd.DataFrame, claim: int = 1) -> pd.DataFrame:
     c = c.sort_values(["dataset", "attack", "_j"], kind="stable")
     leak = [f"{_pts(r.leak_estimate, True)} [{_pts(r.leak_ci_low, True)}, {_pts(r.leak_ci_high, True)}]"
             if _finite(getattr(r, "leak_estimate", np.nan), getattr(r, "leak_ci_low", np.nan),
-                       getattr(r, "leak_ci_high", np.nan)) else "n/a" for r in c.itertuples()]
+                       getattr(r, "leak_ci_high", np.nan))
+            else f"{_pts(r.leak_estimate, True)} (no interval: one seed)" if _finite(getattr(r, "leak_estimate", np.nan))
+            else "n/a" for r in c.itertuples()]
     return pd.DataFrame({
         **({"dataset": c["dataset"]} if c["dataset"].nunique() > 1 else {}),
         "attack": c["attack"], "judge": [_display(j) for j in c["judge"]],
