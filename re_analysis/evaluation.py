@@ -49,6 +49,7 @@ from .features import class_separation, extract_features, feature_gap, hull_over
 from .features.separation import heldout_margins
 from .metrics import (classifier_hits, frechet_distance, judge_agreement, judged_public,
                       knn_distance, pixel_judge, prdc_per_class, reject_radius, topk_reported)
+from .metrics.judges import JUDGE_TABLE
 from .metrics.stats import interval_table, paired_table
 from .models.inputs import normalize, predict_logits
 from .runs import target_record, target_splits
@@ -232,8 +233,7 @@ def chance_baseline(info: dict, target, evaluator: Judge, robust: Judge | None, 
     ``chance_judgements.csv``: the chance rate's own interval is computed from it)."""
     from .attacks.priors import load_prior
 
-    nan = {k: float("nan") for k in ("chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust",
-                                     "chance_accuracy_pixel")}
+    nan = {j.chance: float("nan") for j in JUDGE_TABLE}
     prior_dir = info.get("prior")
     if not prior_dir or not (Path(prior_dir) / "prior.json").is_file():
         return {**nan, "chance_n": 0, "chance_note": f"the attack's prior {prior_dir!r} is not on disk"}, pd.DataFrame()
@@ -245,8 +245,7 @@ def chance_baseline(info: dict, target, evaluator: Judge, robust: Judge | None, 
     df = judge_images(x, y, evaluator, robust, memory, pixel_k=pixel_k)
     classes = np.asarray(info["classes"], dtype=np.int64)
     counts = np.bincount(y.numpy(), minlength=int(classes.max()) + 1)[classes]
-    return {**{f"chance_accuracy_{j}": float(df[f"hit_{j}"].mean()) if f"hit_{j}" in df else float("nan")
-               for j in ("top1", "top1_closed", "robust", "pixel")},
+    return {**{j.chance: float(df[j.column].mean()) if j.column in df else float("nan") for j in JUDGE_TABLE},
             "chance_n": int(len(y)), "chance_drawn": drawn, "chance_classes_found": int(y.unique().numel()),
             "chance_min_per_class": int(counts.min())}, df
 
