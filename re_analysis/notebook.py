@@ -192,15 +192,14 @@ def interval_columns(table: pd.DataFrame, column: str) -> tuple[str, str | None,
         ('attack_accuracy_top1_mean', 'attack_accuracy_top1_ci_low', 'attack_accuracy_top1_ci_high')
     """
     try:
-        names = [judge_spec(column).accuracy]
+        name = judge_spec(column).accuracy
     except ReAnalysisError:  # not a judge: the column itself
-        names = [column]
-    mean = next((f"{n}_mean" for n in names if f"{n}_mean" in table), None) or next((n for n in names if n in table), None)
+        name = column
+    mean = f"{name}_mean" if f"{name}_mean" in table else name if name in table else None
     if mean is None:
         raise ReAnalysisError(f"the table has no column {column!r} (nor {column}_mean); its columns: "
                               f"{', '.join(map(str, table.columns))}")
-    low = next((f"{n}_ci_low" for n in names if f"{n}_ci_low" in table), None)
-    high = next((f"{n}_ci_high" for n in names if f"{n}_ci_high" in table), None)
+    low, high = (f"{name}_{end}" if f"{name}_{end}" in table else None for end in ("ci_low", "ci_high"))
     return mean, low, high
 
 
@@ -455,8 +454,11 @@ def judges_present(table: pd.DataFrame) -> list[str]:
     order) whose attack accuracy ``table`` (summary.csv or results.csv) holds with at least one value."""
     out = []
     for judge in JUDGE_TABLE:
-        mean = next((c for c in (f"{judge.accuracy}_mean", judge.accuracy) if c in table), None)
-        if mean is not None and pd.to_numeric(table[mean], errors="coerce").notna().any():
+        try:
+            mean, _, _ = interval_columns(table, judge.name)
+        except ReAnalysisError:
+            continue
+        if pd.to_numeric(table[mean], errors="coerce").notna().any():
             out.append(judge.name)
     return out
 
