@@ -1,6 +1,8 @@
 """Each attack's defining behaviour, as its paper and official code define it, on the
 embedded digits (small budgets; the behaviours, not the attack strength, are checked)."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -8,7 +10,7 @@ from torch import nn
 from re_analysis import ReAnalysisError
 from re_analysis.attacks import (ATTACKS, LabelOnlyTarget, PriorConfig, create_attack, heldout_public, paper_steps,
                                  prior_quality, train_prior)
-from re_analysis.attacks.augment import plg_augmentation, ppa_selection_augmentation
+from re_analysis.attacks.augment import plg_augmentation, ppa_optimisation_augmentation, ppa_selection_augmentation
 from re_analysis.attacks.brepmi import BREPMI
 from re_analysis.attacks.gan import Generator, SNProjectionDiscriminator
 from re_analysis.attacks.priors import HELDOUT_DEVIATION, STEP, build_gan, public_parts
@@ -549,6 +551,18 @@ def test_plg_mi_loss_is_the_max_margin_summed_over_two_augmented_views(trained, 
     assert not torch.allclose(got, sum(max_margin_loss(v, labels) for v in views) / 2, rtol=1e-2)  # not averaged
 
 
+def poincare_by_hand(logits, labels, xi=1e-4):
+    """Per row: arccosh(1 + 2|u - v|^2 / ((1 - |u|^2)(1 - |v|^2))), u = logits / |logits|_1, v = one-hot - xi clipped at 0."""
+    out = []
+    for z, y in zip(logits.tolist(), labels.tolist()):
+        l1 = sum(abs(a) for a in z)
+        u = [a / l1 for a in z]
+        v = [max(1.0 - xi, 0.0) if j == y else 0.0 for j in range(len(z))]
+        d = 1 + 2 * sum((a - b) ** 2 for a, b in zip(u, v)) / ((1 - sum(a * a for a in u)) * (1 - sum(b * b for b in v)))
+        out.append(math.acosh(d))
+    return out
+
+
 def test_poincare_loss_equals_its_hand_computation():
     from re_analysis.attacks.ppa import poincare_loss
 
@@ -557,6 +571,12 @@ def test_poincare_loss_equals_its_hand_computation():
     v = torch.tensor([1 - 1e-4, 0.0, 0.0])  # one-hot minus xi, clipped at 0
     d = 1 + 2 * ((u - v) ** 2).sum() / ((1 - (u ** 2).sum()) * (1 - (v ** 2).sum()))
     assert float(poincare_loss(logits, label)) == pytest.approx(float(torch.acosh(d)), rel=1e-5)
+    # two rows: the official loss is averaged over the batch (optimize.py: poincare_loss(...).mean())
+    logits, labels = torch.tensor([[2.0, -1.0, 1.0], [1.0, 3.0, -1.0]]), torch.tensor([0, 1])
+    rows = poincare_by_hand(logits, labels)
+    # (float64 by hand; float32 loses ~2e-5 of it to 1 - |v|^2 = 2e-4)
+    assert rows[0] == pytest.approx(float(torch.acosh(d)), rel=1e-4) and abs(rows[0] - rows[1]) > 0.1
+    assert float(poincare_loss(logits, labels)) == pytest.approx(sum(rows) / 2, rel=1e-4)
 
 
 class ScoreByLatent(nn.Module):
@@ -576,27 +596,167 @@ class ReadLatent(nn.Module):
         return 10 * x[:, 0, 0, :3]
 
 
-def test_ppa_keeps_the_official_quarter_and_the_most_confident_candidates():
+class SmoothPattern(nn.Module):
+    """A smooth 'generator': z (3-d) weighs a horizontal ramp, a vertical ramp and a bowl."""
+
+    channels, image_size, z_dim = 1, 28, 3
+
+    def forward(self, z):
+        h = torch.linspace(-1, 1, 28)[None, :].expand(28, 28)
+        patterns = torch.stack([h, h.t(), h ** 2 + h.t() ** 2 - 0.66])
+        return torch.tanh(torch.einsum("nk,kij->nij", z, patterns))[:, None]
+
+
+class Regions(nn.Module):
+    """A target scoring 3 regions (left half, top half, centre): crops change its confidences,
+    which stay far from saturation (logits within +-4)."""
+
+    num_classes, arch = 3, "regions"
+
+    def forward(self, x):
+        return 4 * torch.stack([x[:, 0, :, :14].mean((1, 2)), x[:, 0, :14, :].mean((1, 2)),
+                                x[:, 0, 7:21, 7:21].mean((1, 2))], 1)
+
+
+def smooth_prior():
+    return type("P", (), {"generator": SmoothPattern(), "z_dim": 3, "hflip": False, "discriminator": nn.Identity()})()
+
+
+def test_ppa_initial_selection_keeps_each_classs_most_confident_latents_and_the_official_quarter():
     prior = type("P", (), {"generator": ScoreByLatent(), "z_dim": 3, "hflip": False})()
     target = ReadLatent()
-    attack = create_attack("ppa", search_space=300, final_transforms=1)
+    attack = create_attack("ppa", search_space=300)
     labels = torch.arange(3).repeat_interleave(2)
-    attack.select_augment = lambda x, gen: x  # transforms off: the confidence is known
     attack.setup(target, prior, labels)
-    attack.select_augment = lambda x, gen: x
     assert attack.params["candidates"] == 8  # 4 x 2 kept per class: the official 50 of 200
     z = attack.init_latents(labels, prior, seed=0, device=torch.device("cpu"))["z"]
     space = torch.randn(300, 3, generator=torch.Generator().manual_seed(424_242))
     for k in range(3):  # per class its own top candidates by the target's confidence for it
         conf = (10 * space).softmax(1)[:, k]
         assert torch.equal(z[k * 8:(k + 1) * 8], space[conf.topk(8).indices])
+    assert attack.budget()["budget"]["candidates"]["fraction"] == 8 / 200  # recorded as a reduced budget
+
+
+def test_ppa_final_selection_keeps_the_most_confident_under_the_official_transforms():
+    """Per class, the candidates with the highest mean confidence over ``final_transforms`` draws
+    of RandomResizedCrop(area 0.5-0.9, aspect 0.8-1.2), recomputed here with the selection's seed
+    (seed x 1,000,003 + 777,767). The confidences are distinct and the transforms change the
+    ranking, so keeping the least confident, or ranking without transforms, gives other images."""
+    prior, target = smooth_prior(), Regions()
+    attack = create_attack("ppa", search_space=300, final_transforms=20)
+    labels = torch.arange(3).repeat_interleave(2)
+    attack.setup(target, prior, labels)
+    z = attack.init_latents(labels, prior, seed=0, device=torch.device("cpu"))["z"]
     images, kept, _ = attack.finalize({"z": z}, labels, target, prior, seed=0)
     assert torch.equal(kept, labels)
-    conf = (10 * z).softmax(1)
+    with torch.no_grad():
+        imgs = prior.generator(z)
+        gen, crop = torch.Generator().manual_seed(777_767), ppa_selection_augmentation(28, hflip=False)
+        scores = sum(target(crop(imgs, gen)).softmax(1) for _ in range(20)) / 20
+        plain = target(imgs).softmax(1)
+    changed = 0
     for k in range(3):
-        best = conf[k * 8:(k + 1) * 8, k].topk(2).values
-        assert torch.allclose(((10 * images[kept == k, 0, 0, :3]).softmax(1)[:, k]).sort().values, best.sort().values)
-    assert attack.budget()["budget"]["candidates"]["fraction"] == 8 / 200  # recorded as a reduced budget
+        rows = list(range(k * 8, (k + 1) * 8))  # class k's 8 candidates
+        conf = [float(scores[r, k]) for r in rows]
+        assert len(set(conf)) == 8 and max(conf) < 0.95  # distinct, far from saturation
+        ranked = sorted(rows, key=lambda r: -float(scores[r, k]))
+        best = imgs[sorted(ranked[:2])]
+        assert torch.allclose(images[kept == k].sort(0).values, best.sort(0).values)
+        assert not torch.allclose(images[kept == k].sort(0).values, imgs[sorted(ranked[-2:])].sort(0).values)
+        changed += sorted(ranked[:2]) != sorted(sorted(rows, key=lambda r: -float(plain[r, k]))[:2])
+    assert changed >= 1  # without transforms another candidate would be kept
+
+
+def test_ppa_loss_is_the_batch_mean_poincare_loss_of_the_official_crop():
+    prior, target = smooth_prior(), Regions()
+    attack = create_attack("ppa", search_space=64, candidates=4)
+    labels = torch.arange(3)
+    attack.setup(target, prior, labels)
+    z = attack.init_latents(labels, prior, seed=0, device=torch.device("cpu"))["z"]
+    rows = attack._labels
+    assert torch.equal(rows, torch.arange(3).repeat_interleave(4))
+    with torch.no_grad():
+        got = float(attack.loss({"z": z}, labels, target, prior, 0, torch.Generator().manual_seed(9)))
+        x = prior.generator(z)
+        crop = ppa_optimisation_augmentation(28)  # RandomResizedCrop(area 0.9-1, square), no flip
+        logits = target(crop(x, torch.Generator().manual_seed(9)))
+        uncropped = target(x)
+    by_hand = poincare_by_hand(logits, rows)
+    assert got == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-4)
+    assert got != pytest.approx(sum(poincare_by_hand(uncropped, rows)) / len(rows), rel=1e-3)  # the crop matters
+    assert got != pytest.approx(float(torch.nn.functional.cross_entropy(logits, rows)), rel=1e-2)
+
+
+def test_ppa_transforms_crop_the_official_areas_at_both_stages():
+    """Crops read from ramps: a horizontal ramp's span gives each crop's width, a vertical one's
+    (same seed, so the same crops) its height; a reversed horizontal ramp is a flip."""
+    ramp = torch.linspace(-1, 1, 28)
+    horizontal = ramp.view(1, 1, 1, 28).expand(64, 1, 28, 28).contiguous()
+    vertical = ramp.view(1, 1, 28, 1).expand(64, 1, 28, 28).contiguous()
+
+    def crops(aug):
+        h, v = aug(horizontal, torch.Generator().manual_seed(0)), aug(vertical, torch.Generator().manual_seed(0))
+        span_w = (h[:, 0, :, -1] - h[:, 0, :, 0]).mean(1) / 2  # negative when flipped
+        span_h = (v[:, 0, -1, :] - v[:, 0, 0, :]).mean(1) / 2
+        w, hh = span_w.abs() * 27 + 1, span_h * 27 + 1  # crop size in pixels
+        return w * hh / 784, w / hh, int((span_w < 0).sum())
+
+    area, aspect, flips = crops(ppa_optimisation_augmentation(28))
+    assert area.min() >= 0.9 - 0.03 and area.mean() < 0.99 and torch.allclose(aspect, torch.ones(64)) and flips == 0
+    area, aspect, flips = crops(ppa_selection_augmentation(28, hflip=False))
+    assert area.min() >= 0.5 - 0.03 and area.max() <= 0.9 + 0.03 and area.min() < 0.6 and area.max() > 0.8
+    assert aspect.min() >= 0.8 - 0.05 and aspect.max() <= 1.2 + 0.05 and aspect.std() > 0.05 and flips == 0
+    assert 10 < crops(ppa_selection_augmentation(28, hflip=True))[2] < 54
+
+
+def test_ppa_optimiser_is_adam_with_the_official_betas_and_learning_rate_steps(tmp_path):
+    """Adam(lr 0.005, betas (0.1, 0.1)); the rate drops x0.1 after iterations 30 and 40 of 50
+    (official MultiStepLR, stepped per iteration), at 60 and 80 of 100; a resumed run keeps it."""
+    attack = create_attack("ppa")
+    opt = attack.make_optimizer({"z": torch.zeros(2, 3, requires_grad=True)})
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.param_groups[0]["betas"] == (0.1, 0.1) and opt.param_groups[0]["lr"] == 0.005
+    prior, target, labels = smooth_prior(), Regions(), torch.arange(3)
+
+    def rates(**params):
+        attack = create_attack("ppa", search_space=64, candidates=2, final_transforms=2, **params)
+        seen, make, loss = [], attack.make_optimizer, attack.loss
+        attack.make_optimizer = lambda latents: seen.append(make(latents)) or seen[0]
+        attack.loss = lambda *a: seen.append(seen[0].param_groups[0]["lr"]) or loss(*a)
+        res = attack.run(target, prior, labels, seed=0, progress=False)
+        return seen[1:], res
+
+    lr, res = rates()
+    assert lr == pytest.approx([0.005] * 30 + [0.0005] * 10 + [0.00005] * 10) and res.info["lr_milestones"] == [30, 40]
+    lr, res = rates(iterations=100)
+    assert lr == pytest.approx([0.005] * 60 + [0.0005] * 20 + [0.00005] * 20) and res.info["lr_milestones"] == [60, 80]
+    assert rates(lr_schedule="none", iterations=10)[0] == pytest.approx([0.005] * 10)
+    with pytest.raises(ReAnalysisError, match="lr_schedule must be one of multistep, none"):
+        create_attack("ppa", lr_schedule="cosine")
+
+    full = create_attack("ppa", search_space=64, candidates=2, final_transforms=2, checkpoint_every=10)
+    full = full.run(target, prior, labels, seed=0, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    attack = create_attack("ppa", search_space=64, candidates=2, final_transforms=2, checkpoint_every=10)
+    original = attack.loss
+
+    def dying(latents, labels, target, prior, it, gen):
+        if it == 35:  # past the first step down, before the checkpoint at 40
+            raise Killed
+        return original(latents, labels, target, prior, it, gen)
+
+    attack.loss = dying
+    with pytest.raises(Killed):
+        attack.run(target, prior, labels, 0, state_path=tmp_path / "state.safetensors", progress=False)
+    attack.loss = original
+    resumed = attack.run(target, prior, labels, 0, state_path=tmp_path / "state.safetensors", progress=False)
+    assert torch.equal(resumed.latents, full.latents)
+    assert not torch.equal(full.latents, create_attack("ppa", search_space=64, candidates=2, final_transforms=2,
+                                                       lr_schedule="none").run(target, prior, labels, 0,
+                                                                               progress=False).latents)
 
 
 def test_brep_mi_repels_from_outside_points_and_counts_only_accepted_steps(monkeypatch):

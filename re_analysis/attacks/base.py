@@ -140,6 +140,12 @@ class LatentOptimizationAttack(Attack):
     def project(self, latents: dict[str, torch.Tensor]) -> None:
         """Constraint after each step (GMI clips z to [-1, 1])."""
 
+    def lr_factor(self, it: int) -> float:
+        """Learning-rate multiplier at iteration ``it`` (0-based): the optimiser's rate for that
+        step is its initial rate times this factor (PPA's MultiStepLR). A function of ``it``
+        only, so a resumed attack follows the same schedule."""
+        return 1.0
+
     def finalize(self, latents, labels, target, prior, seed) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (images, labels, latents) of the final reconstructions."""
         z = latents["z"].detach()
@@ -157,6 +163,7 @@ class LatentOptimizationAttack(Attack):
         self.setup(target, prior, labels)
         latents = {k: v.detach().clone().requires_grad_(True) for k, v in self.init_latents(labels, prior, seed, device).items()}
         opt = self.make_optimizer(latents)
+        base_lrs = [group["lr"] for group in opt.param_groups]  # before a checkpoint's rates replace them
         start, history = 0, []
         if state_path is not None and Path(state_path).is_file():
             restored = load_state(state_path, {}, {"opt": opt})
@@ -168,6 +175,8 @@ class LatentOptimizationAttack(Attack):
         bar = tqdm(range(start, iters), desc=self.name, initial=start, total=iters, disable=not progress, leave=False)
         for it in bar:
             gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + it)
+            for group, lr in zip(opt.param_groups, base_lrs):
+                group["lr"] = lr * self.lr_factor(it)
             loss = self.loss(latents, labels, target, prior, it, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,8 +10,13 @@ As in the official pipeline and its default/FaceScrub configs:
    over the image and its mirror image (the mirror only where a flip keeps labels); for
    each class keep its own ``candidates`` best latents (official 200);
 2. **optimisation** (``attacks/optimize.py``): Poincaré loss of the target's logits under
-   RandomResizedCrop(area 0.9-1, square), no flip; Adam lr 0.005, betas (0.1, 0.1), 50
-   iterations;
+   RandomResizedCrop(area 0.9-1, square), no flip, averaged over the batch; Adam lr 0.005,
+   betas (0.1, 0.1), 50 iterations; the rate steps down x0.1 after iterations 30 and 40
+   (MultiStepLR stepped once per iteration, as ``default_attacking.yaml`` and MIDRE's
+   ``FaceScrub_FFHQ_resnet18_midre.yml``; PPA's own ``FaceScrub_FFHQ.yaml`` has no schedule:
+   ``lr_schedule="none"``). Another iteration budget keeps the schedule's shape: the steps
+   come at 60% and 80% of the iterations (``round(30 / 50 x iterations)``, ``round(40 / 50 x
+   iterations)``: 60 and 80 of 100);
 3. **final selection** (``attacks/final_selection.py``): per class, keep the ``per_class``
    candidates with the highest mean confidence over ``final_transforms`` (100) draws of
    RandomResizedCrop(area 0.5-0.9, aspect 0.8-1.2) and a flip (where it keeps labels).
@@ -24,8 +29,10 @@ of 200 would report the top 2.5% and inflate accuracy, so ``candidates=None`` (d
 Example:
     >>> from re_analysis.attacks import create_attack
     >>> p = create_attack("ppa").params
-    >>> p["search_space"], p["candidates"], p["iterations"]
-    (2000, None, 50)
+    >>> p["search_space"], p["candidates"], p["iterations"], p["lr_schedule"]
+    (2000, None, 50, 'multistep')
+    >>> create_attack("ppa", iterations=100).milestones()
+    (60, 80)
 """
 
 from __future__ import annotations
@@ -53,9 +60,12 @@ class PPA(LatentOptimizationAttack):
     """PPA (Struppek et al., ICML 2022): per-class candidates, Poincaré loss, final selection under transforms."""
 
     prior_kind = "wgan-gp"
-    defaults = {"iterations": 50, "lr": 0.005, "search_space": 2000, "candidates": None, "final_transforms": 100,
-                "checkpoint_every": 25}
+    defaults = {"iterations": 50, "lr": 0.005, "lr_schedule": "multistep", "search_space": 2000, "candidates": None,
+                "final_transforms": 100, "checkpoint_every": 25}
+    choices = {"lr_schedule": ("multistep", "none")}
     KEEP_RATIO = 4  # official: samples_per_target 50 of 200 candidates (configs/attacking/*.yaml)
+    BETAS = (0.1, 0.1)  # official Adam betas (configs/attacking/*.yaml)
+    MILESTONES, MILESTONE_BUDGET, GAMMA = (30, 40), 50, 0.1  # official MultiStepLR of the default config
     paper = "Struppek et al., Plug & Play Attacks: Towards Robust and Flexible Model Inversion Attacks, ICML 2022"
     code = "https://github.com/LukasStruppek/Plug-and-Play-Attacks"
     paper_budget = {"iterations": 50, "search_space": 2000, "candidates": 200, "final_transforms": 100}
@@ -71,6 +81,9 @@ class PPA(LatentOptimizationAttack):
          "a mirrored digit is not a digit"),
         ("50 iterations (official FaceScrub/default configs; CelebA: 70, Stanford Dogs: 100)",
          "MIDRE's headline setting is FaceScrub"),
+        ("at another iteration budget the learning-rate steps (x0.1) move with it, to 60% and 80% of the "
+         "iterations (official default config: after iterations 30 and 40 whatever the budget; the same at 50)",
+         "a shorter or longer run keeps the official share of iterations at each rate"),
         ("per_class kept of 4 x per_class candidates (official: 50 of 200; MIDRE's config 8 of 16)",
          "the official ratio at the suite's number of reconstructions; fewer than 200 candidates is "
          "recorded as a reduced budget"),
@@ -117,7 +130,21 @@ class PPA(LatentOptimizationAttack):
         return {"z": space[torch.cat(rows)]}
 
     def make_optimizer(self, latents):
-        return torch.optim.Adam([latents["z"]], lr=self.params["lr"], betas=(0.1, 0.1))
+        return torch.optim.Adam([latents["z"]], lr=self.params["lr"], betas=self.BETAS)
+
+    def milestones(self) -> tuple[int, ...]:
+        """Iterations (0-based) from which the rate is 0.1x lower: the official (30, 40) of 50,
+        scaled to the run's iterations; none with ``lr_schedule="none"``."""
+        if self.params["lr_schedule"] == "none":
+            return ()
+        n = int(self.params["iterations"])
+        return tuple(round(m * n / self.MILESTONE_BUDGET) for m in self.MILESTONES)
+
+    def lr_factor(self, it):
+        return self.GAMMA ** sum(it >= m for m in self.milestones())
+
+    def run_info(self):
+        return {"lr_milestones": list(self.milestones())}
 
     def loss(self, latents, labels, target, prior, it, gen):
         x = prior.generator(latents["z"])
