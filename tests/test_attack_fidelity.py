@@ -361,6 +361,48 @@ def test_prior_discriminator_steps_per_generator_step_match_the_official_code(ta
     assert float(torch.linalg.matrix_norm(w.detach(), ord=2)) == pytest.approx(1.0, abs=0.05)
 
 
+def test_plg_prior_generator_step_adds_the_targets_max_margin_with_weight_0_2():
+    """PLG-MI's generator loss (official train_cgan.py): hinge (-D(G(z, y), y)) + alpha x the
+    target's max-margin loss on augmented fakes, alpha 0.2. With SGD at lr 1 the generator's
+    step IS minus the gradient, compared with the gradient of that loss taken by hand on copies."""
+    import copy
+
+    from re_analysis.attacks.priors import max_margin_loss
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        cfg = PriorConfig(kind="plg", target_hash="t", batch_size=16, n_critic=1)
+        g, d = build_gan(cfg, 1, 28, 5)
+        target = nn.Sequential(nn.Flatten(), nn.Linear(784, 5))
+    public = materialize(load_dataset("mnist5k").public)[0][:64]
+    augment = plg_augmentation(28, 1, False, 0.5)
+    batch = {"public": public, "labels": torch.arange(64) % 5, "augment": augment, "target": target}
+
+    g2, d2 = copy.deepcopy(g), copy.deepcopy(d)  # the same state, the same random draws
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(16, g.z_dim, generator=gen)
+    y = torch.randint(0, 5, (16,), generator=gen)
+    fake = g2(z, y)
+    hinge, inverse = -d2(fake, y).mean(), max_margin_loss(target(augment(fake, gen)), y)
+    params = list(g2.parameters())
+
+    def grad(loss):
+        got = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return torch.cat([torch.zeros_like(p).flatten() if q is None else q.flatten() for p, q in zip(params, got)])
+
+    g_hinge, g_inverse = grad(hinge), grad(inverse)
+    before = torch.cat([p.detach().flatten().clone() for p in g.parameters()])
+    STEP["plg"](cfg, g, d, torch.optim.SGD(g.parameters(), lr=1.0), torch.optim.Adam(d.parameters()), batch,
+                torch.Generator().manual_seed(3), "cpu")
+    step = before - torch.cat([p.detach().flatten() for p in g.parameters()])
+    rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731  relative distance of two steps
+    assert rel(step, g_hinge + 0.2 * g_inverse) < 1e-5  # measured 5e-7: float rounding
+    # the inverse term moves the generator measurably (measured 1.2e-2): without it, with its sign
+    # flipped or at another weight, the step is another one
+    assert rel(step, g_hinge) > 1e-3 and rel(step, g_hinge - 0.2 * g_inverse) > 1e-3
+    assert rel(step, g_hinge + 0.1 * g_inverse) > 1e-3 and rel(step, g_hinge + g_inverse) > 1e-3
+
+
 def test_prior_trains_on_the_public_split_less_a_seeded_heldout_part(prior):
     splits, train, heldout = public_parts(PriorConfig())
     assert len(train) + len(heldout) == len(splits.public) and len(heldout) == 500  # 20% of 2,500, per class
