@@ -418,7 +418,7 @@ def identity_column(table: pd.DataFrame) -> str | None:
 
 
 def judgement_intervals(judgements: pd.DataFrame, by=("dataset", "defense", "attack"), columns=JUDGE_COLUMNS,
-                        confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
+                        confidence: float = 0.95) -> pd.DataFrame:
     """Mean and interval of every verdict column per group, with the (seed, identity) cluster
     as the unit (:func:`re_analysis.metrics.stats.interval_table`): ``<col>``,
     ``<col>_ci_low``, ``<col>_ci_high``, plus ``n_reconstructions``, ``n_seeds``, ``n_units``.
@@ -426,18 +426,18 @@ def judgement_intervals(judgements: pd.DataFrame, by=("dataset", "defense", "att
     ``judgements`` stacks the runs' judgements.csv with the group columns and ``seed``.
     """
     out = interval_table(judgements, [c for c in columns if c in judgements], by, unit=identity_column(judgements),
-                         confidence=confidence, n_resamples=n_resamples)
+                         confidence=confidence)
     return out.rename(columns={"n_items": "n_reconstructions"})
 
 
 def compare_with_none(judgements: pd.DataFrame, column: str = "hit_top1", by=("dataset", "attack"),
-                      baseline: str = "none", confidence: float = 0.95, n_resamples: int = 10_000) -> pd.DataFrame:
+                      baseline: str = "none", confidence: float = 0.95) -> pd.DataFrame:
     """Each defense against ``baseline`` on paired reconstructions (same seed, same index):
     difference, interval, p-value and verdict ("no measurable difference" when the
     interval covers zero), per ``by`` group, identities as the unit
     (:func:`re_analysis.metrics.stats.paired_table`)."""
     return paired_table(judgements, column, reference=baseline, by=by, unit=identity_column(judgements),
-                        confidence=confidence, n_resamples=n_resamples)
+                        confidence=confidence)
 
 
 def erasing_for(target_dir: str | Path) -> RandomErasing:

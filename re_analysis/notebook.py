@@ -240,8 +240,7 @@ def with_spread(table: pd.DataFrame, column: str, digits: int = 2) -> pd.Series:
     return pd.Series(out, index=table.index, dtype=object)
 
 
-def bootstrap_table(items: pd.DataFrame, columns, by, group: str = "seed", n_resamples: int = 2000,
-                    unit: str | None = None) -> pd.DataFrame:
+def interval_means(items: pd.DataFrame, columns, by, group: str = "seed", unit: str | None = None) -> pd.DataFrame:
     """Per ``by`` group, each of ``columns`` as ``<col>_mean``, ``<col>_ci_low``, ``<col>_ci_high``:
     the mean over items and its 95% interval with the (``group`` = seed, ``unit``) cluster as
     the unit (:func:`re_analysis.metrics.stats.interval_table`), plus ``n_items`` and
@@ -250,12 +249,12 @@ def bootstrap_table(items: pd.DataFrame, columns, by, group: str = "seed", n_res
 
     Example:
         >>> t = pd.DataFrame({"defense": ["none"] * 4, "seed": [0, 0, 0, 0], "hit": [1, 1, 0, 0]})
-        >>> bootstrap_table(t, ["hit"], ["defense"])[["defense", "hit_mean", "n_items"]].values.tolist()
+        >>> interval_means(t, ["hit"], ["defense"])[["defense", "hit_mean", "n_items"]].values.tolist()
         [['none', 0.5, 4]]
     """
     from .metrics.stats import interval_table
 
-    out = interval_table(items, list(columns), by, seed=group, unit=unit, n_resamples=n_resamples)
+    out = interval_table(items, list(columns), by, seed=group, unit=unit)
     return out.rename(columns={c: f"{c}_mean" for c in columns})
 
 

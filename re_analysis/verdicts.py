@@ -10,32 +10,39 @@ Hope?", TMLR 2025, make eight claims this module tests, each per attack and per 
 4. private features stay separated from       8. RE adds to other defenses.
    other classes;
 
-Every comparison is **paired** (same seed, identities and initial latents; same test
-images) with the (seed, identity) cluster as the unit: restarts of one identity are
-averaged first, and the interval is a t-interval on the per-seed means (or a two-level
-bootstrap with many seeds; :func:`re_analysis.metrics.stats.clustered_interval`). Each rule
-can fail:
+The rules (version :data:`RULES_VERSION`, written into every row of ``verdicts.csv`` and
+frozen with a pre-registered design: a preset that names another version is refused):
 
-- claims 1, 5, 6, 8: the interval of the difference lies on the predicted side — and the
-  attack must LEAK against the arm expected to leak more: its accuracy minus its own
-  chance rate (unoptimised prior samples the target accepts, judged the same way, 200 per
-  class) has an interval above zero; otherwise there is nothing to protect and the row is
-  inconclusive;
-- claims 5 and 6 are judged only where the arms' natural accuracies do not differ in RE's
-  favour by more than ``LITTLE_COST`` (a more accurate target leaks more); claim 5 needs
-  both of its comparisons (p=0.5 against RE, and against the same boxes on every image) to
-  agree, claim 6 every fixed location;
-- claim 2 and claim 4 are non-inferiority tests against ``none`` (natural accuracy within
-  ``LITTLE_COST``; held-out class-separation margin within ``SEPARATION_MARGIN``);
-- claim 3 restricts to reconstructions the target accepts and compares RE with every
-  non-RE arm (a control: erasing may pull any model's reconstructions toward erased
-  features) besides the share of more than half;
-- claim 7 requires RE to beat EVERY baseline; fewer than ``MIN_SEEDS`` seeds gives no
-  verdict.
-
-Each row says what the design could detect (``mde``: the minimum effect a test of this
-design finds with 80% power) and, when inconclusive, what it rules out (``rules_out``: no
-effect larger than the farther end of the interval).
+- **Paired, identity the unit.** Every comparison is paired (same seed, identities and initial
+  latents; same test images) with the (seed, identity) cluster as the unit; the interval is a
+  t-interval over the per-seed means, its standard error never below the identity floor
+  (:func:`re_analysis.metrics.stats.clustered_interval`). A row is ``supported`` when its
+  interval lies on the predicted side of its threshold, ``not supported`` when on the other.
+- **The leak gate cannot vanish.** Every attack claim (1, 5, 6, 7, 8) is gated on the arm the
+  paper expects to leak more: the attack's accuracy minus that arm's own chance rate
+  (unoptimised prior samples the target accepts, per identity) must have an interval above
+  zero. Without chance rows for that arm the row is inconclusive ("no chance rate"); below
+  the gate it is inconclusive ("the attack does not leak: nothing to protect").
+- **Utility where the claim is a trade-off.** Claims 5, 6 and 8 are judged only where the arm
+  credited with protecting is not less accurate than the other by more than the little-cost
+  margin (a less accurate target leaks less); claim 7 needs RE's utility within the margin of
+  the baseline's; claim 1 shows the natural-accuracy difference beside it.
+- **Non-inferiority with a margin and a reason** (:data:`MARGINS`): claim 2 (natural accuracy
+  within ``little_cost`` of none's) and claim 4 (RE's held-out class-separation margin clearly
+  above 0 AND within ``separation`` of none's).
+- **Claim 3 on all reconstructions**: RE's share nearer an erased than a private feature above
+  one half, and above every non-RE arm's (the controls); the share among the reconstructions
+  the target accepts is shown beside it (that filter is one RE itself changes).
+- **One primary per claim, named before the data**: the preset's primary attack and judge
+  decide; the other attacks and judges are shown and never decide. A claim with several rows
+  is ``supported`` only when every row is (an intersection-union test, each row at the
+  configured level), ``not supported`` when a row contradicts it after Holm's correction over
+  the claim's rows (:func:`combine_verdicts`); fewer than ``MIN_SEEDS`` seeds give no verdict.
+- **Words that say what happened.** A gated row says why and rules nothing out; an
+  inconclusive row says what it rules out (``rules_out``: the farther end of its interval);
+  every row carries the design's minimum detectable effect (``mde``, exact from the noncentral
+  t) from variance components measured before the data where the preset records them
+  (``design_components``), else from this run's, and says which (``mde_source``).
 
 Example:
     >>> from re_analysis.verdicts import verdict_from_interval
@@ -55,10 +62,17 @@ import pandas as pd
 from .errors import ReAnalysisError
 from .metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
 
-__all__ = ["Claim", "CLAIM_TABLE", "CLAIMS", "ATTACK_CLAIMS", "JUDGES", "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "Roles", "infer_roles",
-           "verdict_from_interval", "paired", "leak", "claim_verdicts", "summarize_verdicts", "combine_verdicts"]
+__all__ = ["Claim", "CLAIM_TABLE", "CLAIMS", "ATTACK_CLAIMS", "JUDGES", "RULES_VERSION", "Margin", "MARGINS",
+           "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "ALPHA", "Roles", "infer_roles",
+           "verdict_from_interval", "paired", "level", "leak", "claim_verdicts", "summarize_verdicts",
+           "combine_verdicts", "margins_of"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NO_VERDICT = "supported", "not supported", "inconclusive", "no verdict"
+
+# The version of the rules below. Bump it with any change to what decides a verdict; a
+# pre-registered preset names the version it is decided by (`rules:`), and is refused by another.
+RULES_VERSION = 3
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -91,10 +105,50 @@ ATTACK_CLAIMS = tuple(c.number for c in CLAIM_TABLE if c.measure == "attack")  #
 # The judges by name, and what the book calls them (one table: JUDGE_TABLE).
 JUDGES = {j.name: j.display for j in JUDGE_TABLE}
 
-LITTLE_COST = 0.03        # "little" natural-accuracy cost: at most 3 points (MIDRE reports drops of 1-3 points)
-SEPARATION_MARGIN = 0.05  # claim 4: RE's held-out margin (in [-1, 1]) no more than this below none's
-CEILING = 0.95            # an arm at 95% of its judge's ceiling has little left to show
+
+@dataclass(frozen=True)
+class Margin:
+    """A non-inferiority margin: its default value and why it is that value (the method
+    chapter prints both; a preset may set another value under ``margins:``, recorded per row)."""
+
+    value: float
+    reason: str
+
+
+MARGINS = {
+    "little_cost": Margin(0.03, (
+        "\"little\" natural-accuracy cost, in accuracy (3 points): the upper end of the drops the MIDRE paper reports "
+        "for RE while calling its utility maintained, and about twice the seed-to-seed spread of an undefended "
+        "glyph target's natural accuracy (sd 0.014 over seeds 100-104, benchmarks/margins_pilot.py): a smaller "
+        "margin would call retraining noise a cost")),
+    "separation": Margin(0.05, (
+        "claim 4's margin on the held-out class-separation margin (a scale-free number in [-1, 1]): about twice "
+        "the seed-to-seed spread of an undefended glyph target's mean held-out margin (benchmarks/margins_pilot.py), "
+        "so that RE is called inferior only for a loss of separation that retraining alone does not produce")),
+}
+LITTLE_COST = MARGINS["little_cost"].value
+SEPARATION_MARGIN = MARGINS["separation"].value
+CEILING = 0.95            # an arm at 95% of its judge's ceiling has little left to show (said, never a gate)
 MIN_SEEDS = 3             # fewer seeds give no verdict (no seed-level interval to speak of)
+ALPHA = 0.05              # each row's interval is at 1 - ALPHA; Holm's correction spends ALPHA over a claim's rows
+
+
+def margins_of(margins: dict | None = None) -> dict[str, float]:
+    """The margins in force: the defaults of :data:`MARGINS` with a preset's ``margins:`` over them.
+
+    Example:
+        >>> margins_of({"little_cost": 0.02})
+        {'little_cost': 0.02, 'separation': 0.05}
+    """
+    given = dict(margins or {})
+    unknown = set(given) - set(MARGINS)
+    if unknown:
+        raise ReAnalysisError(f"unknown margin(s) {', '.join(sorted(unknown))}; the rules know {', '.join(MARGINS)}")
+    out = {k: float(given.get(k, m.value)) for k, m in MARGINS.items()}
+    for k, v in out.items():
+        if not 0 <= v < 1:
+            raise ReAnalysisError(f"margin {k} must lie in [0, 1), got {v}")
+    return out
 
 
 @dataclass
@@ -145,17 +199,25 @@ def verdict_from_interval(estimate: float, low: float, high: float, expect: str 
 
     ``expect``: what the paper predicts of the difference —
     ``"negative"`` (below 0: e.g. RE minus none in attack accuracy), ``"positive"`` (above 0),
-    or ``"above"`` (no lower than ``-margin``: a cost of at most ``margin``, non-inferiority).
+    or ``"above"`` (above ``-margin``: a cost of at most ``margin``, non-inferiority).
     """
+    if expect == "negative":
+        return _side(low, high, 0.0, below=True)
+    if expect == "positive":
+        return _side(low, high, 0.0, below=False)
+    if expect == "above":
+        return _side(low, high, -margin, below=False)
+    raise ReAnalysisError(f"expect must be 'negative', 'positive' or 'above', got {expect!r}")
+
+
+def _side(low: float, high: float, threshold: float, below: bool) -> str:
+    """Where an interval lies against a row's threshold: on the predicted side (``below`` or
+    above it), on the other, or across it."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return INCONCLUSIVE
-    if expect == "negative":
-        return SUPPORTED if high < 0 else NOT_SUPPORTED if low > 0 else INCONCLUSIVE
-    if expect == "positive":
-        return SUPPORTED if low > 0 else NOT_SUPPORTED if high < 0 else INCONCLUSIVE
-    if expect == "above":
-        return SUPPORTED if low >= -margin else NOT_SUPPORTED if high < -margin else INCONCLUSIVE
-    raise ReAnalysisError(f"expect must be 'negative', 'positive' or 'above', got {expect!r}")
+    if below:
+        return SUPPORTED if high < threshold else NOT_SUPPORTED if low > threshold else INCONCLUSIVE
+    return SUPPORTED if low > threshold else NOT_SUPPORTED if high < threshold else INCONCLUSIVE
 
 
 def _unit(table: pd.DataFrame) -> str | None:
@@ -163,146 +225,271 @@ def _unit(table: pd.DataFrame) -> str | None:
 
 
 def paired(table: pd.DataFrame, column: str, defense: str, reference: str, keys=("seed", "index"),
-           n_resamples: int = 4000) -> dict | None:
+           confidence: float = 1 - ALPHA) -> dict | None:
     """``defense`` minus ``reference`` on the items both have (paired by ``keys``), with its
-    interval over (seed, identity) clusters; None when they share no item."""
+    interval over (seed, identity) clusters and the variance components of the differences
+    (``components``, for the design's power); None when they share no item."""
     from .metrics.stats import paired_table
 
     t = table[table["defense"].isin([defense, reference])]
     out = paired_table(t, column, reference=reference, arms=[defense], pair=keys, unit=_unit(t),
-                       n_resamples=n_resamples)
+                       confidence=confidence, components=True)
     return None if out.empty else out.iloc[0].to_dict()
 
 
-def level(table: pd.DataFrame, column: str, defense: str, n_resamples: int = 4000,
+def level(table: pd.DataFrame, column: str, defense: str, confidence: float = 1 - ALPHA,
           bounds: tuple[float, float] | None = None) -> dict | None:
     """Mean of ``column`` under ``defense`` with its interval over (seed, identity) clusters,
     kept within ``bounds`` (``(0, 1)`` for a share, such as claim 3's share nearer erased)."""
-    from .metrics.stats import clustered_interval
+    from .metrics.stats import clustered_interval, variance_components
 
     g = table[table["defense"] == defense].dropna(subset=[column])
     if g.empty:
         return None
     unit = _unit(g)
-    return clustered_interval(g[column].astype(float).to_numpy(), g["seed"].to_numpy(),
-                              None if unit is None else g[unit].to_numpy(), n_resamples=n_resamples, bounds=bounds)
+    values, seeds = g[column].astype(float).to_numpy(), g["seed"].to_numpy()
+    units = np.arange(len(g)) if unit is None else g[unit].to_numpy()
+    out = clustered_interval(values, seeds, units, confidence, bounds=bounds)
+    return {**out, "components": variance_components(values, seeds, units)}
 
 
-def leak(judgements: pd.DataFrame, chance: pd.DataFrame | None, column: str, defense: str) -> dict | None:
-    """Attack accuracy minus its own chance rate against ``defense``, with a t-interval over
-    seeds (per seed: the mean of the identity means minus the mean of the chance samples'
-    per-class means) — at the level of the attack's interval. None without chance samples."""
-    from scipy import stats
+def leak(judgements: pd.DataFrame, chance: pd.DataFrame | None, column: str, defense: str,
+         confidence: float = 1 - ALPHA) -> dict | None:
+    """Attack accuracy minus its own chance rate against ``defense``, per attacked identity
+    (its reconstructions' acceptance minus the acceptance of the unoptimised prior samples the
+    target labels as that identity; an identity without such samples takes its seed's mean
+    chance rate), with the interval of :func:`re_analysis.metrics.stats.clustered_interval`
+    at ``confidence`` (t over seed means; one seed: over identities). ``accuracy`` and
+    ``chance`` are the means of the seed means. None without chance samples for ``defense``.
 
-    from .metrics.stats import cluster_means
+    Example:
+        >>> import pandas as pd
+        >>> j = pd.DataFrame({"defense": "none", "seed": [0] * 4, "label": [0, 1, 2, 3], "hit_top1": [1, 1, 0, 1]})
+        >>> c = pd.DataFrame({"defense": "none", "seed": [0] * 4, "label": [0, 1, 2, 3], "hit_top1": [0, 0, 0, 1]})
+        >>> out = leak(j, c, "hit_top1", "none")
+        >>> out["estimate"], out["accuracy"], out["chance"]
+        (0.5, 0.75, 0.25)
+    """
+    from .metrics.stats import clustered_interval
 
-    if chance is None or chance.empty or column not in chance:
+    if chance is None or chance.empty or column not in chance or "defense" not in chance:
         return None
-    a = judgements[(judgements["defense"] == defense)].dropna(subset=[column])
-    c = chance[(chance["defense"] == defense)].dropna(subset=[column])
+    a = judgements[judgements["defense"] == defense].dropna(subset=[column])
+    c = chance[chance["defense"] == defense].dropna(subset=[column])
     seeds = sorted(set(a["seed"]) & set(c["seed"]))
     if not seeds:
         return None
-    diffs, acc, ch = [], [], []
-    for s in seeds:
-        aa, cc = a[a["seed"] == s], c[c["seed"] == s]
-        ma = cluster_means(aa[column].to_numpy(float), units=aa["label"].to_numpy())[0].mean()
-        mc = cluster_means(cc[column].to_numpy(float), units=cc["label"].to_numpy())[0].mean()
-        diffs.append(ma - mc), acc.append(ma), ch.append(mc)
-    d = np.asarray(diffs)
-    est = float(d.mean())
-    if len(d) < 2:
-        return {"estimate": est, "ci_low": np.nan, "ci_high": np.nan, "accuracy": float(np.mean(acc)),
-                "chance": float(np.mean(ch)), "n_seeds": len(d)}
-    se = float(d.std(ddof=1) / np.sqrt(len(d)))
-    half = float(stats.t.ppf(0.975, len(d) - 1)) * se
-    return {"estimate": est, "ci_low": est - half, "ci_high": est + half, "accuracy": float(np.mean(acc)),
-            "chance": float(np.mean(ch)), "n_seeds": len(d)}
+    a = a[a["seed"].isin(seeds)]
+    acc = a.groupby(["seed", "label"])[column].mean()
+    per_class = c.groupby(["seed", "label"])[column].mean()
+    own = per_class.reindex(acc.index).to_numpy(float)
+    pooled = per_class.groupby(level="seed").mean().reindex(acc.index.get_level_values("seed")).to_numpy(float)
+    ch = np.where(np.isnan(own), pooled, own)
+    seed_of = acc.index.get_level_values("seed").to_numpy()
+    out = clustered_interval(acc.to_numpy(float) - ch, seed_of, acc.index.get_level_values("label").to_numpy(),
+                             confidence)
+    by_seed = pd.DataFrame({"seed": seed_of, "acc": acc.to_numpy(float), "ch": ch}).groupby("seed").mean()
+    return {"estimate": out["estimate"], "ci_low": out["ci_low"], "ci_high": out["ci_high"], "se": out["se"],
+            "df": out["df"], "method": out["method"], "accuracy": float(by_seed["acc"].mean()),
+            "chance": float(by_seed["ch"].mean()), "n_seeds": len(seeds)}
 
 
-VERDICT_COLUMNS = ["claim", "claim_text", "dataset", "attack", "judge", "comparison", "estimate", "ci_low",
-                   "ci_high", "p_value", "n", "n_seeds", "n_units", "method", "mde", "rules_out", "verdict", "note"]
-SUMMARY_COLUMNS = ["claim", "claim_text", "dataset", "verdict", "judge", "attack", "rules_out", "mde", "detail"]
+VERDICT_COLUMNS = ["claim", "claim_text", "dataset", "attack", "judge", "comparison", "primary", "estimate", "ci_low",
+                   "ci_high", "se", "df", "p_value", "threshold", "expect", "p_against", "can_refute", "n", "n_seeds",
+                   "n_units", "method", "mde", "mde_source", "rules_out", "margin", "verdict", "gate", "note", "rules"]
+SUMMARY_COLUMNS = ["claim", "claim_text", "dataset", "verdict", "judge", "attack", "rules_out", "mde", "mde_source",
+                   "detail", "rules"]
 
 
-def _design(cmp: dict | None) -> dict:
-    """The design's minimum detectable effect and, for an interval across zero, the bound it
-    rules out (no effect larger than the farther end)."""
-    from .metrics.stats import minimum_detectable_effect
+@dataclass
+class _Context:
+    """What every row of one call of :func:`claim_verdicts` shares."""
 
-    if not cmp:
-        return {"mde": np.nan, "rules_out": np.nan}
-    lo, hi = cmp.get("ci_low", np.nan), cmp.get("ci_high", np.nan)
-    mde = minimum_detectable_effect(cmp.get("se", np.nan), int(cmp.get("df", 0) or 0))
-    return {"mde": mde, "rules_out": float(max(abs(lo), abs(hi))) if np.isfinite(lo) and np.isfinite(hi) else np.nan}
+    margins: dict
+    design: dict | None
+    confidence: float
+    ceilings: dict
+    primary_attack: str | None
+    primary_judge: str
+    utility: dict = field(default_factory=dict)  # (dataset, protected, other) -> natural-accuracy comparison
 
 
-def _row(claim, dataset, attack, judge, comparison, cmp, verdict, note="", **extra) -> dict:
+def _mde(cmp: dict, ctx: _Context, attack_row: bool) -> tuple[float, str]:
+    """The minimum detectable effect (80% power) of the row's design, and where its variance
+    components come from: the preset's (measured before the data) for an attack row, else this
+    run's own (post hoc, labelled so)."""
+    from .metrics.stats import design_mde
+
+    n_seeds, n_units = int(cmp.get("n_seeds", 0) or 0), int(cmp.get("n_units", 0) or 0)
+    if n_seeds < 2 or n_units < 1:
+        return np.nan, ""
+    per_seed = max(1, round(n_units / n_seeds))
+    if attack_row and ctx.design:
+        comps, source = ctx.design, f"design: {ctx.design.get('source', 'the preset')}"
+    else:
+        comps, source = cmp.get("components") or {}, "this run's variance components (post hoc)"
+    if not comps or "unit" not in comps:
+        return np.nan, ""
+    comps = {k: comps.get(k, 0.0) for k in ("seed", "unit", "within")}
+    restarts = max(1, round(cmp.get("n", n_units) / max(n_units, 1))) if not attack_row or not ctx.design else 1
+    return design_mde(comps, n_seeds, per_seed, restarts, alpha=1 - ctx.confidence), source
+
+
+def _row(claim, dataset, attack, judge, comparison, cmp, ctx: _Context, *, threshold: float, below: bool,
+         attack_row: bool = False, primary: bool = True, gate: str = "", note: str = "", margin=np.nan,
+         can_refute: bool = True, **extra) -> dict:
+    """One row of ``verdicts.csv``: the verdict of ``cmp``'s interval against ``threshold``
+    (predicted ``below`` it or above), unless a ``gate`` holds it inconclusive; what it rules
+    out; the design's power; the one-sided p-value against the claim (for Holm's correction)."""
+    from scipy import stats
+
     cmp = cmp or {}
     est = cmp.get("difference", cmp.get("estimate", np.nan))
+    lo, hi = cmp.get("ci_low", np.nan), cmp.get("ci_high", np.nan)
+    se, df = cmp.get("se", np.nan), cmp.get("df", np.nan)
+    verdict = _side(lo, hi, threshold, below)
+    if gate:
+        verdict = INCONCLUSIVE
     if cmp and cmp.get("n_seeds", MIN_SEEDS) < MIN_SEEDS:
-        verdict, note = NO_VERDICT, f"fewer than {MIN_SEEDS} seeds ({cmp.get('n_seeds')}): no verdict"
+        verdict, gate = NO_VERDICT, "seeds"
+        note = f"fewer than {MIN_SEEDS} seeds ({cmp.get('n_seeds')}): no verdict"
+    against = est > threshold if below else est < threshold  # the estimate sits on the claim's wrong side
+    p_against = (float(stats.t.sf(abs(est - threshold) / se, df)) if np.isfinite(se) and se > 0 and df >= 1
+                 and against else 1.0)
+    mde, mde_source = _mde(cmp, ctx, attack_row)
+    rules_out = np.nan
+    if verdict == INCONCLUSIVE and not gate and np.isfinite(lo) and np.isfinite(hi) and "difference" in cmp:
+        rules_out = float(max(abs(lo), abs(hi)))  # a difference: no effect larger than the farther end
+    if verdict == INCONCLUSIVE and not gate and not note:
+        note = _inconclusive_note(lo, hi, threshold, rules_out, mde, mde_source, claim)
     return {"claim": claim, "claim_text": CLAIMS[claim], "dataset": dataset, "attack": attack, "judge": judge,
-            "comparison": comparison, "estimate": est, "ci_low": cmp.get("ci_low", np.nan),
-            "ci_high": cmp.get("ci_high", np.nan), "p_value": cmp.get("p_value", np.nan),
-            "n": cmp.get("n_pairs", cmp.get("n", 0)), "n_seeds": cmp.get("n_seeds", 0),
-            "n_units": cmp.get("n_units", 0), "method": cmp.get("method", ""), **_design(cmp),
-            "verdict": verdict, "note": note, **extra}
+            "comparison": comparison, "primary": primary, "estimate": est, "ci_low": lo, "ci_high": hi, "se": se,
+            "df": df, "p_value": cmp.get("p_value", np.nan), "threshold": threshold,
+            "expect": "below" if below else "above", "p_against": p_against,
+            "can_refute": bool(can_refute and not gate and verdict != NO_VERDICT), "n": cmp.get("n_pairs", cmp.get("n", 0)),
+            "n_seeds": cmp.get("n_seeds", 0), "n_units": cmp.get("n_units", 0), "method": cmp.get("method", ""),
+            "mde": mde, "mde_source": mde_source, "rules_out": rules_out, "margin": margin, "verdict": verdict,
+            "gate": gate, "note": note, "rules": RULES_VERSION, **extra}
 
 
-def _inconclusive_note(cmp: dict) -> str:
-    d = _design(cmp)
-    return (f"the interval covers zero: no effect larger than {100 * d['rules_out']:.1f} points "
-            f"(the design detects {100 * d['mde']:.1f} with 80% power)")
+def _inconclusive_note(lo, hi, threshold, rules_out, mde, mde_source, claim) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no interval (nothing varies, or too few paired items): no verdict either way"
+    scale = (lambda v: f"{v:.3f}") if claim == 4 else (lambda v: f"{100 * v:.1f} points")
+    text = f"the interval [{lo:+.3f}, {hi:+.3f}] covers {threshold:g}"
+    if np.isfinite(rules_out):
+        text += f": no effect larger than {scale(rules_out)}"
+    if np.isfinite(mde):
+        text += f" (the design detects {scale(mde)} with 80% power; {mde_source})"
+    return text
 
 
-def _utility(natural: pd.DataFrame | None, dataset: str, protected: str, other: str) -> dict | None:
-    """Natural accuracy of ``protected`` minus ``other`` (paired test images)."""
+def _leak_gate(judgements, chance, column, leaker, ctx: _Context) -> tuple[str, str, dict]:
+    """(gate, note, columns) of the leak gate on ``leaker``, the arm expected to leak more."""
+    lk = leak(judgements, chance, column, leaker, ctx.confidence)
+    cols = {"leak_arm": leaker, "leak_estimate": lk["estimate"] if lk else np.nan,
+            "leak_ci_low": lk["ci_low"] if lk else np.nan, "leak_ci_high": lk["ci_high"] if lk else np.nan,
+            "leak_accuracy": lk["accuracy"] if lk else np.nan, "leak_chance": lk["chance"] if lk else np.nan}
+    if lk is None:
+        return "no chance rate", (f"no chance rate for {leaker}: whether the attack leaks at all cannot be checked, "
+                                  "so this comparison decides nothing"), cols
+    if not lk["ci_low"] > 0:
+        return "no leak", (f"the attack does not leak against {leaker} (accuracy - chance {lk['estimate']:+.3f} "
+                           f"[{lk['ci_low']:+.3f}, {lk['ci_high']:+.3f}]): nothing to protect, so this comparison "
+                           "decides nothing"), cols
+    return "", "", cols
+
+
+def _utility(natural: pd.DataFrame | None, dataset: str, protected: str, other: str, ctx: _Context) -> dict | None:
+    """Natural accuracy of ``protected`` minus ``other`` (paired test images), computed once per call."""
     if natural is None or natural.empty:
         return None
-    return paired(natural[natural["dataset"] == dataset], "correct", protected, other)
+    key = (dataset, protected, other)
+    if key not in ctx.utility:
+        ctx.utility[key] = paired(natural[natural["dataset"] == dataset], "correct", protected, other,
+                                  confidence=ctx.confidence)
+    return ctx.utility[key]
+
+
+def _natural_columns(nat: dict | None) -> dict:
+    return {"natural_estimate": nat["difference"] if nat else np.nan,
+            "natural_ci_low": nat["ci_low"] if nat else np.nan, "natural_ci_high": nat["ci_high"] if nat else np.nan}
 
 
 def _attack_claim(rows, claim, judgements, natural, chance, dataset, attack, judge, defense, reference, expect,
-                  comparison, ceilings=None, check_utility=False):
-    """One attack-accuracy comparison: ``defense`` minus ``reference``, expected ``expect``."""
+                  comparison, ctx: _Context, check_utility=False, utility_refutes=False):
+    """One attack-accuracy comparison: ``defense`` minus ``reference``, expected ``expect``;
+    gated on the leak of the arm expected to leak more, and on utility where asked
+    (``check_utility``). ``utility_refutes``: the claim is a trade-off (claim 8: RE ADDS to a
+    defense), so a protected arm clearly less accurate than the margin allows contradicts it."""
     column = judge_spec(judge).column
-    cmp = paired(judgements, column, defense, reference)
+    cmp = paired(judgements, column, defense, reference, confidence=ctx.confidence)
     if cmp is None:
         return
-    verdict = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], expect)
-    leaker = reference if expect == "negative" else defense  # the arm the paper expects to leak more
+    below = expect == "negative"
+    leaker = reference if below else defense  # the arm the paper expects to leak more
     protected = defense if leaker == reference else reference
-    lk = leak(judgements, chance, column, leaker)
-    extra = {"leak_arm": leaker, "leak_estimate": lk["estimate"] if lk else np.nan,
-             "leak_ci_low": lk["ci_low"] if lk else np.nan, "leak_ci_high": lk["ci_high"] if lk else np.nan,
-             "leak_accuracy": lk["accuracy"] if lk else np.nan, "leak_chance": lk["chance"] if lk else np.nan}
-    note = ""
-    if lk is not None and not lk["ci_low"] > 0:
-        verdict = INCONCLUSIVE
-        note = (f"the attack does not beat its chance rate against {leaker} (accuracy - chance "
-                f"{lk['estimate']:+.3f} [{lk['ci_low']:+.3f}, {lk['ci_high']:+.3f}]): nothing leaked to protect")
-    if check_utility:
-        nat = _utility(natural, dataset, protected, leaker)
-        extra.update({"natural_estimate": nat["difference"] if nat else np.nan,
-                      "natural_ci_low": nat["ci_low"] if nat else np.nan,
-                      "natural_ci_high": nat["ci_high"] if nat else np.nan})
-        if nat is not None and not nat["ci_low"] >= -LITTLE_COST and not note:
-            verdict = INCONCLUSIVE
-            note = (f"{protected}'s natural accuracy is not within {100 * LITTLE_COST:.0f} points of {leaker}'s "
-                    f"({nat['difference']:+.3f} [{nat['ci_low']:+.3f}, {nat['ci_high']:+.3f}]): a less accurate "
-                    "target leaks less, so the difference cannot be credited to the erasing property")
-    if not note and verdict == INCONCLUSIVE:
-        note = _inconclusive_note(cmp)
-        ceiling = (ceilings or {}).get(judge)
-        if ceiling and lk is not None and lk["accuracy"] >= CEILING * ceiling:
-            note += f"; {leaker} is at its judge's ceiling ({ceiling:.2f})"
-    rows.append(_row(claim, dataset, attack, judge, comparison, cmp, verdict, note, **extra))
+    gate, note, extra = _leak_gate(judgements, chance, column, leaker, ctx)
+    nat = _utility(natural, dataset, protected, leaker, ctx)
+    extra.update(_natural_columns(nat))
+    little = ctx.margins["little_cost"]
+    if check_utility and not gate and nat is not None and not nat["ci_low"] > -little:
+        gate = "utility"
+        note = (f"{protected}'s natural accuracy is not within {100 * little:.0f} points of {leaker}'s "
+                f"({nat['difference']:+.3f} [{nat['ci_low']:+.3f}, {nat['ci_high']:+.3f}]): a less accurate "
+                "target leaks less, so the difference cannot be credited to what the claim names")
+    primary = attack == ctx.primary_attack and judge == ctx.primary_judge
+    row = _row(claim, dataset, attack, judge, comparison, cmp, ctx, threshold=0.0, below=below, attack_row=True,
+               primary=primary, gate=gate, note=note, margin=little if check_utility else np.nan, **extra)
+    if utility_refutes and nat is not None and nat["ci_high"] < -little and row["verdict"] != NO_VERDICT:
+        from scipy import stats
+
+        row.update(verdict=NOT_SUPPORTED, gate="", can_refute=True, rules_out=np.nan,
+                   p_against=float(stats.t.sf(abs(nat["difference"] + little) / nat["se"], nat["df"])),
+                   note=(f"{protected} costs more natural accuracy than the {100 * little:.0f}-point margin against "
+                         f"{leaker} ({nat['difference']:+.3f} [{nat['ci_low']:+.3f}, {nat['ci_high']:+.3f}]): it "
+                         "trades utility for privacy instead of adding to it"))
+    ceiling, lk = ctx.ceilings.get(judge), extra["leak_accuracy"]
+    if row["verdict"] == INCONCLUSIVE and not gate and ceiling and np.isfinite(lk) and lk >= CEILING * ceiling:
+        row["note"] += f"; {leaker} is at its judge's ceiling ({ceiling:.2f}): little room to show a difference"
+    rows.append(row)
+
+
+def _tradeoff_rows(rows, judgements, natural, chance, dataset, attack, judge, re_, base, ctx: _Context):
+    """Claim 7 for one baseline: RE beats it when RE's attack accuracy is lower and its natural
+    accuracy not lower by more than the little-cost margin; the baseline beats RE the other way
+    round; anything else is a trade of privacy for utility (inconclusive). Gated on the
+    baseline's leak (the arm expected to leak more)."""
+    column = judge_spec(judge).column
+    att = paired(judgements, column, re_, base, confidence=ctx.confidence)
+    if att is None:
+        return
+    gate, note, extra = _leak_gate(judgements, chance, column, base, ctx)
+    nat = _utility(natural, dataset, re_, base, ctx)
+    little = ctx.margins["little_cost"]
+    nat_ok = nat is not None and nat["ci_low"] > -little
+    nat_bad = nat is not None and nat["ci_high"] < little  # the baseline is not more than the margin less accurate
+    extra.update(_natural_columns(nat))
+    if not gate and att["ci_high"] < 0 and not nat_ok:
+        gate = "utility"
+        note = (f"RE leaks less than {base} but its natural accuracy is not within {100 * little:.0f} points of "
+                f"{base}'s ({nat['difference']:+.3f} [{nat['ci_low']:+.3f}, {nat['ci_high']:+.3f}]): it trades "
+                "utility for privacy" if nat else f"no natural accuracy to weigh RE's lower leak against {base}'s")
+    if not gate and att["ci_low"] > 0 and not nat_bad:
+        gate = "utility"
+        note = f"{base} leaks less than RE but costs more utility: one trades utility for privacy"
+    primary = attack == ctx.primary_attack and judge == ctx.primary_judge
+    rows.append(_row(7, dataset, attack, judge, f"{re_} vs {base}", att, ctx, threshold=0.0, below=True,
+                     attack_row=True, primary=primary, gate=gate, note=note, margin=little, can_refute=nat_bad,
+                     **extra))
 
 
 def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None, gap: pd.DataFrame | None = None,
                    separation: pd.DataFrame | None = None, chance: pd.DataFrame | None = None,
-                   roles: Roles | None = None, judges=tuple(JUDGES), ceilings: dict | None = None) -> pd.DataFrame:
+                   roles: Roles | None = None, judges=tuple(JUDGES), ceilings: dict | None = None,
+                   primary_attack: str | None = None, primary_judge: str = PRIMARY_JUDGE,
+                   margins: dict | None = None, design_components: dict | None = None,
+                   confidence: float = 1 - ALPHA) -> pd.DataFrame:
     """One row per (claim, dataset, attack, judge, comparison) with estimate, interval and verdict.
 
     Args:
@@ -319,18 +506,26 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
             (default: :func:`infer_roles` on the labels present).
         judges: the judges (by name) to give verdicts under.
         ceilings: judge name -> its acceptance of held-out private images.
+        primary_attack, primary_judge: the pre-registered pair that decides (``primary`` column;
+            default: the first attack in the table).
+        margins: the non-inferiority margins over :data:`MARGINS`' defaults.
+        design_components: seed, unit and within variance components of an attack comparison
+            measured before the data (and their ``source``), for the design's power.
     """
     if judgements.empty:
         raise ReAnalysisError("no judgements to give verdicts on; run the study first")
     roles = roles or infer_roles(judgements["defense"].unique())
+    if primary_attack is None:
+        primary_attack = next(iter(judgements["attack"]), None)
+    ctx = _Context(margins_of(margins), design_components or None, confidence, dict(ceilings or {}), primary_attack,
+                   primary_judge)
     re_ = roles.re
     rows: list[dict] = []
     judges = [j for j in judges if judge_spec(j).column in judgements]
     for (dataset, attack), jg in judgements.groupby(["dataset", "attack"], sort=False):
         cg = None if chance is None or chance.empty else chance[(chance["dataset"] == dataset)
                                                                 & (chance["attack"] == attack)]
-        common = dict(judgements=jg, natural=natural, chance=cg, dataset=dataset, attack=attack,
-                      ceilings=ceilings)
+        common = dict(judgements=jg, natural=natural, chance=cg, dataset=dataset, attack=attack, ctx=ctx)
         for judge in judges:
             _attack_claim(rows, 1, judge=judge, defense=re_, reference="none", expect="negative",
                           comparison=f"{re_} vs none", **common)
@@ -343,119 +538,143 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
             for lab in roles.location:
                 _attack_claim(rows, 6, judge=judge, defense=lab, reference=re_, expect="positive",
                               comparison=f"{lab} vs {re_}", check_utility=True, **common)
+            for base in roles.baselines:
+                _tradeoff_rows(rows, jg, natural, cg, dataset, attack, judge, re_, base, ctx)
             for base, comp in roles.compositions.items():
                 _attack_claim(rows, 8, judge=judge, defense=comp, reference=base, expect="negative",
-                              comparison=f"{comp} vs {base}", **common)
-            for base in roles.baselines:
-                rows.extend(_tradeoff_rows(jg, natural, dataset, attack, judge, re_, base))
+                              comparison=f"{comp} vs {base}", check_utility=True, utility_refutes=True, **common)
     if natural is not None and not natural.empty:
+        little = ctx.margins["little_cost"]
         for dataset, ng in natural.groupby("dataset", sort=False):
-            cmp = paired(ng, "correct", re_, "none")
+            cmp = paired(ng, "correct", re_, "none", confidence=confidence)
             if cmp is not None:
-                v = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], "above", LITTLE_COST)
-                rows.append(_row(2, dataset, "", "natural accuracy", f"{re_} vs none", cmp, v,
-                                 f"non-inferiority: 'little' = a drop of at most {100 * LITTLE_COST:.0f} points"))
+                rows.append(_row(2, dataset, "", "natural accuracy", f"{re_} vs none", cmp, ctx, threshold=-little,
+                                 below=False, margin=little,
+                                 note=f"non-inferiority: 'little' = a drop of less than {100 * little:.0f} points"))
     if gap is not None and not gap.empty:
-        rows.extend(_claim3_rows(gap, judgements, roles))
+        rows.extend(_claim3_rows(gap, judgements, roles, ctx))
     if separation is not None and not separation.empty:
-        held = separation[separation["split"] == "test"] if "split" in separation else separation.iloc[:0]
-        for dataset, sg in held.groupby("dataset", sort=False):
-            cmp = paired(sg, "margin", re_, "none")
-            lv = level(sg, "margin", re_)
-            if cmp is None or lv is None:
-                continue
-            v = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], "above", SEPARATION_MARGIN)
-            note = (f"non-inferiority on held-out features: RE's mean margin {lv['estimate']:.3f} "
-                    f"[{lv['ci_low']:.3f}, {lv['ci_high']:.3f}] may be at most {SEPARATION_MARGIN} below none's")
-            rows.append(_row(4, dataset, "", "target features (test)", f"{re_} vs none", cmp, v, note,
-                             level=lv["estimate"], level_ci_low=lv["ci_low"], level_ci_high=lv["ci_high"]))
+        rows.extend(_claim4_rows(separation, re_, ctx))
     # A study without RE, or with one defense only, has no comparison: an empty table, not an error.
     out = pd.DataFrame(rows, columns=None if rows else VERDICT_COLUMNS)
+    for c in VERDICT_COLUMNS:
+        if c not in out:
+            out[c] = np.nan
     return out.sort_values(["claim", "dataset", "attack"], kind="stable").reset_index(drop=True)
 
 
-def _claim3_rows(gap: pd.DataFrame, judgements: pd.DataFrame, roles: Roles) -> list[dict]:
-    """Claim 3 on the reconstructions the target accepts: under RE more than half are nearer
-    an erased than a private feature, and more than under every non-RE arm (the controls)."""
+def _claim3_rows(gap: pd.DataFrame, judgements: pd.DataFrame, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 3 on ALL reconstructions: under RE more than half are nearer an erased than a
+    private feature (the level row), and more than under every non-RE arm (the controls: erasing
+    may pull any model's reconstructions toward erased features). The same figures among the
+    reconstructions the target accepts stand beside them (``accepted_*``): a filter RE changes."""
     re_ = roles.re
     keys = ["dataset", "defense", "attack", "seed", "index"]
     g = gap
     if "hit_target" in judgements:
         g = gap.merge(judgements[keys + ["hit_target"]], on=keys, how="left")
-        g = g[g["hit_target"].fillna(0).astype(bool)]
     controls = ["none"] + list(roles.baselines)
     rows = []
     for (dataset, attack), gg in g.groupby(["dataset", "attack"], sort=False):
         per = gg.groupby(["defense", "seed", "label"], as_index=False)["nearer_erased"].mean()
-        lv = level(per, "nearer_erased", re_, bounds=(0.0, 1.0))
+        acc = (gg[gg["hit_target"].fillna(0).astype(bool)] if "hit_target" in gg else gg.iloc[:0])
+        per_acc = acc.groupby(["defense", "seed", "label"], as_index=False)["nearer_erased"].mean()
+        lv = level(per, "nearer_erased", re_, ctx.confidence, bounds=(0.0, 1.0))
         if lv is None:
             continue
-        shifted = {**lv, "ci_low": lv["ci_low"] - 0.5, "ci_high": lv["ci_high"] - 0.5}
-        v_level = verdict_from_interval(lv["estimate"] - 0.5, shifted["ci_low"], shifted["ci_high"], "positive")
+        lv_acc = level(per_acc, "nearer_erased", re_, ctx.confidence, bounds=(0.0, 1.0)) if len(per_acc) else None
+        primary = attack == ctx.primary_attack
+        rows.append(_row(3, dataset, attack, "target features", f"{re_}: share nearer erased vs one half", lv, ctx,
+                         threshold=0.5, below=False, primary=primary,
+                         accepted_estimate=lv_acc["estimate"] if lv_acc else np.nan,
+                         accepted_ci_low=lv_acc["ci_low"] if lv_acc else np.nan,
+                         accepted_ci_high=lv_acc["ci_high"] if lv_acc else np.nan,
+                         note=(f"all reconstructions: {100 * lv['estimate']:.0f}% [{100 * lv['ci_low']:.0f}, "
+                               f"{100 * lv['ci_high']:.0f}] lie nearer an erased than a private feature (the claim "
+                               "needs more than half)"
+                               + (f"; among those the target accepts {100 * lv_acc['estimate']:.0f}%" if lv_acc else ""))))
         for ctl in [c for c in controls if c in set(per["defense"])]:
-            cmp = paired(per, "nearer_erased", re_, ctl, keys=("seed", "label"))
+            cmp = paired(per, "nearer_erased", re_, ctl, keys=("seed", "label"), confidence=ctx.confidence)
             if cmp is None:
                 continue
-            v_diff = verdict_from_interval(cmp["difference"], cmp["ci_low"], cmp["ci_high"], "positive")
-            v = (NOT_SUPPORTED if NOT_SUPPORTED in (v_diff, v_level) else
-                 SUPPORTED if v_diff == v_level == SUPPORTED else INCONCLUSIVE)
-            note = (f"accepted reconstructions only: under RE {100 * lv['estimate']:.0f}% [{100 * lv['ci_low']:.0f}, "
-                    f"{100 * lv['ci_high']:.0f}] are nearer an erased than a private feature (the claim needs more "
-                    f"than half, and more than under {ctl})")
-            rows.append(_row(3, dataset, attack, "target features", f"{re_} vs {ctl}", cmp, v, note,
-                             level=lv["estimate"], level_ci_low=lv["ci_low"], level_ci_high=lv["ci_high"]))
+            cmp_acc = (paired(per_acc, "nearer_erased", re_, ctl, keys=("seed", "label"), confidence=ctx.confidence)
+                       if len(per_acc) else None)
+            rows.append(_row(3, dataset, attack, "target features", f"{re_} vs {ctl}", cmp, ctx, threshold=0.0,
+                             below=False, primary=primary,
+                             accepted_estimate=cmp_acc["difference"] if cmp_acc else np.nan,
+                             accepted_ci_low=cmp_acc["ci_low"] if cmp_acc else np.nan,
+                             accepted_ci_high=cmp_acc["ci_high"] if cmp_acc else np.nan))
     return rows
 
 
-def _tradeoff_rows(judgements, natural, dataset, attack, judge, re_, base) -> list[dict]:
-    """Claim 7 for one baseline: RE beats it when RE's attack accuracy is lower and its natural
-    accuracy not lower by more than LITTLE_COST; the baseline beats RE the other way round;
-    anything else is a trade of privacy for utility (inconclusive)."""
-    att = paired(judgements, judge_spec(judge).column, re_, base)
-    if att is None:
-        return []
-    nat = _utility(natural, dataset, re_, base)
-    nat_ok = nat is not None and nat["ci_low"] >= -LITTLE_COST
-    nat_bad = nat is not None and nat["ci_high"] <= LITTLE_COST
-    if att["ci_high"] < 0 and nat_ok:
-        v, note = SUPPORTED, "RE: lower attack accuracy at no larger utility cost"
-    elif att["ci_low"] > 0 and nat_bad:
-        v, note = NOT_SUPPORTED, f"{base}: lower attack accuracy at no larger utility cost"
-    else:
-        v, note = INCONCLUSIVE, ("neither dominates: " + (_inconclusive_note(att) if att["ci_low"] <= 0 <= att["ci_high"]
-                                                          else "one trades utility for privacy"))
-    extra = {"natural_estimate": nat["difference"] if nat else np.nan,
-             "natural_ci_low": nat["ci_low"] if nat else np.nan, "natural_ci_high": nat["ci_high"] if nat else np.nan}
-    return [_row(7, dataset, attack, judge, f"{re_} vs {base}", att, v, note, **extra)]
+def _claim4_rows(separation: pd.DataFrame, re_: str, ctx: _Context) -> list[dict]:
+    """Claim 4 on held-out features: RE's mean class-separation margin clearly above 0 (a model
+    whose private classes are not separated fails, whatever none does) AND no more than the
+    separation margin below none's (non-inferiority)."""
+    held = separation[separation["split"] == "test"] if "split" in separation else separation.iloc[:0]
+    rows = []
+    sep_margin = ctx.margins["separation"]
+    for dataset, sg in held.groupby("dataset", sort=False):
+        lv = level(sg, "margin", re_, ctx.confidence)
+        cmp = paired(sg, "margin", re_, "none", confidence=ctx.confidence)
+        if lv is None or cmp is None:
+            continue
+        rows.append(_row(4, dataset, "", "target features (test)", f"{re_}: held-out margin vs 0", lv, ctx,
+                         threshold=0.0, below=False, note="RE's private classes must be separated at all"))
+        rows.append(_row(4, dataset, "", "target features (test)", f"{re_} vs none", cmp, ctx, threshold=-sep_margin,
+                         below=False, margin=sep_margin,
+                         note=f"non-inferiority: RE's held-out margin at most {sep_margin} below none's"))
+    return rows
 
 
-def combine_verdicts(verdicts) -> str:
-    """One verdict from the rows of one claim: ``supported`` only when every row is,
-    ``not supported`` when any row is, ``no verdict`` when any row has too few seeds, else
-    ``inconclusive`` (one supported row among inconclusive ones does not support a claim).
+def combine_verdicts(rows, alpha: float = ALPHA) -> str:
+    """One verdict from the rows of one claim (a ``verdicts.csv`` frame, or plain verdicts).
+
+    ``no verdict`` when any row has too few seeds; ``supported`` only when every row is (an
+    intersection-union test: each row at its own level, so the claim at that level too);
+    ``not supported`` when some row contradicts the claim after Holm's step-down correction
+    over the claim's rows (its one-sided p-value against the claim, ``p_against``, below
+    ``alpha / 2`` divided by the rows still in play; gated rows cannot contradict); else
+    ``inconclusive``. Plain verdict strings combine without the correction.
 
     Example:
         >>> combine_verdicts(["supported", "inconclusive"]), combine_verdicts(["supported", "supported"])
         ('inconclusive', 'supported')
     """
-    v = list(verdicts)
+    if isinstance(rows, pd.DataFrame):
+        v = rows["verdict"].tolist()
+        refuted = _holm_refutes(rows, alpha)
+    else:
+        v = list(rows)
+        refuted = NOT_SUPPORTED in v
     if not v:
         return INCONCLUSIVE
     if NO_VERDICT in v:
         return NO_VERDICT
-    if NOT_SUPPORTED in v:
+    if refuted:
         return NOT_SUPPORTED
     return SUPPORTED if all(x == SUPPORTED for x in v) else INCONCLUSIVE
 
 
-def summarize_verdicts(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str | None = None) -> pd.DataFrame:
-    """One verdict per (claim, dataset), under ``judge`` and the pre-registered primary
-    ``attack`` (default: the first attack in the table) for the attack claims, combined by
-    :func:`combine_verdicts`; ``rules_out`` and ``mde`` are the largest over its rows;
-    ``detail`` lists each row."""
+def _holm_refutes(rows: pd.DataFrame, alpha: float) -> bool:
+    """Whether Holm's step-down procedure over the claim's ``m`` rows rejects some row's
+    hypothesis "not on the wrong side" (one-sided, at ``alpha / 2`` as a row's interval is).
+    Some row is rejected exactly when the smallest p-value clears Holm's first bound,
+    ``(alpha / 2) / m``; the later steps only say which others are."""
+    ok = rows["can_refute"].fillna(False).astype(bool) if "can_refute" in rows else pd.Series(True, index=rows.index)
+    p = np.where(ok, pd.to_numeric(rows["p_against"], errors="coerce").fillna(1.0), 1.0)
+    return bool(len(p)) and float(p.min()) < (alpha / 2) / len(p)
+
+
+def summarize_verdicts(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str | None = None,
+                       alpha: float = ALPHA) -> pd.DataFrame:
+    """One verdict per (claim, dataset), under the pre-registered primary ``judge`` and
+    ``attack`` (default: the first attack in the table) for the attack claims and claim 3,
+    combined by :func:`combine_verdicts`; ``rules_out``, ``mde`` and ``mde_source`` are those
+    of the claim's first (main) comparison; ``detail`` lists each row."""
     rows = []
-    if attack is None and "attack" in verdicts and (verdicts["attack"] != "").any():
-        attack = next(a for a in verdicts["attack"] if a)
+    if attack is None and "attack" in verdicts and (verdicts["attack"].fillna("") != "").any():
+        attack = next(a for a in verdicts["attack"] if isinstance(a, str) and a)
     for (claim, dataset), g in verdicts.groupby(["claim", "dataset"], sort=True):
         if claim in ATTACK_CLAIMS:
             g = g[(g["judge"] == judge) & (g["attack"] == attack)]
@@ -463,11 +682,14 @@ def summarize_verdicts(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attac
             g = g[g["attack"] == attack]
         if g.empty:
             continue
-        verdict = combine_verdicts(g["verdict"])
-        detail = "; ".join(f"{r.comparison}{' / ' + r.attack if r.attack else ''}: {r.verdict}" for r in g.itertuples())
+        verdict = combine_verdicts(g, alpha)
+        main = g.iloc[0]
+        detail = "; ".join(f"{r.comparison}{' / ' + r.attack if isinstance(r.attack, str) and r.attack else ''}: "
+                           f"{r.verdict}" for r in g.itertuples())
         rows.append({"claim": claim, "claim_text": CLAIMS[claim], "dataset": dataset, "verdict": verdict,
                      "judge": judge if claim in ATTACK_CLAIMS else g["judge"].iloc[0],
                      "attack": attack if claim in ATTACK_CLAIMS or claim == 3 else "",
-                     "rules_out": float(g["rules_out"].max()) if "rules_out" in g else np.nan,
-                     "mde": float(g["mde"].max()) if "mde" in g else np.nan, "detail": detail})
+                     "rules_out": float(main["rules_out"]) if verdict == INCONCLUSIVE else np.nan,
+                     "mde": float(main["mde"]), "mde_source": main.get("mde_source", ""), "detail": detail,
+                     "rules": RULES_VERSION})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

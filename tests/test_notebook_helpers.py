@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from re_analysis.notebook import (prior_sentence, budget_label, budget_sentence, bootstrap_table, difference_sentence, format_interval,
+from re_analysis.notebook import (prior_sentence, budget_label, budget_sentence, interval_means, difference_sentence, format_interval,
                                   format_number, interval_columns, judges_present, load_table, missing_table,
                                   reduced_runs, show_image, show_images, study_sentence, table_html, verdict_reason, with_interval, with_spread)
 from re_analysis.errors import ReAnalysisError
@@ -69,19 +69,19 @@ def test_with_spread_and_judges_present():
     assert judges_present(s) == ["top1", "pixel"]  # no robust or closed-set column at all
 
 
-def test_bootstrap_table_hand_computed():
+def test_interval_means_hand_computed():
     t = pd.DataFrame({"attack": "gmi", "defense": ["none"] * 6 + ["re"] * 6, "seed": [0, 0, 0, 1, 1, 1] * 2,
                       "hit": [1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, NAN]})
-    b = bootstrap_table(t, ["hit", "absent"], ["attack", "defense"], n_resamples=500)
+    b = interval_means(t, ["hit", "absent"], ["attack", "defense"])
     none, re_ = b.iloc[0], b.iloc[1]
-    assert (none["hit_mean"], none["hit_ci_low"], none["hit_ci_high"]) == (1.0, 1.0, 1.0)  # no spread, no width
+    assert none["hit_mean"] == 1.0 and np.isnan(none["hit_ci_low"]) and np.isnan(none["hit_ci_high"])  # no spread: no interval
     assert re_["hit_mean"] == pytest.approx((1 / 3 + 1 / 2) / 2)  # the mean of the seed means; the NaN is left out
     half = stats.t.ppf(0.975, 1) * np.std([1 / 3, 1 / 2], ddof=1) / np.sqrt(2)  # t over the 2 seed means
     # a proportion's interval stays within [0, 1] (2 seed means: the t-interval reaches past both ends)
     assert (re_["hit_ci_low"], re_["hit_ci_high"]) == pytest.approx((max(0, 5 / 12 - half), min(1, 5 / 12 + half)))
     assert 5 / 12 - half < 0 and 5 / 12 + half > 1
     assert np.isnan(re_["absent_mean"]) and re_["n_items"] == 6 and re_["n_seeds"] == 2
-    assert with_interval(b, "hit").iloc[0] == "1.00 [1.00, 1.00]"
+    assert with_interval(b, "hit").iloc[0] == "1.00 (no interval)"
 
 
 def test_difference_sentence_says_no_measurable_difference_when_the_interval_covers_zero():

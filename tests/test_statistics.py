@@ -5,9 +5,9 @@ from scipy import stats
 
 from re_analysis import ReAnalysisError
 from re_analysis.evaluation import compare_with_none, judgement_intervals
-from re_analysis.metrics import (NO_DIFFERENCE, bootstrap_interval, cluster_means, clustered_interval,
-                                 expected_half_width, hierarchical_bootstrap, minimum_detectable_effect,
-                                 paired_comparison, variance_components)
+from re_analysis.metrics import (NO_DIFFERENCE, bootstrap_interval, cluster_means, clustered_interval, design_mde,
+                                 expected_half_width, minimum_detectable_effect, paired_comparison,
+                                 variance_components)
 
 
 def test_bootstrap_interval_on_a_known_binomial_matches_the_normal_approximation():
@@ -72,23 +72,53 @@ def test_p_value_at_the_seed_level_is_not_fooled_by_restarts():
 def test_cluster_means_average_restarts_of_one_identity():
     means, seeds = cluster_means([1, 0, 1, 1, 0, 0], seeds=[0, 0, 0, 0, 1, 1], units=[3, 3, 4, 4, 3, 3])
     assert means.tolist() == [0.5, 1.0, 0.0] and seeds.tolist() == [0, 0, 1]
-    out = clustered_interval([1, 0, 1, 1, 0, 0, 1, 1], seeds=[0, 0, 0, 0, 1, 1, 1, 1], units=[3, 3, 4, 4, 3, 3, 4, 4])
-    seed_means = np.array([0.75, 0.5])
+    out = clustered_interval([1, 1, 1, 0, 0, 0, 0, 1], seeds=[0, 0, 0, 0, 1, 1, 1, 1], units=[3, 3, 4, 4, 3, 3, 4, 4])
+    seed_means = np.array([0.75, 0.25])  # identity means 1, 0.5 and 0, 0.5: the identity floor (0.18) < 0.25
     half = stats.t.ppf(0.975, 1) * seed_means.std(ddof=1) / np.sqrt(2)
-    assert (out["estimate"], out["ci_low"], out["ci_high"]) == pytest.approx((0.625, 0.625 - half, 0.625 + half))
+    assert (out["estimate"], out["ci_low"], out["ci_high"]) == pytest.approx((0.5, 0.5 - half, 0.5 + half))
+    assert not out["floored"]
     assert out["n_units"] == 4 and out["method"] == "t over 2 seed means"
 
 
-def test_many_seeds_use_the_two_level_bootstrap_and_one_seed_says_it_covers_identities_only():
+def test_many_seeds_use_the_t_over_seed_means_and_one_seed_says_it_covers_identities_only():
+    """One method at every seed count: the two-level bootstrap from 20 seeds counted the
+    identity variance twice (resampled identities inside resampled seeds) and is gone."""
     rng = np.random.default_rng(2)
     y, seeds, units = simulate(20, 10, 2, 0.05, 0.1, 0.5, rng)
-    out = clustered_interval(y, seeds, units, n_resamples=2000)
-    assert out["method"] == "two-level bootstrap over 20 seeds" and out["ci_low"] < out["estimate"] < out["ci_high"]
-    lo_t = out["estimate"] - stats.t.ppf(0.975, 19) * out["se"]
-    assert out["ci_low"] == pytest.approx(lo_t, abs=0.02)
+    out = clustered_interval(y, seeds, units)
+    assert out["method"].startswith("t over 20 seed means") and out["ci_low"] < out["estimate"] < out["ci_high"]
+    assert out["ci_low"] == pytest.approx(out["estimate"] - stats.t.ppf(0.975, 19) * out["se"])
     one = clustered_interval(y[seeds == 0], seeds[seeds == 0], units[seeds == 0])
     assert "seed-to-seed variation not covered" in one["method"] and one["df"] == 9
-    assert hierarchical_bootstrap(y, seeds, units, n_resamples=2000)[1] == pytest.approx(out["ci_low"], abs=1e-12)
+
+
+def test_the_identity_floor_and_no_interval_where_nothing_varies():
+    seeds = np.repeat([0, 1, 2], 40)
+    lost_one = np.tile(np.r_[np.zeros(39), -1.0], 3)  # three identical seed means, -0.025 each
+    out = clustered_interval(lost_one, seeds, np.tile(np.arange(40), 3))
+    floor = np.sqrt(3 * lost_one[:40].var(ddof=1) / 40) / 3  # sqrt(sum var_s / n_s) / S
+    assert out["floored"] and out["se"] == pytest.approx(floor) and 0 < out["p_value"] < 1
+    assert out["ci_low"] == pytest.approx(-0.025 - stats.t.ppf(0.975, 2) * floor)
+    flat = clustered_interval(np.zeros(120), seeds)
+    assert np.isnan(flat["ci_low"]) and np.isnan(flat["p_value"]) and "no variation at any level" in flat["method"]
+    # where the seeds spread more than identities explain, the floor does not bind
+    spread = clustered_interval(np.r_[np.zeros(40), np.ones(40), np.zeros(20), np.ones(20)], seeds)
+    assert not spread["floored"]
+
+
+def test_design_mde_has_its_power_at_few_degrees_of_freedom():
+    c = {"seed": 0.0055, "unit": 0.287, "within": 0.0}
+    for n_seeds in (3, 10):
+        mde = design_mde(c, n_seeds, 40)
+        se = np.sqrt((c["seed"] + c["unit"] / 40) / n_seeds)
+        rng = np.random.default_rng(n_seeds)
+        est = mde + se * rng.standard_normal(100_000)
+        s_hat = se * np.sqrt(rng.chisquare(n_seeds - 1, 100_000) / (n_seeds - 1))
+        power = np.mean(np.abs(est / s_hat) > stats.t.ppf(0.975, n_seeds - 1))
+        assert power == pytest.approx(0.80, abs=0.01)
+    # the normal-theory approximation falls short at 2 degrees of freedom
+    se3 = np.sqrt((c["seed"] + c["unit"] / 40) / 3)
+    assert minimum_detectable_effect(se3, 2) < design_mde(c, 3, 40)
 
 
 def test_paired_comparison_hand_computed_and_verdicts():
@@ -97,9 +127,10 @@ def test_paired_comparison_hand_computed_and_verdicts():
     lowered = np.tile([1.0, 0.0, 0.0], 30)  # the defense removes 2 of 3 hits in every seed
     out = paired_comparison(lowered, none, seeds)
     assert out["difference"] == pytest.approx(-2 / 3)
-    assert out["ci_high"] < 0 and out["verdict"] == "lower" and out["p_value"] < 0.001
+    assert out["ci_high"] < 0 and out["verdict"] == "lower" and out["p_value"] < 0.01
+    assert out["floored"]  # three identical seed means: the identities' spread sets the standard error
     same = paired_comparison(none, none, seeds)
-    assert (same["difference"], same["p_value"], same["verdict"]) == (0.0, 1.0, NO_DIFFERENCE)
+    assert same["difference"] == 0.0 and np.isnan(same["p_value"]) and same["verdict"] == NO_DIFFERENCE
     # 2 discordant pairs in 90: the interval covers zero -> no measurable difference
     tiny = none.copy()
     tiny[[5, 50]] = 0
@@ -162,15 +193,21 @@ def test_intervals_and_comparisons_over_judgement_tables():
                 rows.append({"dataset": "d", "attack": "gmi", "defense": defense, "seed": seed, "index": i,
                              "label": i // 2, "hit_top1": hit, "hit_pixel": 1.0})
     table = pd.DataFrame(rows)
-    iv = judgement_intervals(table, n_resamples=2000).set_index("defense")
+    iv = judgement_intervals(table).set_index("defense")
     assert iv.loc["none", "hit_top1"] == pytest.approx(0.8) and iv.loc["random-erasing", "hit_top1"] == pytest.approx(0.2)
-    half = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)  # t over the seed means 0.7, 0.8, 0.9
-    assert iv.loc["none", "hit_top1_ci_low"] == pytest.approx(0.8 - half)
-    assert iv.loc["none", "n_seeds"] == 3 and iv.loc["none", "n_units"] == 15 and iv.loc["none", "hit_pixel_ci_low"] == 1.0
-    cmp = compare_with_none(table, "hit_top1", n_resamples=2000)
+    # t over the seed means 0.7, 0.8, 0.9, the standard error at the identity floor (2 identities of 5
+    # per seed alternate within them: their spread exceeds the seeds')
+    ident = table[table["defense"] == "none"].groupby(["seed", "label"])["hit_top1"].mean()
+    floor = np.sqrt(sum(g.var(ddof=1) / len(g) for _, g in ident.groupby(level="seed"))) / 3
+    assert floor > 0.1 / np.sqrt(3)
+    assert iv.loc["none", "hit_top1_ci_low"] == pytest.approx(0.8 - stats.t.ppf(0.975, 2) * floor)
+    assert iv.loc["none", "n_seeds"] == 3 and iv.loc["none", "n_units"] == 15
+    assert iv.loc["none", "hit_pixel"] == 1.0 and np.isnan(iv.loc["none", "hit_pixel_ci_low"])  # nothing varies
+    cmp = compare_with_none(table, "hit_top1")
     assert len(cmp) == 1 and cmp.loc[0, "defense"] == "random-erasing"
-    assert cmp.loc[0, "difference"] == pytest.approx(-0.6) and cmp.loc[0, "verdict"] == "lower"
-    assert compare_with_none(table, "hit_pixel", n_resamples=2000).loc[0, "verdict"] == NO_DIFFERENCE
+    assert cmp.loc[0, "difference"] == pytest.approx(-0.6) and cmp.loc[0, "floored"]
+    assert cmp.loc[0, "verdict"] == ("lower" if cmp.loc[0, "ci_high"] < 0 else NO_DIFFERENCE)
+    assert compare_with_none(table, "hit_pixel").loc[0, "verdict"] == NO_DIFFERENCE
 
 
 def test_a_proportions_interval_stays_within_0_and_1():

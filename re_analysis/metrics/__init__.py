@@ -11,8 +11,8 @@ from .distribution import frechet_distance, inception_fid, prdc, prdc_per_class
 from .judges import (accepted_prior_samples, chance_acceptance, classifier_hits, judge_agreement, judged_public,
                      pixel_judge, reject_radius, topk_reported)
 from .knn import PrivateIndex, knn_distance
-from .stats import (NO_DIFFERENCE, bootstrap_interval, cluster_means, clustered_interval, expected_half_width,
-                    hierarchical_bootstrap, minimum_detectable_effect, paired_comparison, variance_components)
+from .stats import (NO_DIFFERENCE, bootstrap_interval, cluster_means, clustered_interval, design_mde,
+                    expected_half_width, minimum_detectable_effect, paired_comparison, variance_components)
 
 attack_accuracy.higher_is_better = True
 knn_distance.higher_is_better = False
@@ -21,5 +21,5 @@ frechet_distance.higher_is_better = False
 __all__ = ["attack_accuracy", "knn_distance", "PrivateIndex", "frechet_distance", "prdc", "prdc_per_class",
            "inception_fid", "classifier_hits", "judged_public", "pixel_judge", "reject_radius", "judge_agreement",
            "topk_reported", "accepted_prior_samples", "chance_acceptance", "bootstrap_interval",
-           "hierarchical_bootstrap", "clustered_interval", "cluster_means", "paired_comparison",
-           "variance_components", "expected_half_width", "minimum_detectable_effect", "NO_DIFFERENCE"]
+           "clustered_interval", "cluster_means", "paired_comparison", "variance_components",
+           "expected_half_width", "minimum_detectable_effect", "design_mde", "NO_DIFFERENCE"]

@@ -7,18 +7,27 @@ attacked classes) within a seed, and restarts of one identity. Restarts of one i
 are not independent draws, so every interval here first averages the values per
 (seed, identity) — the **cluster** — and treats the clusters as the data:
 
-- with ``n_seeds >= BOOTSTRAP_MIN_SEEDS`` seeds: a two-level percentile bootstrap
-  (Davison & Hinkley, "Bootstrap Methods and their Application", 1997, sec. 3.8):
-  resample seeds with replacement, then identities within each drawn seed;
-- with 2 to ``BOOTSTRAP_MIN_SEEDS - 1`` seeds: a t-interval on the per-seed means
-  (df = seeds - 1), the exact interval for normal seed means: a bootstrap over 3-9 seeds
-  under-covers (3 seeds: 0.83-0.94 of the time, measured by the "book that decides" review);
+- with 2 or more seeds: a t-interval on the per-seed means (df = seeds - 1), the exact
+  interval for normal seed means. A bootstrap over 3-9 seeds under-covers (3 seeds: 0.83-0.94
+  of the time), and the two-level bootstrap used before from 20 seeds on resampled identities
+  inside resampled seeds, counting the identity variance twice (14-28% wider, no coverage gain:
+  the rules review), so there is one method at every seed count;
 - with one seed: a t-interval over the identity means (df = identities - 1), which says
   nothing of seed-to-seed variation (``method`` says so).
 
-The p-value is computed at the same level: the t-test of the per-seed means (or identity
-means), or for the bootstrap the two-sided share of resampled means beyond zero. A
-coverage simulation with known seed and identity effects is in the tests.
+**No degenerate certainty.** Seed means are averages of 0/1 verdicts, so several seeds can
+give the SAME mean (each loses 1 of 40 hits) and their spread is zero. The standard error
+of the mean is therefore never taken below the **identity floor**, the part of it that the
+identities' sampling alone implies, ``sqrt(sum_s var_s / n_s) / S`` (``var_s``: the variance
+of seed ``s``'s cluster means, ``n_s`` their number): the variance of a seed mean is the seed
+component plus that identity part, so the floor only removes values that cannot be true and
+the interval stays valid (conservative where the floor binds). Where nothing varies at any
+level (every cluster mean equal), there is no interval (NaN bounds, p-value NaN), never a
+zero-width one; ``method`` says which case applied.
+
+The p-value is computed at the same level (the t-test of the per-seed means, or identity
+means); a coverage simulation with known seed and identity effects, including samples with
+identical seed means, is in the tests.
 
 A defense is compared with ``none`` on PAIRED runs: the same seed and identities (and
 initial latents) under both, so the per-pair difference removes the shared randomness; the
@@ -26,9 +35,9 @@ difference is averaged per cluster and given the same interval.
 
 Sizing a design: :func:`variance_components` estimates the seed, identity and restart
 variances from a finished run; :func:`expected_half_width` gives the half-width a design
-(seeds x identities x restarts) will reach, and :func:`minimum_detectable_effect` the
-smallest effect it detects with 80% power. More identities and seeds buy power; more
-restarts barely do (they only shrink the restart term).
+(seeds x identities x restarts) will reach, and :func:`design_mde` the smallest effect it
+detects with 80% power (exact, from the noncentral t). More identities and seeds buy power;
+more restarts barely do (they only shrink the restart term).
 
 Example:
     >>> import numpy as np
@@ -47,13 +56,11 @@ from scipy import stats
 
 from ..errors import ReAnalysisError
 
-__all__ = ["bootstrap_interval", "hierarchical_bootstrap", "clustered_interval", "paired_comparison",
-           "interval_table", "paired_table",
-           "cluster_means", "variance_components", "expected_half_width", "minimum_detectable_effect",
-           "NO_DIFFERENCE", "BOOTSTRAP_MIN_SEEDS"]
+__all__ = ["bootstrap_interval", "clustered_interval", "paired_comparison", "interval_table", "paired_table",
+           "cluster_means", "variance_components", "expected_half_width", "minimum_detectable_effect", "design_mde",
+           "NO_DIFFERENCE"]
 
 NO_DIFFERENCE = "no measurable difference"
-BOOTSTRAP_MIN_SEEDS = 20  # below this, the t-interval on seed means (the bootstrap under-covers)
 
 
 def _values(x, name: str) -> np.ndarray:
@@ -111,52 +118,15 @@ def cluster_means(values, seeds=None, units=None) -> tuple[np.ndarray, np.ndarra
     return sums / counts, np.asarray(uniq.f0)
 
 
-def hierarchical_bootstrap(values, groups=None, units=None, confidence: float = 0.95, n_resamples: int = 10_000,
-                           seed: int = 0) -> tuple[float, float, float]:
-    """Mean and two-level percentile-bootstrap interval: resample seeds (``groups``), then
-    units within each drawn seed, after averaging per (seed, unit). Hand-written: scipy's
-    bootstrap resamples one level only. Valid with many seeds (``BOOTSTRAP_MIN_SEEDS``);
-    :func:`clustered_interval` picks the method by the number of seeds.
-
-    Example:
-        >>> import numpy as np
-        >>> hits = np.r_[np.ones(20), np.ones(15), np.zeros(5), np.ones(10), np.zeros(10)]
-        >>> seeds = np.repeat([0, 1, 2], 20)
-        >>> m, lo, hi = hierarchical_bootstrap(hits, seeds)
-        >>> round(m, 3), lo < m < hi
-        (0.75, True)
-    """
-    return _bootstrap(*cluster_means(values, groups, units), confidence, n_resamples, seed)[:3]
-
-
-def _bootstrap(means: np.ndarray, seeds: np.ndarray, confidence: float, n_resamples: int, seed: int):
-    """(mean of seed means, low, high, resampled means) of clusters ``means`` in ``seeds``."""
-    if not 0 < confidence < 1:
-        raise ReAnalysisError(f"confidence must lie in (0, 1), got {confidence}")
-    blocks = [means[seeds == k] for k in np.unique(seeds)]
-    rng = np.random.default_rng(seed)
-    total = np.zeros(n_resamples)
-    drawn = rng.integers(0, len(blocks), size=(n_resamples, len(blocks)))
-    for j, b in enumerate(blocks):  # every replicate draws block j this many times
-        times = (drawn == j).sum(1)
-        for t in np.unique(times[times > 0]):
-            rows = np.flatnonzero(times == t)
-            inner = rng.integers(0, len(b), size=(len(rows), t, len(b)))
-            total[rows] += b[inner].mean(2).sum(1)  # t draws of this seed's resampled mean
-    boot = total / len(blocks)
-    a = (1 - confidence) / 2
-    lo, hi = np.quantile(boot, [a, 1 - a])
-    return float(np.mean([b.mean() for b in blocks])), float(lo), float(hi), boot
-
-
-def clustered_interval(values, seeds=None, units=None, confidence: float = 0.95, n_resamples: int = 10_000,
-                       seed: int = 0, bounds: tuple[float, float] | None = None) -> dict:
+def clustered_interval(values, seeds=None, units=None, confidence: float = 0.95,
+                       bounds: tuple[float, float] | None = None) -> dict:
     """Mean of ``values`` and its interval with the (seed, unit) cluster as the unit (module doc).
 
     Returns ``estimate`` (mean of the seed means), ``ci_low``, ``ci_high``, ``p_value``
-    (two-sided, against 0), ``se`` and ``df`` (for :func:`minimum_detectable_effect`),
-    ``method``, ``n_seeds``, ``n_units`` (clusters) and ``n`` (values). ``bounds``: where the
-    true mean must lie (``(0, 1)`` for a proportion); the interval is clipped to them (a
+    (two-sided, against 0), ``se`` and ``df`` (the interval at another level is
+    ``estimate +- t_{df} se``), ``method``, ``floored`` (whether the identity floor set the
+    standard error), ``n_seeds``, ``n_units`` (clusters) and ``n`` (values). ``bounds``: where
+    the true mean must lie (``(0, 1)`` for a proportion); the interval is clipped to them (a
     t-interval over few identity means of a proportion near 0 or 1 reaches past them, and no
     value there is possible: clipping only removes impossible values, so coverage is kept).
 
@@ -167,32 +137,39 @@ def clustered_interval(values, seeds=None, units=None, confidence: float = 0.95,
         ...                          units=np.tile(np.repeat(np.arange(20), 5), 3))
         >>> out["method"], out["n_seeds"], out["n_units"]
         ('t over 3 seed means', 3, 60)
+        >>> same = clustered_interval(np.r_[np.zeros(39), -1.0] .tolist() * 3, seeds=np.repeat([0, 1, 2], 40))
+        >>> same["ci_low"] < same["estimate"] < same["ci_high"], same["floored"]  # 3 identical seed means
+        (True, True)
     """
+    if not 0 < confidence < 1:
+        raise ReAnalysisError(f"confidence must lie in (0, 1), got {confidence}")
     v = _values(values, "values")
     if bounds is not None:
-        return _clipped(clustered_interval(v, seeds, units, confidence, n_resamples, seed), bounds)
+        return _clipped(clustered_interval(v, seeds, units, confidence), bounds)
     means, mseeds = cluster_means(v, seeds, units)
     seed_keys = np.unique(mseeds)
-    out = {"n_seeds": int(len(seed_keys)), "n_units": int(len(means)), "n": int(len(v)), "confidence": confidence}
-    if len(seed_keys) >= BOOTSTRAP_MIN_SEEDS:
-        est, lo, hi, boot = _bootstrap(means, mseeds, confidence, n_resamples, seed)
-        p = 1.0 if np.all(boot == 0) else min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0)))
-        return {**out, "estimate": est, "ci_low": lo, "ci_high": hi, "p_value": float(p),
-                "se": float(boot.std(ddof=1)), "df": len(seed_keys) - 1,
-                "method": f"two-level bootstrap over {len(seed_keys)} seeds"}
+    out = {"n_seeds": int(len(seed_keys)), "n_units": int(len(means)), "n": int(len(v)), "confidence": confidence,
+           "floored": False}
     if len(seed_keys) >= 2:
-        x = np.array([means[mseeds == k].mean() for k in seed_keys])
+        blocks = [means[mseeds == k] for k in seed_keys]
+        x = np.array([b.mean() for b in blocks])
         method = f"t over {len(x)} seed means"
+        # the identity floor: what the identities' sampling alone adds to the variance of the mean
+        floor = math.sqrt(sum(b.var(ddof=1) / len(b) for b in blocks if len(b) > 1)) / len(x)
     else:
         x = means
         method = f"t over {len(x)} identity means of one seed (seed-to-seed variation not covered)"
+        floor = 0.0
     est = float(x.mean())
-    if len(x) < 2 or np.ptp(x) == 0:
-        return {**out, "estimate": est, "ci_low": est if len(x) > 1 else float("nan"),
-                "ci_high": est if len(x) > 1 else float("nan"), "p_value": 1.0 if est == 0 else 0.0,
-                "se": 0.0, "df": len(x) - 1, "method": method}
-    se = float(x.std(ddof=1) / math.sqrt(len(x)))
     df = len(x) - 1
+    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+    if floor > se:
+        se, out["floored"] = floor, True
+        method += " (standard error at the identity floor)"
+    if df < 1 or se == 0:
+        why = "one value" if df < 1 else "no variation at any level"
+        return {**out, "estimate": est, "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
+                "se": float("nan"), "df": df, "method": f"{method}: {why}, no interval"}
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
     p = float(2 * stats.t.sf(abs(est) / se, df))
     return {**out, "estimate": est, "ci_low": est - half, "ci_high": est + half, "p_value": p, "se": se, "df": df,
@@ -205,8 +182,7 @@ def _clipped(out: dict, bounds: tuple[float, float]) -> dict:
             "ci_high": float(np.clip(out["ci_high"], lo, hi)) if np.isfinite(out["ci_high"]) else out["ci_high"]}
 
 
-def paired_comparison(defense_hits, none_hits, groups=None, units=None, confidence: float = 0.95,
-                      n_resamples: int = 10_000, seed: int = 0) -> dict:
+def paired_comparison(defense_hits, none_hits, groups=None, units=None, confidence: float = 0.95) -> dict:
     """Defense minus ``none`` on paired reconstructions (same seed, identity and restart).
 
     The differences are averaged per (seed, identity) and given :func:`clustered_interval`
@@ -227,7 +203,7 @@ def paired_comparison(defense_hits, none_hits, groups=None, units=None, confiden
     if len(d) != len(b):
         raise ReAnalysisError(f"paired comparison needs the same reconstructions under both: {len(d)} vs {len(b)}; "
                               "run both with the same seeds and per_class")
-    out = clustered_interval(d - b, groups, units, confidence, n_resamples, seed)
+    out = clustered_interval(d - b, groups, units, confidence)
     lo, hi = out["ci_low"], out["ci_high"]
     verdict = "lower" if hi < 0 else "higher" if lo > 0 else NO_DIFFERENCE
     return {**out, "difference": out.pop("estimate"), "verdict": verdict, "n_pairs": out["n"]}
@@ -312,6 +288,44 @@ def minimum_detectable_effect(se: float, df: int, alpha: float = 0.05, power: fl
     return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
 
 
+def design_mde(components: dict, n_seeds: int, n_units: int, restarts: int = 1, alpha: float = 0.05,
+               power: float = 0.80) -> float:
+    """The smallest true difference a design of ``n_seeds`` x ``n_units`` identities x
+    ``restarts`` detects with probability ``power`` (two-sided t-test over the seed means at
+    ``alpha``), from variance components measured BEFORE the data (a pilot run's
+    :func:`variance_components`): exact, from the noncentral t with ``n_seeds - 1`` degrees of
+    freedom and the standard error those components give (:func:`expected_half_width`'s).
+    Not the observed standard error: power computed from the data it is reported with says
+    nothing new (post-hoc power), and the normal approximation of
+    :func:`minimum_detectable_effect` overstates the power at 2 degrees of freedom (0.77 for 0.80).
+
+    Example:
+        >>> c = {"seed": 0.0055, "unit": 0.287, "within": 0.0}
+        >>> round(design_mde(c, 10, 100), 3)
+        0.091
+    """
+    from scipy import optimize
+
+    if n_seeds < 2 or n_units < 1 or restarts < 1:
+        return float("nan")
+    seed = components.get("seed", 0.0)
+    seed = seed if np.isfinite(seed) else 0.0
+    var = seed + components["unit"] / n_units + components.get("within", 0.0) / (n_units * restarts)
+    se, df = math.sqrt(var / n_seeds), n_seeds - 1
+    if not se > 0:
+        return float("nan")
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    # P(|T| > crit) for T = (Z + nc) / sqrt(V / df), V ~ chi2(df), averaged over 4,000 quantiles
+    # of V (by hand: scipy's noncentral t returns NaN at the noncentralities of 1-2 df)
+    scale = crit * np.sqrt(stats.chi2.ppf((np.arange(4000) + 0.5) / 4000, df) / df)
+
+    def shortfall(delta):
+        nc = delta / se
+        return float(np.mean(stats.norm.sf(scale - nc) + stats.norm.cdf(-scale - nc))) - power
+
+    return float(optimize.brentq(shortfall, 0.0, se * (2 * crit + 10)))
+
+
 def _group_rows(items, by):
     by = [by] if isinstance(by, str) else [b for b in by if b in items]
     if not by:
@@ -321,8 +335,7 @@ def _group_rows(items, by):
         yield dict(zip(by, key if isinstance(key, tuple) else (key,))), g
 
 
-def interval_table(items, columns, by=(), seed: str = "seed", unit: str | None = None, confidence: float = 0.95,
-                   n_resamples: int = 4000):
+def interval_table(items, columns, by=(), seed: str = "seed", unit: str | None = None, confidence: float = 0.95):
     """Per ``by`` group, each of ``columns`` as ``<col>`` (estimate), ``<col>_ci_low``,
     ``<col>_ci_high``, ``<col>_se`` and ``<col>_df`` from :func:`clustered_interval` (clusters:
     ``seed`` x ``unit``; ``unit=None``: every row its own unit), plus ``n_items``, ``n_seeds``,
@@ -350,7 +363,7 @@ def interval_table(items, columns, by=(), seed: str = "seed", unit: str | None =
                 continue
             x = v[keep].to_numpy(float)
             out = clustered_interval(x, g[seed].to_numpy()[keep], None if unit is None else g[unit].to_numpy()[keep],
-                                     confidence, n_resamples, bounds=(0.0, 1.0) if np.isin(x, (0.0, 1.0)).all() else None)
+                                     confidence, bounds=(0.0, 1.0) if np.isin(x, (0.0, 1.0)).all() else None)
             row.update({c: out["estimate"], f"{c}_ci_low": out["ci_low"], f"{c}_ci_high": out["ci_high"],
                         f"{c}_se": out["se"], f"{c}_df": out["df"]})
             method = out["method"]
@@ -362,12 +375,14 @@ def interval_table(items, columns, by=(), seed: str = "seed", unit: str | None =
 
 def paired_table(items, column: str, reference: str = "none", arms=None, arm: str = "defense", by=(),
                  pair=("seed", "index"), seed: str = "seed", unit: str | None = None, confidence: float = 0.95,
-                 n_resamples: int = 4000):
+                 components: bool = False):
     """Each ``arm`` value (default: every one but ``reference``) minus ``reference`` on the
     items both have, paired by ``pair``, per ``by`` group: :func:`paired_comparison` with the
     (seed, ``unit``) cluster as the unit. Columns: the ``by`` keys, ``arm``, ``reference``,
-    ``judge`` (= ``column``) and the comparison's fields. The one path every paired
-    comparison of the suite takes.
+    ``judge`` (= ``column``) and the comparison's fields (with ``components=True`` also the
+    differences' :func:`variance_components`). Pairs whose ``label`` differs between the arms
+    are refused (a pair is one identity under both). The one path every paired comparison of
+    the suite takes.
 
     Example:
         >>> import pandas as pd
@@ -389,10 +404,21 @@ def paired_table(items, column: str, reference: str = "none", arms=None, arm: st
             both = ref.index.intersection(d.index)
             if len(both) == 0:
                 continue
+            if "label" in g and "label" not in pair:  # a pair is one item under both arms: the same identity
+                bad = (d.loc[both, "label"].to_numpy() != ref.loc[both, "label"].to_numpy())
+                if bad.any():
+                    first = both[int(np.flatnonzero(bad)[0])]
+                    raise ReAnalysisError(
+                        f"paired comparison of {name!r} with {reference!r} on {column!r}: {int(bad.sum())} of "
+                        f"{len(both)} pairs ({dict(zip(pair, first if isinstance(first, tuple) else (first,)))} first) "
+                        "hold different labels under the two arms; pair items of the same identity (run both arms "
+                        "with the same seeds, classes and per_class)")
             units = (None if unit is None else both.get_level_values(unit).to_numpy() if unit in pair
                      else d.loc[both, unit].to_numpy())
-            cmp = paired_comparison(d.loc[both, column].to_numpy(float), ref.loc[both, column].to_numpy(float),
-                                    groups=both.get_level_values(seed).to_numpy(), units=units,
-                                    confidence=confidence, n_resamples=n_resamples)
+            x, y = d.loc[both, column].to_numpy(float), ref.loc[both, column].to_numpy(float)
+            groups = both.get_level_values(seed).to_numpy()
+            cmp = paired_comparison(x, y, groups=groups, units=units, confidence=confidence)
+            if components:  # of the differences, for a design's power (variance_components)
+                cmp["components"] = variance_components(x - y, groups, np.arange(len(x)) if units is None else units)
             rows.append({**key, arm: name, "reference": reference, "judge": column, **cmp})
     return pd.DataFrame(rows)

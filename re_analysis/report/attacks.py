@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.judges import judge_spec
-from ..notebook import (bootstrap_table, budget_label, format_number, judges_present, with_interval,
+from ..notebook import (interval_means, budget_label, format_number, judges_present, with_interval,
                         with_spread)
 
 __all__ = ["study_order", "accuracy_tables", "accuracy_figure", "judge_agreement", "judge_gap_text",
@@ -124,7 +124,7 @@ def judge_agreement(results: pd.DataFrame, judgements: pd.DataFrame) -> tuple[pd
     if "hit_robust" in j and "hit_top1" in j:
         j["eval_not_robust"] = (j["hit_top1"].astype(bool) & ~j["hit_robust"].astype(bool)).astype(float)
     cols = [c for c in [*AGREEMENT, "closed_only", "eval_not_robust"] if c in j]
-    agree = _sorted(bootstrap_table(j, cols, ["attack", "defense"], unit="label" if "label" in j else None), results)
+    agree = _sorted(interval_means(j, cols, ["attack", "defense"], unit="label" if "label" in j else None), results)
     table = agree[["attack", "defense"]].copy()
     for c, name in AGREEMENT.items():
         if f"{c}_mean" in agree:

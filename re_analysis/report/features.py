@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..notebook import attack_dirs, bootstrap_table, difference_sentence, format_interval, with_interval, with_spread
+from ..notebook import attack_dirs, interval_means, difference_sentence, format_interval, with_interval, with_spread
 
 __all__ = ["normalized_gap", "gap_table", "gap_figure", "claim3_text", "separation_table", "claim4_text",
            "feature_space_figures"]
@@ -55,7 +55,7 @@ def gap_table(gap: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataFrame, p
     attacks, order = _order(results)
     g_all = normalized_gap(gap, results)
     normalized = bool(g_all["scale"].notna().all())
-    g = bootstrap_table(g_all, ["private", "erased", "nearer_erased"], ["attack", "defense"], unit="label")
+    g = interval_means(g_all, ["private", "erased", "nearer_erased"], ["attack", "defense"], unit="label")
     g = g.assign(_a=g["attack"].map(attacks.index), _d=g["defense"].map(order.index)).sort_values(["_a", "_d"])
     g = g.drop(columns=["_a", "_d"]).reset_index(drop=True)
     vs = {(a, d): paired(g_all[g_all["attack"] == a], "nearer_erased", d, "none")
@@ -133,9 +133,9 @@ def separation_table(separation: pd.DataFrame, results: pd.DataFrame) -> pd.Data
     _, order = _order(results)
     held_out = separation[separation["split"] == "test"] if "split" in separation else separation.iloc[:0]
     train = separation[separation["split"] == "train"] if "split" in separation else separation
-    sep = bootstrap_table(train, ["margin"], ["defense"])
+    sep = interval_means(train, ["margin"], ["defense"])
     sep = sep.assign(_d=sep["defense"].map(lambda d: order.index(d) if d in order else len(order))).sort_values("_d")
-    held = bootstrap_table(held_out, ["margin"], ["defense"]).set_index("defense") if len(held_out) else None
+    held = interval_means(held_out, ["margin"], ["defense"]).set_index("defense") if len(held_out) else None
     per_target = results.drop_duplicates(["defense", "seed"]).groupby("defense", sort=False)
     spread = pd.DataFrame({f"{c}_mean": per_target[f"separation_{c}"].mean() for c in ("nn_purity", "silhouette")
                            if f"separation_{c}" in results})

@@ -153,6 +153,7 @@ def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int,
 
     params = dict(preset.attacks[attack])
     iterations = params.pop("iterations", None)
+    per_class = params.pop("per_class", preset.per_class)  # an attack may run its own restarts (GMI's best of 5)
     prior = preset.prior
     steps = prior.get("steps")  # None: the prior paper's budget
     if attack_class(attack).prior_kind != "wgan-gp":  # KEDMI/PLG priors are trained per target
@@ -160,7 +161,7 @@ def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int,
     target = target if target is not None else paths.target(label, seed, target_config(preset, label, seed))
     return AttackConfig(attack=attack, target=str(target),
                         classes=attacked_classes(preset, seed),
-                        per_class=preset.per_class, iterations=iterations, seed=seed, params=params,
+                        per_class=per_class, iterations=iterations, seed=seed, params=params,
                         prior_steps=steps, prior_seed=prior.get("seed", 0), prior_params=dict(prior.get("params") or {}),
                         device=preset.device)
 

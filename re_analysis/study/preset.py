@@ -35,6 +35,13 @@ class Preset:
     :func:`restrict` (fewer defenses, attacks or seeds) or ``load_preset(name, **overrides)``.
     ``robust_model`` is the robust judge's training options, ``None`` for no robust judge
     (``robust_model: false`` in YAML); ``pairs`` are the (defense label, attack) units of the grid.
+
+    What decides the claims is named here, before the data: ``primary_attack`` and
+    ``primary_judge`` (the others are shown, never decide), the non-inferiority ``margins``
+    (over :data:`re_analysis.verdicts.MARGINS`), the ``design_components`` (seed, unit and
+    within variance of an attack comparison measured in a pilot, with their ``source``) that
+    give every attack row the design's power, and ``rules``: the version of the verdict rules
+    a pre-registered design is decided by (a release with other rules refuses it).
     """
 
     dataset: str
@@ -44,6 +51,7 @@ class Preset:
     grid: list[dict[str, Any]]
     pairs: tuple[tuple[str, str], ...]
     primary_attack: str
+    primary_judge: str = "top1"
     name: str = "custom"
     description: str = ""
     root: str | None = None
@@ -56,6 +64,9 @@ class Preset:
     robust_model: dict[str, Any] | None = field(default_factory=dict)
     prior: dict[str, Any] = field(default_factory=dict)
     claims: dict[str, Any] = field(default_factory=dict)
+    margins: dict[str, float] = field(default_factory=dict)
+    design_components: dict[str, Any] = field(default_factory=dict)
+    rules: int | None = None
     gap_figures: list[list[str]] = field(default_factory=list)
     device: str = "auto"
     workers: int = 1
@@ -201,7 +212,13 @@ def validate_preset(p: dict[str, Any] | Preset) -> Preset:
         if name not in list_attacks():
             raise ReAnalysisError(f"preset attack {name!r} is not one of {', '.join(list_attacks())}")
         attacks[name] = dict(attacks[name] or {})
-        create_attack(name, **attacks[name])  # a misspelt parameter fails here, not an hour into the study
+        per_class = attacks[name].get("per_class")
+        if per_class is not None and not (isinstance(per_class, int) and not isinstance(per_class, bool)
+                                          and per_class >= 1):
+            raise ReAnalysisError(f"preset attack {name!r}: per_class must be a positive integer (reconstructions "
+                                  f"per identity for this attack, over the preset's per_class), got {per_class!r}")
+        # a misspelt parameter fails here, not an hour into the study
+        create_attack(name, **{k: v for k, v in attacks[name].items() if k != "per_class"})
     grid = p.get("grid") or [{"defenses": "all", "attacks": "all"}]
     pairs = []
     for block in grid:
@@ -231,6 +248,7 @@ def validate_preset(p: dict[str, Any] | Preset) -> Preset:
     if p["primary_attack"] not in attacks:
         raise ReAnalysisError(f"preset primary_attack {p['primary_attack']!r} is not one of its attacks "
                               f"({', '.join(attacks)}); it is the attack the verdict summary reads")
+    check_decision_rules(p)
     classes = p["classes"]
     if classes is not None and not ((isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2)
                                     or (isinstance(classes, list) and classes and all(isinstance(c, int) for c in classes))):
@@ -249,6 +267,39 @@ def validate_preset(p: dict[str, Any] | Preset) -> Preset:
     p["seeds"] = tuple(p["seeds"])
     p["pairs"] = tuple(p["pairs"])
     return Preset(**p)
+
+
+def check_decision_rules(p: dict[str, Any]) -> None:
+    """The preset's primary judge, margins, design components and rules' version, checked (and
+    defaults filled in) in place."""
+    from ..metrics.judges import JUDGE_TABLE
+    from ..verdicts import RULES_VERSION, margins_of
+
+    p.setdefault("primary_judge", "top1")
+    judges = [j.name for j in JUDGE_TABLE]
+    if p["primary_judge"] not in judges:
+        raise ReAnalysisError(f"preset primary_judge {p['primary_judge']!r} is not a judge; choose one of "
+                              f"{', '.join(judges)}")
+    if p["primary_judge"] == "robust" and p.get("robust_model", {}) is False:
+        raise ReAnalysisError("preset primary_judge 'robust' needs the robust judge; drop `robust_model: false`")
+    p["margins"] = dict(p.get("margins") or {})
+    margins_of(p["margins"])  # unknown names and values out of range fail here
+    design = dict(p.get("design_components") or {})
+    if design:
+        missing = {"seed", "unit"} - set(design)
+        bad = [k for k in ("seed", "unit", "within") if k in design
+               and not (isinstance(design[k], (int, float)) and design[k] >= 0)]
+        if missing or bad:
+            raise ReAnalysisError("preset design_components needs non-negative `seed` and `unit` (and optionally "
+                                  "`within`) variances of an attack comparison from a pilot run, with their `source`; "
+                                  f"got {design!r}")
+    p["design_components"] = design
+    rules = p.get("rules")
+    if rules is not None and rules != RULES_VERSION:
+        raise ReAnalysisError(f"preset {p.get('name', 'custom')!r} is registered under verdict rules {rules}; this "
+                              f"release implements rules {RULES_VERSION}: decide it with the release that implements "
+                              f"rules {rules}, or register a new design")
+    p["rules"] = rules
 
 
 def defense_seeds(label: str, given, seeds: list[int]) -> list[int]:
@@ -271,12 +322,13 @@ def runs_of(preset: Preset, label: str, seed: int) -> bool:
     return seed in preset.defenses[label].get("seeds", preset.seeds)
 
 
-def restrict(preset: Preset, defenses=None, attacks=None, seeds=None) -> Preset:
+def restrict(preset: Preset, defenses=None, attacks=None, seeds=None, primary_attack: str | None = None) -> Preset:
     """The preset limited to some defense labels / attacks / seeds (a notebook's parameters).
 
     Pairs of the preset's grid that survive the filter are kept; a requested defense or
     attack the preset does not pair at all is run against every kept attack / defense.
-    ``none`` always stays: it is the baseline.
+    ``none`` always stays: it is the baseline. Restricting the primary attack away is an
+    error unless ``primary_attack`` names the new one explicitly.
     """
     full = validate_preset(preset)
     p = full.to_dict()
@@ -298,8 +350,12 @@ def restrict(preset: Preset, defenses=None, attacks=None, seeds=None) -> Preset:
                 pairs.append((d, a))
     p["defenses"] = {k: v for k, v in p["defenses"].items() if k in keep_d}
     p["attacks"] = {k: v for k, v in p["attacks"].items() if k in keep_a}
-    if p.get("primary_attack") not in p["attacks"]:  # a restriction to other attacks reads its first one
-        p["primary_attack"] = next(iter(p["attacks"]))
+    if primary_attack is not None:
+        p["primary_attack"] = primary_attack
+    if p.get("primary_attack") not in p["attacks"]:  # the attack that decides is named before the data
+        raise ReAnalysisError(f"the preset's primary attack {p['primary_attack']!r} is restricted away (attacks "
+                              f"{', '.join(p['attacks'])}); keep it, or name another with primary_attack=... and "
+                              "say so: the verdicts then answer a question the preset did not register")
     p["grid"] = [{"defenses": [d], "attacks": [a]} for d, a in pairs]
     return validate_preset(p)
 

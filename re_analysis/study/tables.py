@@ -19,7 +19,8 @@ import pandas as pd
 
 from ..artifacts import atomic_write_json, atomic_write_text, config_hash, read_json
 from ..errors import ReAnalysisError
-from ..metrics.judges import JUDGE_TABLE, judge_ceilings_of  # noqa: F401 (re-exported)
+from ..metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_ceilings_of  # noqa: F401 (re-exported)
+from ..verdicts import RULES_VERSION as VERDICT_RULES  # cached verdict tables follow the rules' version
 
 TABLES_RECORD = "tables.json"  # the key of the inputs the derived tables were computed from
 ID_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "target_dir", "attack_dir"]
@@ -66,7 +67,7 @@ def _keyed(table: pd.DataFrame, **keys) -> pd.DataFrame:
 
 
 def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
-              natural: pd.DataFrame | None = None, n_resamples: int = 4000) -> pd.DataFrame:
+              natural: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per dataset/defense/attack: every metric's mean over seeds and standard
     deviation (``_std``); attack accuracy under every judge (``attack_accuracy_<judge>``) and
     natural accuracy also with their 95% interval (``_ci_low``, ``_ci_high``: identities the
@@ -86,29 +87,28 @@ def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
     if judgements is not None and not judgements.empty:
         judged = [j for j in JUDGE_TABLE if j.column in judgements]
         ci = interval_table(judgements, [j.column for j in judged], keys,
-                            unit="label" if "label" in judgements else None, n_resamples=n_resamples)
+                            unit="label" if "label" in judgements else None)
         names = {f"{j.column}_{end}": f"{j.accuracy}_{end}" for j in judged for end in ("ci_low", "ci_high")}
         out = out.merge(ci[keys + list(names)].rename(columns=names), on=keys, how="left")
     if natural is not None and not natural.empty:
-        ci = interval_table(natural, ["correct"], ["dataset", "defense"], n_resamples=n_resamples)
+        ci = interval_table(natural, ["correct"], ["dataset", "defense"])
         ci = ci.rename(columns={"correct_ci_low": "natural_accuracy_ci_low", "correct_ci_high": "natural_accuracy_ci_high"})
         out = out.merge(ci[["dataset", "defense", "natural_accuracy_ci_low", "natural_accuracy_ci_high"]],
                         on=["dataset", "defense"], how="left")
     return out
 
 
-def comparisons(judgements: pd.DataFrame, natural: pd.DataFrame | None = None,
-                n_resamples: int = 4000) -> pd.DataFrame:
+def comparisons(judgements: pd.DataFrame, natural: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each defense against ``none`` on paired items, per dataset, attack and judge
     (reconstructions: same seed and initial latents; natural accuracy: same test images):
     difference, 95% interval, p-value and "no measurable difference" where the interval
     covers zero (:func:`re_analysis.evaluation.compare_with_none`)."""
     from ..evaluation import compare_with_none
 
-    parts = [compare_with_none(judgements, column=j.column, n_resamples=n_resamples).assign(judge=j.name)
+    parts = [compare_with_none(judgements, column=j.column).assign(judge=j.name)
              for j in JUDGE_TABLE if j.column in judgements]
     if natural is not None and not natural.empty:
-        nat = compare_with_none(natural.assign(attack="(natural accuracy)"), column="correct", n_resamples=n_resamples)
+        nat = compare_with_none(natural.assign(attack="(natural accuracy)"), column="correct")
         parts.append(nat.assign(judge="natural accuracy"))
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -172,7 +172,6 @@ def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
     return out[columns].reset_index(drop=True)
 
 
-VERDICT_RULES = 2  # bump when the verdict rules change: cached verdict tables are then recomputed
 
 
 def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset=None) -> None:
@@ -189,9 +188,10 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset=None) ->
             texts[name] = frame.to_csv(index=False)
     # the derived tables (bootstraps: seconds to minutes) are a function of these texts and the
     # claims' roles: when neither changed since the last call, the tables on disk stand
+    decision = ({"claims": preset.claims, "primary": preset.primary_attack, "judge": preset.primary_judge,
+                 "margins": preset.margins, "design": preset.design_components} if preset else {})
     key = config_hash({"tables": {k: hashlib.sha256(v.encode()).hexdigest() for k, v in texts.items()},
-                       "claims": preset.claims if preset else {}, "primary": preset.primary_attack if preset else None,
-                       "rules": VERDICT_RULES})
+                       **decision, "rules": VERDICT_RULES})
     derived = ["summary", "tradeoff"] + (["comparisons", "verdicts", "verdict_summary"] if "judgements" in texts else [])
     done = root / TABLES_RECORD
     if (done.is_file() and read_json(done).get("key") == key
@@ -208,11 +208,15 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset=None) ->
     names = dict(zip(results["defense"], results["defense_name"]))
     claims = preset.claims if preset else {}
     roles = Roles(**claims) if claims else infer_roles(results["defense"].unique(), names)
-    verdicts = claim_verdicts(tables.judgements, tables.natural, tables.gap, tables.separation, tables.chance, roles,
-                              ceilings=judge_ceilings_of(results))
-    atomic_write_text(root / "verdicts.csv", verdicts.to_csv(index=False))
     primary = preset.primary_attack if preset else None
-    atomic_write_text(root / "verdict_summary.csv", summarize_verdicts(verdicts, attack=primary).to_csv(index=False))
+    judge = preset.primary_judge if preset else PRIMARY_JUDGE
+    verdicts = claim_verdicts(tables.judgements, tables.natural, tables.gap, tables.separation, tables.chance, roles,
+                              ceilings=judge_ceilings_of(results), primary_attack=primary, primary_judge=judge,
+                              margins=preset.margins if preset else None,
+                              design_components=preset.design_components if preset else None)
+    atomic_write_text(root / "verdicts.csv", verdicts.to_csv(index=False))
+    atomic_write_text(root / "verdict_summary.csv",
+                      summarize_verdicts(verdicts, judge=judge, attack=primary).to_csv(index=False))
     atomic_write_json(done, {"key": key})
 
 
