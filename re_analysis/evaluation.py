@@ -15,7 +15,10 @@ one column per verdict, so intervals and agreement can be computed) and ``galler
   baseline**: the same judges on unoptimised prior samples the target already labels as
   each class (what the attack gets for free);
 - KNN distance, FID (with its sample counts) and per-class PRDC (k = 3), in the standard
-  judge's penultimate features against the private training images of the attacked classes.
+  judge's penultimate features against the private training images of the attacked classes,
+  over the reconstructions the attack did not give up on (BREP-MI's failed rows are misses
+  under every judge and left out of these, their number reported as
+  ``distribution_n_excluded``).
 
 ``analyze_gap`` -> ``gap.json`` and figures: target-model features of private images,
 of Random-Erased private images (the target's own RE parameters when it was trained with
@@ -169,15 +172,21 @@ def judge_images(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, r
     return df
 
 
-def attack_failures(info: dict, n: int) -> np.ndarray:
+def attack_failures(info: dict, n: int, key: str = "failed") -> np.ndarray:
     """Per reconstruction, whether the attack itself reported it as failed (BREP-MI: a
-    point whose radius never grew), from the chunks' run info in ``attack.json``."""
-    parts = [np.asarray(c["failed"], bool) for c in info.get("run_info") or [] if "failed" in c]
+    point whose radius never grew), from the chunks' run info in ``attack.json``; ``key``
+    reads another per-row flag (BREP-MI's ``no_initial_point``)."""
+    parts = [np.asarray(c[key], bool) for c in info.get("run_info") or [] if key in c]
     failed = np.concatenate(parts) if parts else np.zeros(n, bool)
     if len(failed) != n:
-        raise ReAnalysisError(f"attack.json lists {len(failed)} failure flags for {n} reconstructions; "
+        raise ReAnalysisError(f"attack.json lists {len(failed)} {key!r} flags for {n} reconstructions; "
                               "the attack run is damaged: delete it and run the attack again")
     return failed
+
+
+def attack_notes(info: dict) -> list[str]:
+    """What the attack's chunks said about their run (BREP-MI: classes without an initial point)."""
+    return [c["note"] for c in info.get("run_info") or [] if c.get("note")]
 
 
 def count_failures_as_misses(df: pd.DataFrame, failed: np.ndarray) -> pd.DataFrame:
@@ -300,16 +309,31 @@ def judge_record(prefix: str, judge: Judge | None) -> dict[str, Any]:
 
 
 def distribution_metrics(evaluator: Judge, images: torch.Tensor, labels: torch.Tensor, x_priv: torch.Tensor,
-                         y_priv: torch.Tensor) -> dict[str, Any]:
+                         y_priv: torch.Tensor, failed: np.ndarray | None = None) -> dict[str, Any]:
     """KNN distance, FID (with its sample counts) and per-class PRDC (k = 3) in the
-    evaluation model's penultimate features."""
+    evaluation model's penultimate features, over the reconstructions not ``failed`` (a
+    reconstruction the attack gave up on is a miss, not a sample of what it recovers; as
+    the official BREP-MI scores only rows whose radius grew); ``distribution_n_excluded``
+    counts those left out. NaN where no reconstruction remains."""
+    failed = np.zeros(len(labels), bool) if failed is None else np.asarray(failed, bool)
+    if len(failed) != len(labels):
+        raise ReAnalysisError(f"{len(failed)} failure flags for {len(labels)} reconstructions")
+    kept = torch.from_numpy(~failed)
+    images, labels = images[kept], labels[kept]
     f_priv = extract_features(evaluator.model, x_priv).numpy()
-    f_rec = extract_features(evaluator.model, images.float()).numpy()
     yr, yp = labels.numpy(), y_priv.numpy()
-    pr = prdc_per_class(f_priv, yp, f_rec, yr, nearest_k=3)
-    return {"knn_distance": knn_distance(f_priv, yp, f_rec, yr),
-            "fid": frechet_distance(f_rec, f_priv) if len(f_rec) >= 2 else float("nan"),
-            "fid_n_reconstructions": int(len(f_rec)), "fid_n_private": int(len(f_priv)),
+    nan = float("nan")
+    if len(labels):
+        f_rec = extract_features(evaluator.model, images.float()).numpy()
+        pr = prdc_per_class(f_priv, yp, f_rec, yr, nearest_k=3)
+        knn = knn_distance(f_priv, yp, f_rec, yr)
+        fid = frechet_distance(f_rec, f_priv) if len(f_rec) >= 2 else nan
+    else:
+        pr = {"precision": nan, "recall": nan, "density": nan, "coverage": nan, "nearest_k": 3, "classes": 0}
+        knn, fid = nan, nan
+    return {"knn_distance": knn, "fid": fid,
+            "fid_n_reconstructions": int(len(labels)), "fid_n_private": int(len(f_priv)),
+            "distribution_n_excluded": int(failed.sum()),
             **{k: pr[k] for k in ("precision", "recall", "density", "coverage")},
             "prdc_nearest_k": pr["nearest_k"], "prdc_classes": pr["classes"],
             "feature_space": f"evaluation-model ({evaluator.arch}) penultimate features"}
@@ -338,12 +362,16 @@ def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str
     target = load_classifier(info["target"], device)
     splits = target_splits(target_rec)
     memory = training_images(splits, reject_quantile)
+    failed = attack_failures(info, len(res.labels))
     df = count_failures_as_misses(judge_images(res.images, res.labels, evaluator, robust, memory, target=target,
-                                               pixel_k=pixel_k), attack_failures(info, len(res.labels)))
+                                               pixel_k=pixel_k), failed)
     keep = torch.isin(memory.private_labels, torch.as_tensor(list(info["classes"])))
     metrics: dict[str, Any] = {
         **judge_summary(df),
-        **distribution_metrics(evaluator, res.images, res.labels, memory.private[keep], memory.private_labels[keep]),
+        **distribution_metrics(evaluator, res.images, res.labels, memory.private[keep], memory.private_labels[keep],
+                               failed=failed),
+        "attack_no_initial_point": int(attack_failures(info, len(res.labels), "no_initial_point").sum()),
+        "attack_notes": attack_notes(info),
         **judge_record("eval", evaluator), **judge_record("robust", robust),
         "target_arch": target_rec["config"].get("arch"), "pixel_k": pixel_k, "pixel_reject_quantile": reject_quantile,
         "pixel_reject_sq_distance": memory.reject_sq_distance,

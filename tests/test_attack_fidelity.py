@@ -129,8 +129,8 @@ def test_brep_mi_keeps_every_point_in_its_class_and_never_shrinks_the_radius(tar
     grew = torch.tensor(res.info["radius_increases"]) > 0
     assert grew.any()
     # a row whose radius never grew returns its initial point (the first hit of the random draws)
-    start = attack.initial_points(LabelOnlyTarget(target), prior, labels, 0, labels.device)
-    assert torch.equal(res.latents[~grew], start[~grew])
+    start, found = attack.initial_points(LabelOnlyTarget(target), prior, labels, 0, labels.device)
+    assert found.all() and torch.equal(res.latents[~grew], start[~grew])
 
 
 class HalfSpace(nn.Module):
@@ -319,7 +319,7 @@ def test_no_stage_ever_flips_a_digit(trained, target, tmp_path, monkeypatch):
     monkeypatch.setattr(Generator, "forward", lambda self, z, y=None: LEFT_BRIGHT + 0 * original(self, z, y))
     # BREP-MI's start needs images of every class; with one image for all z, start anywhere
     monkeypatch.setattr(BREPMI, "initial_points", lambda self, oracle, prior, labels, seed, device:
-                        torch.zeros(len(labels), prior.z_dim))
+                        (torch.zeros(len(labels), prior.z_dim), torch.ones(len(labels), dtype=torch.bool)))
     spy = MirrorSpy(target)
     h = target_record(trained["none"])["config_hash"]
     priors = {kind: train_prior(PriorConfig(kind=kind, steps=2, target_hash=None if kind == "wgan-gp" else h),
@@ -847,6 +847,93 @@ def test_brep_mi_scores_rows_whose_radius_never_grew_as_failures(target, digit_p
     assert (judged.loc[failed.numpy(), ["hit_top1", "hit_pixel", "all_accept"]] == False).all().all()  # noqa: E712
     assert judged.loc[~failed.numpy(), "hit_top1"].all() and judged["hit_target"].all()
     assert np.array_equal(judged["attack_failed"], failed.numpy())
+
+
+class WithoutClass(nn.Module):
+    """The target with one class it never predicts."""
+
+    def __init__(self, model, never: int):
+        super().__init__()
+        self.model, self.never, self.num_classes = model, never, model.num_classes
+
+    def forward(self, x):
+        out = self.model(x).clone()
+        out[:, self.never] = -1e9
+        return out
+
+
+def test_brep_mi_counts_a_class_without_an_initial_point_as_a_miss(target, digit_prior):
+    """The official untargeted mode attacks only the classes it finds a starting point for; here
+    the class stays in the run, unattacked, its rows failed (misses) with a note, instead of an error."""
+    oracle = LabelOnlyTarget(WithoutClass(target, never=4))
+    labels = torch.arange(5).repeat_interleave(2)
+    attack = BREPMI(iterations=3, sphere_points=8, max_steps=200, init_batches=2)
+    step, attacked = attack.step, []
+
+    def spy(oracle, prior, labels, s, gen):
+        attacked.append((~s["done"]).tolist())  # the rows this step moves
+        step(oracle, prior, labels, s, gen)
+
+    attack.step = spy
+    res = attack.run(oracle, digit_prior, labels, 0, progress=False)
+    missing = (labels == 4).tolist()
+    assert res.info["no_initial_point"] == missing and "class(es) [4]" in res.info["note"]
+    assert res.info["failed"][8:] == [True, True] and res.info["final_radius"][8:] == [2.0, 2.0]
+    assert len(attacked) == res.info["loop_steps"] > 3 and not any(row[8] or row[9] for row in attacked)
+    assert all(attacked[0][:8])  # the other classes are attacked
+    full = BREPMI(iterations=3, sphere_points=8, max_steps=200, init_batches=2).run(
+        LabelOnlyTarget(target), digit_prior, labels, 0, progress=False)
+    assert "note" not in full.info and not any(full.info["no_initial_point"])
+
+
+def fake_attack_run(path, target_dir, images, labels, run_info=None):
+    """An attack run folder holding given 'reconstructions' (uint8 images) and per-chunk run info."""
+    from re_analysis.artifacts import atomic_save_tensors, atomic_write_json
+
+    path.mkdir(parents=True)
+    atomic_save_tensors(path / "reconstructions.safetensors",
+                        {"images": normalize(images).float(), "labels": labels.long(),
+                         "latents": torch.zeros(len(labels), 1)})
+    atomic_write_json(path / "attack.json", {"attack": "fake", "target": str(target_dir), "classes": list(range(5)),
+                                             "per_class": 6, "seed": 0, "target_defense": "none", "prior": None,
+                                             "dataset": "mnist5k", "run_info": run_info or []})
+    return path
+
+
+def test_evaluate_attack_scores_failed_rows_as_misses_and_leaves_them_out_of_the_distribution(trained, tmp_path):
+    """Real private test digits as 'reconstructions', 6 per class; the attack reports 2 per class
+    as failed (as BREP-MI does). evaluate_attack must count them as misses under every judge and
+    compute KNN distance, FID and PRDC on the other 20 only: exactly what a run holding only
+    those 20 gets."""
+    from re_analysis.evaluation import evaluate_attack
+
+    x, y = materialize(load_dataset("mnist5k", seed=0).private_test)
+    rows = torch.cat([(y == k).nonzero().squeeze(1)[:6] for k in range(5)])
+    x, y = x[rows], y[rows]
+    failed = (torch.arange(30) % 6 >= 4).tolist()  # the last 2 of each class
+    kept = ~torch.tensor(failed)
+    runs = {"all": fake_attack_run(tmp_path / "all", trained["none"], x, y),
+            "flagged": fake_attack_run(tmp_path / "flagged", trained["none"], x, y,
+                                       [{"failed": failed[:12], "no_initial_point": [False] * 12},
+                                        {"failed": failed[12:], "no_initial_point": [False] * 12 + [True] * 6,
+                                         "note": "no initial point for class(es) [4]"}]),
+            "kept": fake_attack_run(tmp_path / "kept", trained["none"], x[kept], y[kept])}
+    m = {k: evaluate_attack(r, trained["eval"], chance=False, gallery=False) for k, r in runs.items()}
+    judged = ("top1", "top1_closed", "pixel")
+    for j in judged:  # failed rows are misses: only the kept rows' hits count, over all 30
+        hits_kept = m["kept"][f"attack_accuracy_{j}"] * 20
+        assert m["flagged"][f"attack_accuracy_{j}"] == pytest.approx(hits_kept / 30), j
+    # the judges accept most of the flagged digits, so counting them as hits would show
+    assert m["all"]["attack_accuracy_top1_closed"] * 30 - m["kept"]["attack_accuracy_top1_closed"] * 20 >= 8
+    assert m["flagged"]["attack_failed"] == pytest.approx(10 / 30) and m["all"]["attack_failed"] == 0
+    for k in ("knn_distance", "fid", "precision", "recall", "density", "coverage", "prdc_classes"):
+        assert m["flagged"][k] == pytest.approx(m["kept"][k], rel=1e-6), k
+    assert m["flagged"]["knn_distance"] != pytest.approx(m["all"]["knn_distance"], rel=1e-3)  # the 10 would change it
+    assert m["flagged"]["prdc_classes"] == 5
+    assert (m["flagged"]["fid_n_reconstructions"], m["flagged"]["distribution_n_excluded"]) == (20, 10)
+    assert (m["all"]["fid_n_reconstructions"], m["all"]["distribution_n_excluded"]) == (30, 0)
+    assert m["flagged"]["attack_no_initial_point"] == 6 and m["flagged"]["attack_notes"] == [
+        "no initial point for class(es) [4]"]
 
 
 def test_lomma_feature_mean_is_a_shuffled_sample_of_the_public_images(target, prior):
