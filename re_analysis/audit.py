@@ -3,6 +3,7 @@
 The suite's study trains its own targets; an audit takes YOURS, in the forms people have:
 
 - a **TorchScript** file (``torch.jit.save``);
+- a **torch.export** program (``torch.export.save``, a ``.pt2`` file);
 - a **state dict** (safetensors, or a ``torch.save``'d dict read with ``weights_only=True``) of
   an architecture of the suite's registry (``--arch NAME``);
 - **your own code**: ``--model-entry pkg.module:build``, a function returning an ``nn.Module``
@@ -13,6 +14,12 @@ Your model's input convention is stated once (``--image-size``, ``--channels`` a
 [0, 1]) and :class:`ExternalClassifier` adapts the suite's inputs to it in one place. The
 class order is the sorted folder order of ``--private`` or a ``--classes`` file.
 
+Before anything is trained or written (:func:`prepare_audit`), every image is decoded once
+(:func:`re_analysis.data.folders.check_images`) and the model's accuracy on held-out private
+images under the declared convention is compared with the common alternatives
+(:func:`check_convention`): a clearly better one stops the audit with one line naming it.
+The report opens with the audit's bottom line (:func:`re_analysis.report.audit.audit_verdict`).
+
 Example:
     >>> import torch
     >>> from re_analysis.audit import InputConvention
@@ -22,18 +29,21 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import ReAnalysisError
-from .models.external import (EXTERNAL_SCRIPT, ExternalClassifier, InputConvention, check_user_model, describe,
-                              external_spec, file_sha256, load_user_model)
+from .models.external import (EXTERNAL_EXPORT, EXTERNAL_SCRIPT, ExternalClassifier, InputConvention, check_user_model,
+                              describe, external_spec, file_sha256, load_user_model, model_name, quiet_jit)
 
 __all__ = ["InputConvention", "ExternalClassifier", "load_user_model", "check_user_model", "file_sha256", "AuditConfig",
-           "run_audit", "write_digit_folders", "example_audit"]
+           "prepare_audit", "check_convention", "run_audit", "audit_summary_lines", "write_digit_folders",
+           "example_audit"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class AuditConfig:
     model: str | None = None
     arch: str | None = None
     entry: str | None = None
-    image_size: int = 64
+    image_size: int | None = None  # None: the size of the private images (they must share one)
     channels: int = 3
     pixels: str | None = None
     normalize: str | None = None
@@ -57,6 +67,8 @@ class AuditConfig:
     compare_defense: str | None = None
     device: str = "auto"
     seed: int = 0
+    keep_convention: bool = False  # audit as declared even where another input convention scores clearly better
+    mixed_sizes: bool = False      # accept images of several sizes in one tree (each resized to image_size)
 
     def dataset_params(self) -> dict[str, Any]:
         return {k: v for k, v in {"private": str(Path(self.private).resolve()), "public": str(Path(self.public).resolve()),
@@ -114,10 +126,10 @@ def install_target(model: ExternalClassifier, spec: dict[str, Any], splits, pres
     claim_run_dir(run_dir, config, kind="train")
     if (run_dir / "metrics.json").is_file() and (run_dir / WEIGHTS).is_file():
         return run_dir
-    if spec["form"] == "torchscript":
+    if spec["form"] in ("torchscript", "export"):
         import shutil
 
-        shutil.copy2(model_path, run_dir / EXTERNAL_SCRIPT)
+        shutil.copy2(model_path, run_dir / (EXTERNAL_SCRIPT if spec["form"] == "torchscript" else EXTERNAL_EXPORT))
     x, y = materialize(splits.private_test)
     pred = predict_logits(model, x).argmax(1)
     atomic_write_text(run_dir / "test_predictions.csv", pd.DataFrame(
@@ -137,40 +149,263 @@ def install_target(model: ExternalClassifier, spec: dict[str, Any], splits, pres
     return run_dir
 
 
+# --- before anything is written: the images, the model and its input convention --------------
+
+CONVENTION_MARGIN = 0.05  # another convention "clearly better": at least 5 points more accurate ...
+CONVENTION_Z = 3.0        # ... and 3 standard errors of the paired difference above the declared one
+CONVENTION_SAMPLE = 2000  # held-out private images the check reads at most (a seeded draw)
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def convention_candidates(declared: InputConvention, channels: int, x01: torch.Tensor) -> dict[str, InputConvention]:
+    """The declared convention and the common alternatives: pixels in [0, 1], in [-1, 1], the
+    ImageNet statistics (their channel average for one channel) and the images' own
+    per-channel mean and standard deviation (``x01``: images in [0, 1]). Named by their flags."""
+    mean, std = IMAGENET if channels == 3 else ((round(float(np.mean(IMAGENET[0])), 3),),
+                                                (round(float(np.mean(IMAGENET[1])), 3),))
+    dims = [0] + list(range(2, x01.ndim))
+    own_mean = tuple(round(float(v), 3) for v in x01.mean(dim=dims))
+    own_std = tuple(round(max(float(v), 1e-3), 3) for v in x01.std(dim=dims))
+    if len(set(own_mean)) == 1 and len(set(own_std)) == 1:  # grey images stored as RGB: one value says it
+        own_mean, own_std = own_mean[:1], own_std[:1]
+    out = {"declared": declared}
+    for label, conv in (("[0, 1]", InputConvention("0-1")), ("[-1, 1]", InputConvention("-1-1")),
+                        ("ImageNet statistics", InputConvention("normalize", mean, std)),
+                        ("the images' own statistics", InputConvention("normalize", own_mean, own_std))):
+        if conv.flag not in {c.flag for c in out.values()}:
+            out[label] = conv
+    return out
+
+
+def known_as(declared: InputConvention, channels: int, x01: torch.Tensor) -> str | None:
+    """Which common convention the declared one is, if any (``"ImageNet statistics"``)."""
+    probe = convention_candidates(InputConvention("normalize", (-1.0,), (1.0,)), channels, x01)  # a placeholder
+    return next((label for label, conv in probe.items() if label != "declared" and conv.flag == declared.flag), None)
+
+
+def _clearly_better(h, base) -> tuple[bool, float]:
+    """Whether hits ``h`` beat ``base`` on the same images by ``CONVENTION_MARGIN`` and
+    ``CONVENTION_Z`` standard errors of the paired difference; and the difference."""
+    n = len(base)
+    b, c = int((h & ~base).sum()), int((~h & base).sum())  # discordant pairs
+    diff = (b - c) / n
+    se = np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    return bool(diff >= CONVENTION_MARGIN and diff > CONVENTION_Z * se), diff
+
+
+def best_class_order(pred: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The class each output index most likely stands for: the assignment of outputs to
+    classes that maximises accuracy (Hungarian algorithm on the confusion matrix).
+    ``order[i]`` is the class of output ``i``.
+
+    Example:
+        >>> best_class_order(np.array([1, 1, 0, 2]), np.array([0, 0, 1, 2]), 3).tolist()
+        [1, 0, 2]
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (pred, labels), 1)  # rows: the model's output, columns: the folder's class
+    rows, cols = linear_sum_assignment(-confusion)
+    order = np.arange(k)
+    order[rows] = cols
+    return order
+
+
+@torch.no_grad()
+def check_convention(model: ExternalClassifier, images, labels, keep: bool = False,
+                     class_names: list[str] | None = None, order_source: str = "sorted folder order",
+                     defaulted: bool = False) -> list[dict]:
+    """Your model's accuracy on held-out private ``images`` (uint8, N x C x H x W) under the
+    declared input convention and each common alternative, and under the class order its
+    outputs fit best; stops with one line naming a convention or a class order that is clearly
+    better (``CONVENTION_MARGIN`` more accurate and ``CONVENTION_Z`` standard errors of the
+    paired difference above the declared one), unless ``keep``. Returns one row per convention:
+    ``convention``, ``flag``, ``accuracy``, ``declared``, ``accuracy_best_order``.
+
+    Example:
+        >>> rows = check_convention(model, x, y)  # doctest: +SKIP
+        >>> [(r["flag"], round(r["accuracy"], 2)) for r in rows]  # doctest: +SKIP
+        [('--pixels -1-1', 0.76), ('--pixels 0-1', 0.31), ('--normalize 0.485/0.456/0.406,0.229/0.224/0.225', 0.92)]
+    """
+    from .models.inputs import predict_logits
+
+    x01 = images.float() / 255
+    y = labels.numpy()
+    k = model.num_classes
+    candidates = convention_candidates(model.convention, model.in_channels, x01)
+    hits, reordered, orders = {}, {}, {}
+    for label, conv in candidates.items():
+        probe = ExternalClassifier(model.model, conv, model.num_classes, model.in_channels, model.image_size, model.arch)
+        with quiet_jit():
+            pred = predict_logits(probe, images, device="cpu").argmax(1).numpy()
+        hits[label] = pred == y
+        orders[label] = best_class_order(pred, y, k)
+        reordered[label] = orders[label][pred] == y
+    known = known_as(model.convention, model.in_channels, x01)
+    rows = [{"convention": f"declared ({known})" if label == "declared" and known else label, "flag": conv.flag,
+             "accuracy": float(hits[label].mean()),
+             "declared": label == "declared", "accuracy_best_order": float(reordered[label].mean())}
+            for label, conv in candidates.items()]
+    base = hits["declared"]
+    best = None  # (convention, reordered?, difference)
+    for label in candidates:
+        for moved, h in ((False, hits[label]), (True, reordered[label])):
+            if (label == "declared" and not moved) or (moved and (orders[label] == np.arange(k)).all()):
+                continue
+            better, diff = _clearly_better(h, base)
+            if better and (best is None or diff > best[2] + 1e-9):
+                best = (label, moved, diff)
+    if best is None or keep:
+        return rows
+    label, moved, _ = best
+    declared = model.convention.flag + (", the default" if defaulted else "")
+    score = (reordered if moved else hits)[label].mean()
+    fixes = []
+    if label != "declared":
+        fixes.append(f"the input convention {candidates[label].flag} ({label})")
+    if moved:
+        names = class_names or [str(i) for i in range(k)]
+        order = [names[c] for c in orders[label]]
+        fixes.append(f"a --classes FILE naming one folder per line in the order of your model's outputs ("
+                     f"{', '.join(order[:12])}{', ...' if k > 12 else ''})")
+    raise ReAnalysisError(
+        f"your model scores {base.mean():.3f} on {len(base)} held-out private images as declared ({declared}; classes "
+        f"in {order_source}) but "
+        f"{score:.3f} with {' and '.join(fixes)}: give {'them' if len(fixes) > 1 else 'it'}, or pass --keep-convention "
+        "to audit it as declared")
+
+
+def _image_size(cfg: "AuditConfig", images: dict[str, dict]) -> int:
+    """``--image-size``, or the one square size of the private images."""
+    if cfg.image_size is not None:
+        return int(cfg.image_size)
+    sizes = images["private"]["sizes"]
+    common = next(iter(sizes))
+    w, h = (int(v) for v in common.split("x"))
+    if len(sizes) > 1 or w != h:
+        raise ReAnalysisError(f"the private images are {', '.join(sizes)} px: give --image-size N, the square size your "
+                              "model reads (each image is resized to it)")
+    return w
+
+
+def _first_size(paths) -> int:
+    """The width of the first image whose header reads, square or not (the full check follows)."""
+    from PIL import Image
+
+    for p in paths[:20]:
+        try:
+            with Image.open(p) as im:
+                return int(im.size[0])
+        except Exception:  # noqa: BLE001 - check_images names it
+            continue
+    return 64
+
+
+def prepare_audit(cfg: "AuditConfig", progress: bool = False):
+    """Every check of the audit's inputs, before anything is trained or written: the flags,
+    the folders (class folders, non-image files), the model (its form, its weights, its output
+    size), every image (decodes, one size per tree, colour with ``--channels 1``) and the
+    model's input convention against the alternatives. Returns ``(cfg, splits, model, checks)``
+    with ``cfg.image_size`` filled in and ``checks`` what the report records (images per tree,
+    sizes, the convention table, class names, notes)."""
+    from .data import load_dataset, materialize
+    from .data.folders import check_images
+
+    convention = InputConvention.parse(cfg.pixels, cfg.normalize)
+    convention.check_channels(cfg.channels)
+    audit_preset(replace(cfg, image_size=cfg.image_size or 64))  # the preset, attacks and defense named exist
+    if cfg.model is None and cfg.entry is None:
+        raise ReAnalysisError("give your model: --model FILE (TorchScript, torch.export .pt2, or weights with --arch "
+                              "NAME) or --model-entry pkg.module:build")
+    splits = load_dataset("folders", seed=cfg.seed, image_size=cfg.image_size or 64, **cfg.dataset_params())
+    private_paths = splits.private_train.paths + ([] if cfg.private_test else splits.private_test.paths)
+    guess = cfg.image_size or _first_size(private_paths)
+    model = load_user_model(cfg.model, splits.num_classes, cfg.channels, guess, convention, cfg.arch, cfg.entry)
+    trees = {"private": private_paths}
+    if cfg.private_test:
+        trees["private-test"] = splits.private_test.paths
+    trees["public"] = splits.public.paths
+    images = check_images(trees, cfg.channels, cfg.mixed_sizes, progress)
+    size = _image_size(cfg, images)
+    if size != (cfg.image_size or 64):
+        splits = load_dataset("folders", seed=cfg.seed, image_size=size, **cfg.dataset_params())
+    if size != guess:
+        model = load_user_model(cfg.model, splits.num_classes, cfg.channels, size, convention, cfg.arch, cfg.entry)
+    cfg = replace(cfg, image_size=size)
+    test = splits.private_test
+    if len(test) > CONVENTION_SAMPLE:
+        test = test.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(test), CONVENTION_SAMPLE, replace=False)))
+    x, y = materialize(test)
+    conventions = check_convention(model, x, y, keep=cfg.keep_convention, class_names=splits.private_class_names,
+                                   order_source="the --classes file's order" if cfg.classes else "sorted folder order",
+                                   defaulted=cfg.pixels is None and cfg.normalize is None)
+    notes = []
+    if not cfg.private_test:
+        notes.append("no --private-test: the held-out private images are a seeded 10% of --private, which your model "
+                     "most likely trained on, so its accuracy on them is optimistic (the judges did not train on them, "
+                     "so their ceilings stand); give your real test images with --private-test DIR")
+    best = max(conventions, key=lambda r: r["accuracy"])
+    if cfg.keep_convention and not best["declared"]:
+        declared = next(r for r in conventions if r["declared"])
+        notes.append(f"--keep-convention: audited with {declared['flag']} ({declared['accuracy']:.3f} on held-out "
+                     f"images) although {best['flag']} scores {best['accuracy']:.3f}")
+    resized = sorted({s for t in images.values() for s in t["sizes"] if s != f"{size}x{size}"})
+    if resized:
+        notes.append(f"images of {', '.join(resized)} px are resized to {size} px")
+    batch = getattr(model.model, "batch", None)
+    if batch is not None:
+        notes.append(f"your torch.export program was exported for a batch of exactly {batch}: the audit runs it "
+                     f"{batch} image(s) at a time (export with dynamic_shapes for a batch dimension of any size)")
+    checks = {"images": images, "conventions": conventions, "notes": notes,
+              "class_names": list(splits.private_class_names), "public_class_names": list(splits.public_class_names)}
+    return cfg, splits, model, checks
+
+
 def run_audit(cfg: AuditConfig, progress: bool = True) -> Path:
     """Audit the user's model end to end; returns the report's path (``OUT/report.html``).
 
-    Loads the data and the model (each bad input: one clear error before anything is
-    written), trains the judges (open-set, robust) and the attacks' prior on the public data,
-    writes the model as a finished run, attacks it with each attack of the preset (default:
-    its primary attack), judges the reconstructions (chance rate, ceilings), measures the
-    feature-space gap, optionally retrains the architecture with ``compare_defense`` and
-    attacks that copy too, writes the study's tables and renders the report notebook.
-    Every step is cached by content, so a re-run resumes.
+    Checks every input first (:func:`prepare_audit`: each bad input is one clear error before
+    anything is written), then trains the judges (open-set, robust) and the attacks' prior on
+    the public data, writes the model as a finished run, attacks it with each attack of the
+    preset (default: its primary attack), judges the reconstructions (chance rate, ceilings),
+    measures the feature-space gap, optionally retrains the architecture with
+    ``compare_defense`` and attacks that copy too, writes the study's tables, the audit's
+    verdict (``audit_verdict.csv``) and renders the report notebook. Every step is cached by
+    content, so a re-run resumes.
     """
-    from .data import load_dataset
     from .study import (StudyPaths, _keyed, attack_evaluate, robust_judge_dir, study_tables, train_eval_model,
                         train_target, write_tables)
     from .study import TEST_PREDICTIONS
 
+    import time
+
     import pandas as pd
 
-    convention = InputConvention.parse(cfg.pixels, cfg.normalize)
-    splits = load_dataset("folders", seed=cfg.seed, image_size=cfg.image_size, **cfg.dataset_params())
-    model = load_user_model(cfg.model, splits.num_classes, cfg.channels, cfg.image_size, convention, cfg.arch, cfg.entry)
+    cfg, splits, model, checks = prepare_audit(cfg, progress)
+    if progress:
+        for note in checks["notes"]:
+            print(f"re-analysis: note: {note}", file=sys.stderr)
     preset = audit_preset(cfg)
     root = Path(cfg.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     paths = StudyPaths(root)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
     train_eval_model(preset, paths, progress)
     if robust_judge_dir(preset, paths) is not None:
         train_eval_model(preset, paths, progress, robust=True)
+    seconds["judges"] = time.perf_counter() - t0
     target = install_target(model, external_spec(model, cfg.model, cfg.entry), splits, preset, root, cfg.model)
     seed = cfg.seed
     natural = [_keyed(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset.dataset, defense=AUDIT_LABEL, seed=seed)]
     metrics = {AUDIT_LABEL: pd.read_json(target / "metrics.json", typ="series").to_dict()}
-    records = [(AUDIT_LABEL, a, seed, metrics[AUDIT_LABEL],
-                attack_evaluate(preset, paths, AUDIT_LABEL, a, seed, progress, target=target)) for a in preset.attacks]
+    records = []
+    for a in preset.attacks:
+        t0 = time.perf_counter()
+        records.append((AUDIT_LABEL, a, seed, metrics[AUDIT_LABEL],
+                        attack_evaluate(preset, paths, AUDIT_LABEL, a, seed, progress, target=target)))
+        seconds[f"attack {a}"] = time.perf_counter() - t0
     if cfg.compare_defense:
         res = train_target(preset, paths, cfg.compare_defense, seed, progress)
         natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset.dataset,
@@ -178,11 +413,98 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> Path:
         records += [(cfg.compare_defense, a, seed, res.metrics,
                      attack_evaluate(preset, paths, cfg.compare_defense, a, seed, progress)) for a in preset.attacks]
     write_tables(study_tables(preset, paths, records, natural), root, preset)
-    from .artifacts import atomic_write_json
+    from .artifacts import atomic_write_json, atomic_write_text, read_json
+    from .report.audit import audit_verdicts, step_seconds
 
-    atomic_write_json(root / "audit.json", {"config": asdict(cfg), "model": describe(model),
-                                            "target": str(target.relative_to(root)), "preset": preset.name})
+    previous = read_json(root / "audit.json") if (root / "audit.json").is_file() else {}
+    record = {"config": asdict(cfg), "model": describe(model), "target": str(target.relative_to(root)),
+              "preset": preset.name, "primary_attack": preset.primary_attack,
+              "seconds": step_seconds(root, seconds, previous.get("seconds", {})), "device": _device_name(preset.device),
+              **{k: v for k, v in checks.items()}}
+    atomic_write_json(root / "audit.json", record)
+    verdicts = audit_verdicts(root)
+    atomic_write_text(root / "audit_verdict.csv", verdicts.to_csv(index=False))
+    redraw_figures(root, record)
     return render_report(root)
+
+
+def audit_summary_lines(root: str | Path) -> list[str]:
+    """What the terminal says at the end of an audit: its notes and its verdict, one line each
+    (the report says the same at its top)."""
+    import json
+
+    import pandas as pd
+
+    root = Path(root)
+    record = json.loads((root / "audit.json").read_text()) if (root / "audit.json").is_file() else {}
+    lines = [f"note: {n}" for n in record.get("notes", [])]
+    path = root / "audit_verdict.csv"
+    if path.is_file():
+        table = pd.read_csv(path)
+        v = table[table["primary"]].iloc[0] if table["primary"].any() else table.iloc[0]
+        detail = (f"{v.attack} under the {v.judge_name}: accuracy {v.accuracy:.3f} vs chance {v.chance:.3f}, "
+                  f"accuracy - chance {100 * v.estimate:+.1f} points [{100 * v.ci_low:+.1f}, {100 * v.ci_high:+.1f}], "
+                  f"ceiling {v.ceiling:.3f}") if np.isfinite(v.accuracy) else f"{v.attack}"
+        bound = f" (rules out more than {100 * v.ci_high:.1f} points)" if v.verdict == "no leak detected" else ""
+        why = f"; {v.reasons}" if isinstance(v.reasons, str) and v.reasons and v.verdict != "leaks" else ""
+        lines.append(f"verdict: {v.verdict}{bound} — {detail}{why}")
+    return lines
+
+
+def _device_name(device: str) -> str:
+    """The machine the timings were taken on, in words (the deciding budget's time is for it)."""
+    import os
+    import platform
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpus} CPU core(s) ({platform.machine()}, {torch.get_num_threads()} torch thread(s))"
+
+
+def redraw_figures(root: Path, record: dict) -> None:
+    """The report's galleries and feature-space figure, drawn again from what the run wrote
+    with the audited model named as given and the classes by their folder names
+    (``OUT/figures/gallery-<attack>.png``, ``OUT/figures/feature_space-<attack>.png``)."""
+    import pandas as pd
+
+    from .plots import feature_space_figure, save_figure
+
+    results = pd.read_csv(root / "results.csv")
+    names = record["class_names"]
+    own = record["model"]["name"]
+    folder = root / "figures"
+    for r in results.to_dict("records"):
+        who = own if r["defense"] == AUDIT_LABEL else f"{r['defense']} (retrained copy)"
+        attack_dir = root / r["attack_dir"]
+        tag = r["attack"] if r["defense"] == AUDIT_LABEL else f"{r['attack']}-{r['defense']}"
+        gallery = folder / f"gallery-{tag}.png"
+        if not gallery.is_file():
+            draw_gallery(attack_dir, gallery, names, title=f"{r['attack']} against {who}")
+        emb = attack_dir / "embedding.npz"
+        figure = folder / f"feature_space-{tag}.png"
+        if emb.is_file() and not figure.is_file():
+            data = np.load(emb, allow_pickle=False)
+            save_figure(feature_space_figure(data["embedding"], list(data["groups"]), data["labels"], names,
+                                             title=f"{r['attack']} against {who}"), figure)
+
+
+def draw_gallery(attack_dir: Path, path: Path, class_names: list[str], title: str) -> Path:
+    """The leakage gallery of an evaluated attack run (as the evaluation draws it), its classes
+    named: each reconstruction beside its nearest private images and nearest training image."""
+    import pandas as pd
+
+    from .artifacts import read_json
+    from .evaluation import load_attack_run, load_judge, leakage_gallery, target_record, target_splits, training_images
+
+    res = load_attack_run(attack_dir)
+    metrics = read_json(attack_dir / "metrics.json")
+    target_rec = target_record(Path(res.info["target"]))
+    evaluator = load_judge(metrics["eval_model"], target_rec, "cpu")
+    memory = training_images(target_splits(target_rec), metrics.get("pixel_reject_quantile"))
+    judged = pd.read_csv(attack_dir / "judgements.csv")
+    return leakage_gallery(res.images, res.labels, evaluator, memory, judged, path, title=title,
+                           class_names=class_names)
 
 
 REPORT_NOTEBOOK = "audit_report.ipynb"
@@ -192,6 +514,7 @@ def render_report(root: Path) -> Path:
     """Execute ``notebooks/audit_report.ipynb`` on the audit's tables through papermill (as
     every chapter of the book) and write ``report.ipynb`` and ``report.html`` beside them."""
     import papermill as pm
+    from traitlets.config import Config
 
     from .artifacts import atomic_output
 
@@ -201,8 +524,11 @@ def render_report(root: Path) -> Path:
                               "the repository; install the suite from its repository (pip install -e .)")
     executed = root / "report.ipynb"
     with atomic_output(executed) as tmp:
+        # IPC transport: the kernel's sockets are files of this user, not TCP ports (the kernel warns about
+        # unencrypted TCP otherwise, on every run)
         pm.execute_notebook(str(source), str(tmp), parameters={"run_dir": str(root)}, kernel_name="python3",
-                            progress_bar=False, cwd=str(source.parents[1]))
+                            progress_bar=False, cwd=str(source.parents[1]),
+                            config=Config({"KernelManager": {"transport": "ipc"}}))
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -274,7 +600,8 @@ def example_audit(out: str | Path, preset: str = "smoke", progress: bool = True)
     if not model.is_file():
         target = load_classifier(out / "study" / study["target_dir"].iloc[0]).eval()
         with atomic_output(model) as tmp:
-            torch.jit.save(torch.jit.trace(target, torch.zeros(1, 1, 28, 28)), str(tmp))
+            with quiet_jit():
+                torch.jit.save(torch.jit.trace(target, torch.zeros(1, 1, 28, 28)), str(tmp))
     report = run_audit(AuditConfig(private=params["private"], public=params["public"], out=str(out / "audit"),
                                    model=str(model), image_size=28, channels=1, preset=preset), progress=progress)
     return {"folders": folders, "study": out / "study", "model": model, "report": report}

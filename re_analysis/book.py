@@ -215,13 +215,19 @@ def write_verdict_page(run_dir: str | Path, stage: str | Path, preset: str) -> l
 AUDIT_REPORT = "audit-report.html"  # copied to the site's root (html_extra_path), where the chapter's frame loads it
 
 
+AUDIT_MARKER = "<!-- audit-example: the book's build puts the example's results here -->"
+
+
 def write_audit_page(paths: dict, stage: str | Path) -> list[Path]:
     """The "Audit your own model" chapter's example, from :func:`re_analysis.audit.example_audit`'s
-    ``paths``: the command that audited the exported model, its leakage table and the full report
-    (``stage/book/_generated/extra/audit-report.html``, served at the site's root)."""
+    ``paths``: the command that audited the exported model, its verdict, its leakage table and
+    the full report (``stage/book/_generated/extra/audit-report.html``, served at the site's
+    root), put where the staged chapter's marker stands (the checkout's chapter reads whole
+    without them)."""
     import pandas as pd
 
-    from .report.audit import leak_table, leaked_classes
+    from .audit import audit_summary_lines
+    from .report.audit import class_names, leak_table, leaked_classes
 
     folder = Path(stage) / GENERATED
     extra = folder / "extra"
@@ -232,22 +238,28 @@ def write_audit_page(paths: dict, stage: str | Path) -> list[Path]:
     judgements = pd.read_csv(audit_dir / "judgements.csv")
     record = json.loads((audit_dir / "audit.json").read_text())
     table = leak_table(summary)
-    leaked = leaked_classes(judgements)
+    leaked = leaked_classes(judgements, names=class_names(audit_dir))
     command = (f"re-analysis audit --model model.pt --private digits/private --public digits/public "
-               f"--image-size 28 --channels 1 --preset {record['preset'].removeprefix('audit-')} --out audit")
-    page = folder / "audit_example.md"
-    page.write_text(
+               f"--channels 1 --preset {record['preset'].removeprefix('audit-')} --out audit")
+    verdict = [line for line in audit_summary_lines(audit_dir) if line.startswith("verdict:")]
+    text = (
         "The command (run in the example's folder; `re-analysis audit --example --out DIR` writes the folders, trains "
         "and exports the model, then runs it):\n\n"
         f"```bash\n{command}\n```\n\n"
-        "What the report found, per judge (attack accuracy with its 95% interval over the attacked identities, the "
+        + (f"Its last line:\n\n```text\n{verdict[0]}\n```\n\n" if verdict else "")
+        + "What the report found, per judge (attack accuracy with its 95% interval over the attacked identities, the "
         "chance rate of unoptimised prior samples, the judge's ceiling on held-out private images):\n\n"
         + markdown_table(list(table.columns), table.values.tolist()) + "\n\n"
         + markdown_table(list(leaked.columns), leaked.values.tolist()) + "\n\n"
         f'The full report, as `re-analysis audit` wrote it (<a href="../{AUDIT_REPORT}">open it on its own page</a>):\n\n'
         f'<iframe src="../{AUDIT_REPORT}" title="audit report" style="width:100%;height:900px;border:1px solid #ccc">'
-        "</iframe>\n", encoding="utf-8")
-    return [extra / AUDIT_REPORT, page]
+        "</iframe>\n")
+    chapter = Path(stage) / "book" / "audit.md"
+    source = chapter.read_text(encoding="utf-8")
+    if AUDIT_MARKER not in source:
+        raise ReAnalysisError(f"{chapter} lacks the line {AUDIT_MARKER!r} where the audit example goes; restore it")
+    chapter.write_text(source.replace(AUDIT_MARKER, text), encoding="utf-8")
+    return [extra / AUDIT_REPORT, chapter]
 
 
 def build_book(preset: str = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,

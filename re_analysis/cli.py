@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from .errors import ReAnalysisError
@@ -92,33 +93,61 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--workers", type=int, default=None, help="processes of the study (default: the preset's)")
     b.add_argument("--quiet", action="store_true")
 
-    u = sub.add_parser("audit", help="does YOUR classifier leak its private classes to model inversion? -> report.html")
-    u.add_argument("--model", default=None, help="TorchScript file, or weights (safetensors / torch.save'd state dict) "
-                                                  "with --arch, or weights for --model-entry")
+    u = sub.add_parser("audit", help="does YOUR classifier leak its private classes to model inversion? -> report.html",
+                       description="Audit a classifier of yours: attack it with model inversion from public images of "
+                                   "other identities, judge the reconstructions against chance and ceiling, and write "
+                                   "OUT/report.html with the verdict first. Every input is checked before anything is "
+                                   "written (one line and exit 2 for a bad one).")
+    # "--pixels -1-1": argparse reads a token that starts with "-" as an option unless it is a negative number
+    u._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-1-1$")
+    u.add_argument("--model", default=None, metavar="FILE",
+                   help="your model: a TorchScript file (torch.jit.save), a torch.export program (.pt2), or weights "
+                        "(safetensors / torch.save'd state dict) with --arch or --model-entry; never unpickled")
     u.add_argument("--arch", default=None, help="the suite architecture the weights belong to (re-analysis models)")
-    u.add_argument("--model-entry", default=None, help="pkg.module:build, your function returning the nn.Module "
-                                                        "(called with num_classes=)")
-    u.add_argument("--private", default=None, help="class-per-folder tree of the model's training classes")
-    u.add_argument("--public", default=None, help="class-per-folder tree of other identities the attacker holds")
+    u.add_argument("--model-entry", default=None, metavar="PKG.MODULE:FUNCTION",
+                   help="your function returning the nn.Module (called with num_classes=); weights from --model")
+    u.add_argument("--private", default=None, metavar="DIR",
+                   help="class-per-folder tree of the model's training classes (DIR/<class>/<image>)")
+    u.add_argument("--public", default=None, metavar="DIR",
+                   help="class-per-folder tree of other identities the attacker holds (no class shared with --private)")
     u.add_argument("--example", action="store_true", help="the book's example instead: train a classifier on the "
                                                            "embedded digits written as folders, export it as TorchScript "
                                                            "and audit that file (into --out)")
-    u.add_argument("--private-test", default=None, help="held-out private images (same class folders; default: a "
-                                                         "seeded 10%% of --private)")
-    u.add_argument("--classes", default=None, help="file naming the private folders in the order of the model's outputs")
-    u.add_argument("--image-size", type=int, default=64)
-    u.add_argument("--channels", type=int, default=3)
-    u.add_argument("--pixels", default=None, help="the model's input range: -1-1 (default) or 0-1")
-    u.add_argument("--normalize", default=None, help="MEAN,STD the model normalises [0, 1] pixels with "
-                                                      "(per channel: m1/m2/m3,s1/s2/s3)")
-    u.add_argument("--preset", default="smoke", help="budgets: smoke (minutes on 2 CPU cores), quick, paper (a GPU)")
-    u.add_argument("--attacks", default=None, help="comma-separated attacks (default: the preset's primary attack)")
-    u.add_argument("--compare-defense", default=None, help="also retrain your architecture (--arch) with this defense "
-                                                             "on your data and attack it alike (e.g. random-erasing)")
-    u.add_argument("--out", default="audit")
-    u.add_argument("--device", default="auto")
-    u.add_argument("--seed", type=int, default=0)
-    u.add_argument("--quiet", action="store_true")
+    u.add_argument("--private-test", default=None, metavar="DIR",
+                   help="held-out private images your model did not train on (same class folders); without it a "
+                        "seeded 10%% of --private stands in and the report says its accuracy is optimistic")
+    u.add_argument("--classes", default=None, metavar="FILE",
+                   help="file naming the private folders, one per line, in the order of the model's outputs "
+                        "(default: sorted folder names)")
+    u.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="the square image size your model reads (default: the private images' own size; images of "
+                        "another size are resized to N)")
+    u.add_argument("--channels", type=int, default=3, choices=[1, 3],
+                   help="the channels your model reads: 3 (RGB, default) or 1 (grayscale)")
+    u.add_argument("--pixels", default=None, choices=["-1-1", "0-1"],
+                   help="your model's input range: -1-1 (the default, the suite's own) or 0-1; or use --normalize")
+    u.add_argument("--normalize", default=None, metavar="MEAN,STD",
+                   help="the mean and std your model normalises [0, 1] pixels with (per channel: m1/m2/m3,s1/s2/s3)")
+    u.add_argument("--keep-convention", action="store_true",
+                   help="audit with the declared convention and class order even where another scores clearly "
+                        "better on held-out images (checked before anything runs)")
+    u.add_argument("--allow-mixed-sizes", action="store_true",
+                   help="accept images of different sizes within a tree (each is resized to --image-size)")
+    u.add_argument("--preset", default="smoke", choices=["smoke", "quick", "paper"],
+                   help="budgets: smoke (minutes on 2 CPU cores; finds leaks, cannot rule them out), quick, paper "
+                        "(the papers' budgets, which can rule a leak out; a GPU)")
+    u.add_argument("--attacks", default=None, metavar="A,B",
+                   help="comma-separated attacks (default: the preset's primary attack; re-analysis attacks)")
+    u.add_argument("--compare-defense", default=None, metavar="DEFENSE",
+                   help="also retrain your architecture (--arch) with this defense on your data and attack it alike "
+                        "(e.g. random-erasing)")
+    u.add_argument("--out", default="audit", metavar="DIR",
+                   help="output folder: report.html, audit_verdict.csv, the tables and every run (default: audit); "
+                        "a re-run resumes it")
+    u.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    u.add_argument("--seed", type=int, default=0, help="seed of the held-out split, the judges, the prior and the "
+                                                       "attack (default: 0)")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
 
     v = sub.add_parser("verify", help="check every artifact of a study or run directory against its manifest "
                                       "(exit 0 clean, 2 damaged)")
@@ -224,11 +253,12 @@ def cmd_book(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .audit import AuditConfig, example_audit, run_audit
+    from .audit import AuditConfig, audit_summary_lines, example_audit, run_audit
 
     if args.example:
         paths = example_audit(args.out, preset=args.preset, progress=not args.quiet)
-        print(f"model: {paths['model']}\nreport: {paths['report']}")
+        print("\n".join([f"model: {paths['model']}", *audit_summary_lines(paths["report"].parent),
+                         f"report: {paths['report']}"]))
         return 0
     if not (args.private and args.public):
         raise ReAnalysisError("re-analysis audit needs --private DIR and --public DIR (class-per-folder trees of your "
@@ -238,9 +268,10 @@ def cmd_audit(args) -> int:
                       entry=args.model_entry, image_size=args.image_size, channels=args.channels, pixels=args.pixels,
                       normalize=args.normalize, classes=args.classes, private_test=args.private_test,
                       preset=args.preset, attacks=tuple(a for a in (args.attacks or "").split(",") if a),
-                      compare_defense=args.compare_defense, device=args.device, seed=args.seed)
+                      compare_defense=args.compare_defense, device=args.device, seed=args.seed,
+                      keep_convention=args.keep_convention, mixed_sizes=args.allow_mixed_sizes)
     report = run_audit(cfg, progress=not args.quiet)
-    print(f"report: {report}")
+    print("\n".join([*audit_summary_lines(report.parent), f"report: {report}"]))
     return 0
 
 

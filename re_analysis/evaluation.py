@@ -409,7 +409,7 @@ def nearest_private(queries: np.ndarray, labels: np.ndarray, bank: np.ndarray, b
 
 def leakage_gallery(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, memory: TrainingImages,
                     verdicts: pd.DataFrame, path: str | Path, per_class: int = 2, max_classes: int = 8,
-                    title: str = "") -> Path:
+                    title: str = "", class_names=None) -> Path:
     """What actually leaked: each reconstruction beside its nearest same-class private image
     in pixels and in evaluation features, and its nearest training image of any class
     (marked when it is public). Shows ``per_class`` reconstructions of ``max_classes`` classes."""
@@ -428,7 +428,7 @@ def leakage_gallery(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge
     fig = nearest_images_figure(
         images[rows].float(), normalize(bank[px]), normalize(bank[fx]), normalize(all_train[nearest_any]),
         labels=y[rows], nearest_public=verdicts["pixel_nearest_public"].to_numpy()[rows],
-        verdicts=verdicts.iloc[rows], title=title)
+        verdicts=verdicts.iloc[rows], title=title, class_names=class_names)
     return save_figure(fig, path)
 
 

@@ -76,11 +76,12 @@ def _show(ax, image, title: str = "", color: str = "black"):
 
 
 def nearest_images_figure(recon, nearest_pixels, nearest_features, nearest_any, labels, nearest_public,
-                          verdicts=None, title: str = ""):
+                          verdicts=None, title: str = "", class_names=None):
     """The leakage gallery: one row per reconstruction, beside its nearest same-class private
     image in pixels and in evaluation features, and its nearest training image of any class
     (red when public). ``verdicts`` (rows of judgements.csv) put each judge's verdict on the
-    reconstruction. Images are normalised (N, C, H, W) arrays in [-1, 1]."""
+    reconstruction; ``class_names`` name the classes (default: ``class <index>``). Images are
+    normalised (N, C, H, W) arrays in [-1, 1]."""
     plt = _plt()
     n = len(recon)
     # constrained layout makes room for the suptitle above the column heads (tight_layout does not)
@@ -93,7 +94,8 @@ def nearest_images_figure(recon, nearest_pixels, nearest_features, nearest_any, 
             marks = [f"{name}{'+' if bool(v[col]) else '-'}" for name, col in
                      (("E", "hit_top1"), ("R", "hit_robust"), ("P", "hit_pixel")) if col in v]
             verdict = " ".join(marks)
-        _show(axes[i, 0], recon[i], f"class {int(labels[i])} {verdict}")
+        name = class_names[int(labels[i])] if class_names is not None else f"class {int(labels[i])}"
+        _show(axes[i, 0], recon[i], f"{name} {verdict}")
         _show(axes[i, 1], nearest_pixels[i])
         _show(axes[i, 2], nearest_features[i])
         pub = bool(nearest_public[i])

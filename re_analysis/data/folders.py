@@ -21,6 +21,7 @@ from ..errors import ReAnalysisError
 from .registry import MISplits, register_dataset, stratified_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+IGNORED_FILES = ("Thumbs.db", "desktop.ini")  # what file browsers leave in folders (and hidden .names)
 
 
 class FolderImageDataset(Dataset):
@@ -59,17 +60,101 @@ def scan_class_folders(root: Path, hint: str, every_class: bool = False) -> dict
     ``every_class``: a class folder without images is an error (a user's own tree), not skipped."""
     if not root.is_dir():
         raise ReAnalysisError(f"data folder {root} does not exist; {hint}")
-    classes = {}
+    classes, strangers = {}, []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        if every_class:
+            strangers += sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() not in IMAGE_EXTENSIONS
+                                and not f.name.startswith(".") and f.name not in IGNORED_FILES)
         if files:
             classes[d.name] = files
         elif every_class:
             raise ReAnalysisError(f"class folder {d} holds no image ({', '.join(IMAGE_EXTENSIONS)}); add its images "
                                   "or remove the folder")
+    if strangers:
+        raise ReAnalysisError(f"{len(strangers)} file(s) in the class folders of {root} are not images "
+                              f"({', '.join(IMAGE_EXTENSIONS)}): {_first(strangers)}; move them out (every file "
+                              "of a class folder is one of its images)")
     if len(classes) < 2:
         raise ReAnalysisError(f"found {len(classes)} class folders with images under {root}; {hint}")
     return classes
+
+
+def _shown(p: Path) -> str:
+    """``p`` relative to the current folder where it lies below it (as a user typed it)."""
+    p = Path(p)
+    try:
+        return str(p.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def _first(paths: Sequence[Path], n: int = 3) -> str:
+    """The first ``n`` of ``paths``, and how many more."""
+    return ", ".join(_shown(p) for p in paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def check_images(trees: dict[str, Sequence[str | Path]], channels: int, mixed_sizes: bool = False,
+                 progress: bool = False) -> dict[str, dict]:
+    """Decode every image of ``trees`` (name -> image paths) once, before any work: one
+    :class:`ReAnalysisError` naming the first offending files for images that do not decode,
+    for images of different sizes within one tree (unless ``mixed_sizes``: each is then resized)
+    and, with ``channels=1``, for colour images (their colour would be thrown away).
+
+    Returns per tree ``{"n": images, "sizes": {"28x28": count, ...}, "modes": {"RGB": count}}``.
+
+    Example:
+        >>> check_images({"private": ["p/a/0.png"]}, channels=3)  # doctest: +SKIP
+        {'private': {'n': 1, 'sizes': {'28x28': 1}, 'modes': {'L': 1}}}
+    """
+    from collections import Counter
+
+    from tqdm.auto import tqdm
+
+    out, broken, colour = {}, [], []
+    total = sum(len(v) for v in trees.values())
+    bar = tqdm(total=total, desc="checking images", disable=not progress, leave=False)
+    for name, paths in trees.items():
+        sizes: dict[tuple[int, int], list[Path]] = {}
+        modes: Counter = Counter()
+        for p in map(Path, paths):
+            try:
+                with Image.open(p) as im:
+                    im.load()
+                    size, mode = im.size, im.mode
+                    if channels == 1 and mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                        rgb = np.asarray(im.convert("RGB"))
+                        if (rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any():
+                            colour.append(p)
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for a damaged file
+                why = str(exc).splitlines()[0][:80] if str(exc) else ""
+                broken.append((p, f"{type(exc).__name__}: {why}" if why else type(exc).__name__))
+                bar.update()
+                continue
+            sizes.setdefault(size, []).append(p)
+            modes[mode] += 1
+            bar.update()
+        out[name] = {"n": len(paths), "sizes": {f"{w}x{h}": len(v) for (w, h), v in
+                                                 sorted(sizes.items(), key=lambda kv: -len(kv[1]))},
+                     "modes": dict(modes), "_sizes": sizes}
+    bar.close()
+    if broken:
+        shown = ", ".join(f"{_shown(p)} ({why})" for p, why in broken[:3])
+        raise ReAnalysisError(f"{len(broken)} image file(s) do not decode: {shown}"
+                              f"{f' and {len(broken) - 3} more' if len(broken) > 3 else ''}; replace or remove them")
+    if colour:
+        raise ReAnalysisError(f"--channels 1 but {len(colour)} image(s) are in colour ({_first(colour)}): their colour "
+                              "would be thrown away; give --channels 3 if your model reads colour")
+    for name, info in out.items():
+        sizes = info.pop("_sizes")
+        if len(sizes) > 1 and not mixed_sizes:
+            (common, _), *others = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+            odd = [p for _, v in others for p in v]
+            kinds = ", ".join(f"{len(v)} are {w}x{h}" for (w, h), v in others[:3])
+            raise ReAnalysisError(f"the {name} images differ in size: {kinds} ({_first(odd)}), the other "
+                                  f"{len(sizes[common])} are {common[0]}x{common[1]}; resize them to one size, or pass "
+                                  "--allow-mixed-sizes to have each resized to --image-size")
+    return out
 
 
 def split_classes(classes: dict[str, list[Path]], name: str, seed: int, image_size: int,
