@@ -48,6 +48,15 @@ LEVERS = {
                     {"train": {"arch": "cnn28"}, "attacks": {"gmi": {"select": "best"}}, "per_class": 5}),
     "gmi-best5": ("GMI's official protocol: 5 restarts per identity, the one with the highest target logit kept",
                   {"attacks": {"gmi": {"select": "best"}}, "per_class": 5}),
+    # GMI's step per latent (issue 33): lr / identities x its own gradient. The official rule takes
+    # the identities attacked in one batch (all 100 glyph identities: 100); the suite's grayscale
+    # default takes GMI's MNIST batch of 5, a step 20x larger.
+    "gmi-ids5": ("GMI, one restart, the step of GMI's MNIST batch of 5 identities (the default on grayscale)",
+                 {"attacks": {"lomma-gmi": None, "gmi": {}}}),
+    "gmi-ids100": ("GMI, one restart, the step of one batch of the 100 glyph identities (the official rule)",
+                   {"attacks": {"lomma-gmi": None, "gmi": {"identities": 100}}}),
+    "lomma-gmi-d5-ids100": ("LOMMA-GMI, students distilled 5 epochs, the step of one batch of 100 identities",
+                            {"attacks": {"gmi": None, "lomma-gmi": {"distill_epochs": 5, "identities": 100}}}),
     "judge30": ("the open-set judge trained 30 epochs instead of 10", {"eval_model": {"epochs": 30}}),
     "judge-preresnet20": ("a deeper open-set judge (preresnet20), 30 epochs",
                           {"eval_model": {"arch": "preresnet20", "epochs": 30}}),

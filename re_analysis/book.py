@@ -164,17 +164,32 @@ def presets_markdown() -> str:
     return markdown_table(["preset", "dataset", "seeds", "defense x attack pairs", "what it covers"], rows)
 
 
+def rules_markdown() -> str:
+    """The verdict rules' version and each non-inferiority margin with its value and reason
+    (:data:`re_analysis.verdicts.MARGINS`), as the method chapter states them."""
+    from .verdicts import ALPHA, CEILING, MARGINS, MIN_SEEDS, RULES_VERSION
+
+    rows = [[f"`{name}`", f"{m.value:g}", m.reason] for name, m in MARGINS.items()]
+    rows += [["level", f"{1 - ALPHA:g}", "each row's interval; Holm's correction spends the same 5% over a claim's rows "
+                                         "before 'not supported'"],
+             ["seeds", str(MIN_SEEDS), "fewer seeds give no verdict: no seed-level interval to speak of"],
+             ["ceiling", f"{CEILING:g}", "an arm at this share of its judge's ceiling is said to have little room (a note, "
+                                         "never a gate)"]]
+    return (f"Verdict rules, version **{RULES_VERSION}** (written into every row of `verdicts.csv`).\n\n"
+            + markdown_table(["setting", "value", "why"], rows))
+
+
 def write_generated(stage: str | Path) -> list[Path]:
     """Write the tables the method chapter includes, generated from the code, into
-    ``stage/book/_generated/``: ``attacks_fidelity.md``, ``defenses_fidelity.md`` and
-    ``presets.md``. Only the staged copy gets them (the sources stay unchanged)."""
+    ``stage/book/_generated/``: ``attacks_fidelity.md``, ``defenses_fidelity.md``,
+    ``presets.md`` and ``rules.md``. Only the staged copy gets them (the sources stay unchanged)."""
     from .attacks import ATTACKS
     from .defenses import DEFENSES
 
     folder = Path(stage) / GENERATED
     folder.mkdir(parents=True, exist_ok=True)
     pages = {"attacks_fidelity.md": fidelity_markdown(ATTACKS), "defenses_fidelity.md": fidelity_markdown(DEFENSES),
-             "presets.md": presets_markdown()}
+             "presets.md": presets_markdown(), "rules.md": rules_markdown()}
     for name, text in pages.items():
         (folder / name).write_text(text, encoding="utf-8")
     return [folder / name for name in pages]

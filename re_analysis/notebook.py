@@ -500,46 +500,33 @@ def attack_dirs(results: pd.DataFrame, run_dir: str | Path, seed: int | None = N
 
 
 def verdict_reason(row) -> str:
-    """Why one row of ``verdicts.csv`` is inconclusive, in words ("" when it is not).
-
-    Uses what the row records: its note (ceiling, chance, dominance), its interval against
-    the claim's threshold (zero; for claim 2 a drop of ``LITTLE_COST``; for claim 3 the
-    share one half).
+    """Why one row of ``verdicts.csv`` is inconclusive, in words ("" when it is not), from
+    what the row records: its gate (no chance rate, no leak, utility), else its interval
+    against the row's threshold and the note that says what the interval rules out.
 
     Example:
         >>> verdict_reason({"claim": 1, "verdict": "inconclusive", "estimate": -0.02, "ci_low": -0.08,
-        ...                 "ci_high": 0.03, "note": "the interval covers zero: no measurable difference"})
-        'the interval -0.02 [-0.08, +0.03] covers zero: no measurable difference'
+        ...                 "ci_high": 0.03, "threshold": 0.0, "gate": "", "note": ""})
+        'the interval -0.02 [-0.08, +0.03] covers 0'
         >>> verdict_reason({"claim": 2, "verdict": "inconclusive", "estimate": -0.02, "ci_low": -0.05,
-        ...                 "ci_high": 0.01, "note": ""})
-        "the change in natural accuracy, -0.02 [-0.05, +0.01], reaches below -0.03 (more than a 'little' cost) without lying below it"
+        ...                 "ci_high": 0.01, "threshold": -0.03, "gate": "", "note": ""})
+        'the interval -0.02 [-0.05, +0.01] covers -0.03'
     """
-    from .verdicts import LITTLE_COST
-
     get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
     if not str(get("verdict", "")).startswith("inconclusive"):
         return ""
     note = get("note", "")
     note = note if isinstance(note, str) else ""
-    est = format_interval(get("estimate"), get("ci_low"), get("ci_high"), signed=True)
-    claim = int(get("claim", 0))
+    gate = get("gate", "")
+    if isinstance(gate, str) and gate:
+        return note or f"gated: {gate}"
     if not (_finite(get("ci_low")) and _finite(get("ci_high"))):
-        return "there is no interval to judge (too few paired items)"
-    if claim == 2:
-        return (f"the change in natural accuracy, {est}, reaches below -{LITTLE_COST:.2f} (more than a 'little' cost) "
-                "without lying below it")
-    if claim == 3:
-        level = format_interval(get("level"), get("level_ci_low"), get("level_ci_high"))
-        return (f"the share of reconstructions nearer an erased feature is {level} under RE and changes by {est} "
-                "against no defense; the claim needs both intervals above their thresholds (one half; zero)")
-    if claim == 4:
-        level = format_interval(get("level"), get("level_ci_low"), get("level_ci_high"), 3)
-        return f"the mean margin under RE, {level}, has an interval that covers zero"
-    if "ceiling" in note or "chance" in note:
+        return "there is no interval to judge (nothing varies, or too few paired items)"
+    if note:
         return note
-    if "covers zero" in note:
-        return f"the interval {est} covers zero: no measurable difference"
-    return note or f"the interval {est} covers zero"
+    est = format_interval(get("estimate"), get("ci_low"), get("ci_high"), signed=True)
+    threshold = get("threshold", 0.0)
+    return f"the interval {est} covers {float(threshold) if _finite(threshold) else 0.0:g}"
 
 
 def _flag(v) -> bool | None:

@@ -103,7 +103,7 @@ def test_build_book_stages_the_generated_tables(tmp_path, monkeypatch):
     index = book.build_book("smoke", run_dir=tmp_path / "run", source=REPO, build_dir=tmp_path / "build",
                             progress=False)
     assert index.read_text() == "built"
-    assert seen["generated"] == ["attacks_fidelity.md", "defenses_fidelity.md", "presets.md", "verdicts.md"]
+    assert seen["generated"] == ["attacks_fidelity.md", "defenses_fidelity.md", "presets.md", "rules.md", "verdicts.md"]
     assert seen["audit"] == tmp_path / "run-audit-example" / "report.html"  # the audit chapter's example, beside the run
 
 
@@ -158,7 +158,7 @@ def test_every_name_on_the_api_page_exists():
             assert hasattr(obj, m), f"{dotted} has no member {m}"
     documented = {d for d, _ in names}
     for new in ("re_analysis.verdicts.claim_verdicts", "re_analysis.metrics.pixel_judge",
-                "re_analysis.metrics.hierarchical_bootstrap", "re_analysis.fidelity.fidelity_table",
+                "re_analysis.metrics.design_mde", "re_analysis.fidelity.fidelity_table",
                 "re_analysis.artifacts.verify_runs", "re_analysis.augment.StandardAugmentation",
                 "re_analysis.registry.Registry"):
         assert new in documented, new

@@ -20,10 +20,35 @@ def hits(defense, rate, seed_rates=None, ids=30, rng_seed=0):
     return pd.concat(rows, ignore_index=True)
 
 
+def chance_for(j, rate=0.01, per_class=50):
+    """Unoptimised prior samples for every arm of ``j``, far below its accuracy: the attack leaks."""
+    rng = np.random.default_rng(5)
+    parts = []
+    for (d, s), g in j.groupby(["defense", "seed"]):
+        labels = np.repeat(np.sort(g["label"].unique()), per_class)
+        parts.append(pd.DataFrame({"dataset": "glyphs", "defense": d, "attack": "gmi", "seed": s, "label": labels,
+                                   "hit_top1": (rng.random(len(labels)) < rate).astype(int),
+                                   "hit_pixel": (rng.random(len(labels)) < rate).astype(int)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def natural_for(defenses, n=2000, rate=0.8, flips=0.02):
+    """Per test image: two targets of one seed agree on most images (a shared draw), each
+    flipping its own 2%: equal natural accuracy, paired as the suite pairs it."""
+    parts = []
+    for s in (0, 1, 2):
+        base = np.random.default_rng(100 + s).random(n) < rate
+        for k, d in enumerate(defenses):
+            flip = np.random.default_rng(10 * k + s).random(n) < flips
+            parts.append(pd.DataFrame({"dataset": "glyphs", "defense": d, "seed": s, "index": np.arange(n),
+                                       "correct": (base ^ flip).astype(int)}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def tables():
     j = pd.concat([hits("none", 0.7, rng_seed=1), hits("random-erasing", 0.2, rng_seed=2),
                    hits("bido", 0.6, (0.1, -0.1, 0.0), rng_seed=3)])
-    v = claim_verdicts(j, roles=Roles(baselines=["bido"]))
+    v = claim_verdicts(j, chance=chance_for(j), roles=Roles(baselines=["bido"]))
     return v, summarize_verdicts(v, attack="gmi")
 
 
@@ -82,7 +107,8 @@ def test_ablation_table_reads_the_verdicts_and_shows_the_ink_each_box_hid():
     nat = pd.concat([pd.DataFrame({"dataset": "glyphs", "defense": d, "seed": s, "index": np.arange(200),
                                    "correct": (np.random.default_rng(s).random(200) < 0.8).astype(int)})
                      for d in labels for s in (0, 1, 2)])
-    v = claim_verdicts(j, natural=nat)
+    nat = natural_for(labels)
+    v = claim_verdicts(j, natural=nat, chance=chance_for(j))
     results = pd.DataFrame([{"dataset": "glyphs", "defense": d, "defense_name": d, "attack": "gmi", "seed": s,
                              "natural_accuracy": 0.8, "attack_accuracy_top1": rates[d],
                              "foreground_erased_share": {"re-fixed-corner": 0.27}.get(d, 0.47)}
@@ -201,10 +227,8 @@ def test_forest_plot_rows_are_the_verdicts_of_the_primary_judge_and_attack(tmp_p
 
     j = pd.concat([hits("none", 0.7, rng_seed=1), hits("random-erasing", 0.65, rng_seed=2),
                    hits("bido", 0.6, rng_seed=3), hits("random-erasing+bido", 0.2, rng_seed=4)])
-    nat = pd.concat([pd.DataFrame({"dataset": "glyphs", "defense": d, "seed": s, "index": np.arange(200),
-                                   "correct": (np.random.default_rng(s).random(200) < 0.8).astype(int)})
-                     for d in j["defense"].unique() for s in (0, 1, 2)])
-    v = claim_verdicts(j, natural=nat)
+    nat = natural_for(j["defense"].unique())
+    v = claim_verdicts(j, natural=nat, chance=chance_for(j))
     rows = forest_rows(v, attack="gmi")
     primary = v[(v["claim"] == 2) | ((v["judge"] == "top1") & (v["attack"] == "gmi"))]
     assert len(rows) == len(primary) and list(rows["claim"]) == sorted(primary["claim"])
@@ -212,6 +236,7 @@ def test_forest_plot_rows_are_the_verdicts_of_the_primary_judge_and_attack(tmp_p
     ref = v[(v["claim"] == 1) & (v["judge"] == "top1")].iloc[0]
     assert (one["estimate"], one["low"], one["high"]) == (100 * ref["estimate"], 100 * ref["ci_low"], 100 * ref["ci_high"])
     assert rows[rows["claim"] == 2]["threshold"].iloc[0] == -3.0
+    assert one["natural"].startswith("natural ") and not rows[rows["claim"] == 2]["natural"].iloc[0]
     colours = {tuple(round(c, 3) for c in line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
                for line in forest_plot(v, attack="gmi").axes[0].lines}
     assert len(colours) >= 2

@@ -133,7 +133,7 @@ def clustered_interval(values, seeds=None, units=None, confidence: float = 0.95,
     Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
-        >>> out = clustered_interval(rng.random(300) < 0.4, seeds=np.repeat([0, 1, 2], 100),
+        >>> out = clustered_interval(rng.random(300) < np.repeat([0.2, 0.4, 0.7], 100), seeds=np.repeat([0, 1, 2], 100),
         ...                          units=np.tile(np.repeat(np.arange(20), 5), 3))
         >>> out["method"], out["n_seeds"], out["n_units"]
         ('t over 3 seed means', 3, 60)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..errors import ReAnalysisError
 from ..metrics.judges import JUDGE_TABLE, judge_ceilings_of, judge_spec
-from ..verdicts import ATTACK_CLAIMS, CLAIM_TABLE, CLAIMS, LITTLE_COST, MIN_SEEDS, SEPARATION_MARGIN
+from ..verdicts import ATTACK_CLAIMS, CLAIM_TABLE, CLAIMS, LITTLE_COST, MIN_SEEDS
 
 # What a study needs for each claim to be tested at all.
 NEEDS = {c.number: c.needs for c in CLAIM_TABLE}
@@ -56,19 +56,29 @@ def verdict_effect(row) -> str:
     """What one verdict (a summary row or a ``verdicts.csv`` row) finds or rules out, in points.
 
     A conclusive row gives its effect and interval; an inconclusive one the bound it rules
-    out ("no effect larger than X points"); claims 3 and 4 are shares and margins, not points.
+    out ("no effect larger than X points"); a gated one what gated it; claim 3's level is a
+    share, claim 4's rows margins, not points.
     """
     est, lo, hi = _get(row, "estimate"), _get(row, "ci_low"), _get(row, "ci_high")
     claim = int(_get(row, "claim", 0))
-    if claim == 4 and _finite(est, lo, hi):
-        return f"margin RE − none {est:+.3f} [{lo:+.3f}, {hi:+.3f}] (non-inferior down to −{SEPARATION_MARGIN})"
+    gate = _get(row, "gate", "")
+    if isinstance(gate, str) and gate and gate != "seeds":
+        prefix = f"gated ({gate}): "
+    else:
+        prefix = ""
     if not _finite(est, lo, hi):
-        return "no interval"
+        return prefix + "no interval"
+    margin = _get(row, "margin")
+    if claim == 4:
+        text = f"margin {est:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        return prefix + text + (f" (non-inferior down to −{margin:g})" if _finite(margin) else " (must be above 0)")
+    if claim == 3 and ":" in str(_get(row, "comparison", "")):
+        return prefix + f"{100 * est:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] of reconstructions (more than 50% needed)"
     interval = f"{_pts(est, True)} [{_pts(lo, True)}, {_pts(hi, True)}]"
     verdict = str(_get(row, "verdict", ""))
-    if verdict == "inconclusive" and _finite(_get(row, "rules_out")):
+    if verdict == "inconclusive" and not prefix and _finite(_get(row, "rules_out")):
         return f"no effect larger than {_pts(_get(row, 'rules_out'))} points ({interval})"
-    return f"{interval} points"
+    return prefix + f"{interval} points"
 
 
 def verdict_overview(verdict_summary: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -189,5 +199,6 @@ def conclusion_caveats(results: pd.DataFrame, summary: pd.DataFrame | None) -> s
     if n_seeds < MIN_SEEDS:
         lines.append(f"{n_seeds} seed{'s' if n_seeds > 1 else ''} only: with fewer than {MIN_SEEDS} seeds no claim "
                      "gets a verdict (an interval over seeds needs them).")
-    lines.append(f"'Little' natural-accuracy cost means at most {100 * LITTLE_COST:.0f} points.")
+    lines.append(f"'Little' natural-accuracy cost means a drop of less than {100 * LITTLE_COST:.0f} points (the rules' "
+                 "default margin; its reason is in the method chapter).")
     return " ".join(lines)

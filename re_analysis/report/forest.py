@@ -3,11 +3,12 @@ its 95% interval against the line the claim must clear, coloured by verdict; and
 per verdict for the first page of the book.
 
 Each row is one row of ``verdicts.csv`` (the primary judge and attack for the attack claims).
-In points: attack and natural accuracy differences, and claim 3's share nearer erased; claim 4's
-margin difference is scaled by 100 to sit on the same axis. The line to clear is 0, except claim
-2 (−3 points: "little" cost) and claim 4 (−5 on the margin scale): non-inferiority. Hollow
-markers are rows made inconclusive by a gate (the attack at chance or at the judge's ceiling,
-or utility that differs between the arms), not by their interval.
+In points: attack and natural accuracy differences, and claim 3's shares; claim 4's margins are
+scaled by 100 to sit on the same axis. The line to clear is each row's own threshold (0 for a
+difference, one half for claim 3's share, minus the margin for a non-inferiority row). Hollow
+markers are rows a gate made inconclusive (no chance rate, the attack not leaking, utility
+that differs between the arms), not their interval; claim 1's rows carry the natural-accuracy
+difference of the same arms at the right.
 
 Example:
     >>> import pandas as pd
@@ -24,33 +25,39 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.judges import PRIMARY_JUDGE
-from ..verdicts import ATTACK_CLAIMS, CLAIMS, LITTLE_COST, SEPARATION_MARGIN
+from ..verdicts import ATTACK_CLAIMS, CLAIMS
 
 __all__ = ["forest_rows", "forest_plot", "forest_caption", "verdict_sentences", "VERDICT_COLORS"]
 
 VERDICT_COLORS = {"supported": "#2ca02c", "not supported": "#d62728", "inconclusive": "#7f7f7f",
                   "no verdict": "#c7c7c7"}
-GATES = ("chance", "ceiling", "natural accuracy is not within")
 
 
 def forest_rows(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str | None = None) -> pd.DataFrame:
     """The plotted rows: the verdicts of the primary ``judge`` and ``attack`` (default: the
     first attack) for attack claims, every row of claims 2-4, in claim order, in points."""
+    columns = ["claim", "label", "estimate", "low", "high", "threshold", "verdict", "gated", "natural"]
     if verdicts.empty:
-        return pd.DataFrame(columns=["claim", "label", "estimate", "low", "high", "threshold", "verdict", "gated"])
+        return pd.DataFrame(columns=columns)
     if attack is None:
         attack = next((a for a in verdicts["attack"] if isinstance(a, str) and a), None)
     keep = [(r.claim not in ATTACK_CLAIMS or (r.judge == judge and r.attack == attack))
             and (r.claim != 3 or r.attack == attack) for r in verdicts.itertuples()]
     v = verdicts[keep].sort_values("claim", kind="stable")
-    threshold = {2: -100 * LITTLE_COST, 4: -100 * SEPARATION_MARGIN}
+    threshold = v["threshold"].astype(float) if "threshold" in v else pd.Series(0.0, index=v.index)
+    gate = v["gate"].fillna("").astype(str) if "gate" in v else pd.Series("", index=v.index)
+    nat = (v["natural_estimate"].astype(float) if "natural_estimate" in v else pd.Series(np.nan, index=v.index))
+    nat_lo = v["natural_ci_low"].astype(float) if "natural_ci_low" in v else nat
+    nat_hi = v["natural_ci_high"].astype(float) if "natural_ci_high" in v else nat
+    natural = [f"natural {100 * e:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" if c == 1 and np.isfinite(e) else ""
+               for c, e, lo, hi in zip(v["claim"], nat, nat_lo, nat_hi)]
     return pd.DataFrame({
         "claim": v["claim"].astype(int).values,
         "label": [f"{int(r.claim)}. {r.comparison}" for r in v.itertuples()],
         "estimate": 100 * v["estimate"].astype(float).values, "low": 100 * v["ci_low"].astype(float).values,
-        "high": 100 * v["ci_high"].astype(float).values,
-        "threshold": [threshold.get(int(c), 0.0) for c in v["claim"]], "verdict": v["verdict"].values,
-        "gated": [isinstance(n, str) and any(g in n for g in GATES) for n in v["note"]]})
+        "high": 100 * v["ci_high"].astype(float).values, "threshold": 100 * threshold.values,
+        "verdict": v["verdict"].values, "gated": [g not in ("", "seeds") for g in gate], "natural": natural},
+        columns=columns)
 
 
 def forest_plot(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str | None = None, title: str = ""):
@@ -68,13 +75,18 @@ def forest_plot(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str 
             ax.plot([r.low, r.high], [i, i], color=color, lw=2)
         ax.plot(r.estimate, i, "o", ms=7, color=color, mfc="white" if r.gated else color)
         ax.plot([r.threshold] * 2, [i - 0.35, i + 0.35], color="0.2", lw=1)
+    for i, r in enumerate(rows.itertuples()):
+        if r.natural:  # claim 1: what the protection cost, beside it
+            ax.annotate(r.natural, (1.0, i), xycoords=("axes fraction", "data"), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=7, color="0.3")
     ax.axvline(0, color="0.6", lw=0.8, ls=":")
     ax.set_yticks(y, rows["label"])
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel("difference, points (claim 4: margin x 100); | the line the claim must clear")
     handles = [Line2D([], [], marker="o", color=c, lw=2, label=v) for v, c in VERDICT_COLORS.items()]
-    handles.append(Line2D([], [], marker="o", color="0.4", mfc="white", lw=0, label="gated (chance, ceiling, utility)"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    handles.append(Line2D([], [], marker="o", color="0.4", mfc="white", lw=0, label="gated (no leak, no chance rate, utility)"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.22 if rows["natural"].any() else 1.01, 1), fontsize=8,
+              frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -82,13 +94,12 @@ def forest_plot(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str 
 
 
 def forest_caption(results: pd.DataFrame, attack: str | None, preset: str | None = None) -> str:
-    """The forest plot's caption: what each row draws, over which design, and where a verdict
-    comes from something the row does not draw (claim 3's level).
+    """The forest plot's caption: what each row draws, over which design, against which line.
 
     Example:
         >>> r = pd.DataFrame({"seed": [0, 1, 2], "n_classes_attacked": [40, 40, 40]})
         >>> c = forest_caption(r, "lomma-gmi", "quick")
-        >>> "t over 3 seed means" in c and "40 identities" in c and "more than half" in c
+        >>> "t over 3 seed means" in c and "40 identities" in c and "one half" in c
         True
     """
     seeds = sorted(results["seed"].unique())
@@ -97,25 +108,26 @@ def forest_caption(results: pd.DataFrame, attack: str | None, preset: str | None
     design += (f"; preset `{preset}`" if preset else "") + f", seeds {', '.join(map(str, seeds))}"
     design += f", {ids} identities attacked per seed" if ids else ""
     return (f"Every claim's comparisons under the open-set evaluation model and the primary attack ({attack}): "
-            f"estimate and 95% interval (identities as the unit, restarts averaged, {design}), coloured by verdict; "
-            "the short bar marks the line a claim must clear; hollow points are gated (attack at chance or at the "
-            "judge's ceiling, or utility that differs between the arms). Claim 3's row draws RE's share of accepted "
-            "reconstructions nearer an erased feature minus the control's; its verdict also needs RE's own share to "
-            "be more than half (its level, in the verdict's note), so a row right of its line can still be red.")
+            f"estimate and 95% interval (identities as the unit, restarts averaged, {design}), coloured by verdict "
+            "(verdict rules: the method chapter); the short bar marks the line a row must clear (0 for a difference, "
+            "one half for claim 3's share of reconstructions nearer an erased feature, minus the margin for claims 2 "
+            "and 4); hollow points are gated (no chance rate, the attack not leaking, or utility that differs between "
+            "the arms). A claim with several rows is supported only when every row is; claim 1's rows carry the "
+            "natural-accuracy difference of the same arms at the right.")
 
 
 def verdict_sentences(verdict_summary: pd.DataFrame) -> str:
     """Markdown: one sentence per claim and dataset — its verdict and, where inconclusive,
-    the largest effect it rules out."""
+    the largest effect its main comparison rules out, and what the design detects."""
     lines = []
     for s in verdict_summary.itertuples():
         text = f"- **Claim {s.claim}** ({CLAIMS[s.claim]}): **{s.verdict}**"
         if s.verdict == "inconclusive" and np.isfinite(s.rules_out):
             unit = "" if s.claim == 4 else " points"
             value = f"{s.rules_out:.3f}" if s.claim == 4 else f"{100 * s.rules_out:.0f}"
-            text += f"; no effect larger than {value}{unit} in its comparisons"
+            text += f"; no effect larger than {value}{unit} in its main comparison"
         if np.isfinite(s.mde):
-            value = f"{s.mde:.3f}" if s.claim == 4 else f"{100 * s.mde:.0f} points"
+            value = f"{s.mde:.3f}" if s.claim in (3, 4) else f"{100 * s.mde:.0f} points"
             text += f" (the design detects {value})"
         lines.append(text + ".")
     return "\n".join(lines)
