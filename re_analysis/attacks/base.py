@@ -120,7 +120,8 @@ class LatentOptimizationAttack(Attack):
     """Gradient-based latent search, the loop GMI, KEDMI, LOMMA, PLG-MI and PPA share.
 
     Subclasses define ``init_latents``, ``make_optimizer``, ``loss`` and ``finalize``;
-    ``setup`` runs first (resolving dataset-dependent parameters, building augmentations).
+    ``setup`` runs first (resolving dataset-dependent parameters, building augmentations);
+    ``lr_factor`` scales the learning rate per iteration (PPA's MultiStepLR).
     """
 
     defaults = {"iterations": 1500, "checkpoint_every": 100}
