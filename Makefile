@@ -1,6 +1,9 @@
 # The two commands of the README. Both install what they need, so they work on a fresh machine.
 PYTHON ?= python3
-PRESET ?= quick
+# `make book` renders the published study (BUNDLE) when it is in the checkout, in minutes;
+# `make book PRESET=quick` (or smoke, ...) computes a study from scratch and renders that.
+PRESET ?=
+BUNDLE ?= published/decisive
 # Debian font packages whose faces are the identities of the glyphs benchmark (the book's dataset).
 FONT_PACKAGES = fonts-aenigma
 
@@ -24,9 +27,12 @@ system-deps:
 install:
 	$(PYTHON) -m pip install -q -e ".[dev]"
 
-# Main job: the study of the preset, then the Jupyter Book in _build/html.
+# Main job: the Jupyter Book in _build/html, from the published study or from scratch.
 book: fonts install
-	re-analysis book --preset $(PRESET)
+	@if [ -n "$(PRESET)" ]; then re-analysis book --preset $(PRESET); \
+	elif [ -f "$(BUNDLE)/bundle.json" ]; then re-analysis book --bundle $(BUNDLE); \
+	else echo "note: no published study in $(BUNDLE): computing the quick preset from scratch"; \
+	  re-analysis book --preset quick; fi
 
 # One test file per process (pytest-xdist, as many as cores), one torch thread each: small
 # models keep two processes busier than one process with two threads.

@@ -277,17 +277,83 @@ def write_audit_page(paths: dict, stage: str | Path) -> list[Path]:
     return [extra / AUDIT_REPORT, chapter]
 
 
-def build_book(preset: str = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,
+def provenance_markdown(report, origin: str) -> str:
+    """Where the book's numbers come from: the design, its seeds and identities, the units in
+    and still missing, the code commits and machines that computed them, the core-hours spent."""
+    from .study import load_preset
+
+    rec = report.record
+    view_preset = rec.get("preset", "?")
+    try:
+        p = load_preset(view_preset)
+        design = (f"{len(p.seeds)} seeds x {'all' if p.classes is None else p.classes} private identities x "
+                  f"{p.per_class} reconstruction(s) each, arms {', '.join(p.defenses)}, primary attack "
+                  f"`{p.primary_attack}`, primary judge `{p.primary_judge}`, verdict rules {p.rules or 'current'}")
+    except ReAnalysisError:
+        design = "a design not shipped with this release"
+    commits = ", ".join(f"`{c[:10]}`" for c in rec.get("commits", [])) or "n/a"
+    lines = [f"**Where these numbers come from.** {origin} The design: preset `{view_preset}` "
+             f"(design hash `{rec.get('design_hash', '?')}`), {design}.",
+             f"It holds **{len(report.units)} of {len(report.units) + len(report.missing)} units** (one arm on one "
+             f"seed each: its target, attacks, judgements and gap), computed by code {commits} on "
+             f"{', '.join(rec.get('machines', [])) or 'n/a'} in {rec.get('unit_core_hours', 0):.1f} core-hours of "
+             f"steps; every file is checked against its sha256 before the book reads it."]
+    if report.missing:
+        lines.append(f"Units still missing: {', '.join(report.missing[:12])}"
+                     f"{f' and {len(report.missing) - 12} more' if len(report.missing) > 12 else ''}. A claim whose "
+                     "arms lack units gets no verdict yet (its interim reading is in `verdict_summary.csv`).")
+    return " ".join(lines) + "\n"
+
+
+def write_provenance_page(report, stage: str | Path, origin: str, reproduction: dict | None) -> list[Path]:
+    """``_generated/provenance.md`` (the introduction includes it): the bundle's provenance and
+    the reproduction box of this build."""
+    from .reproduce import reproduction_markdown
+
+    folder = Path(stage) / GENERATED
+    folder.mkdir(parents=True, exist_ok=True)
+    text = provenance_markdown(report, origin)
+    if reproduction is not None:
+        text += "\n" + reproduction_markdown(reproduction)
+    page = folder / "provenance.md"
+    page.write_text(text, encoding="utf-8")
+    return [page]
+
+
+def build_book(preset: str | None = "quick", run_dir: str | Path | None = None, source: str | Path | None = None,
                build_dir: str | Path = "_build", device: str = "auto", progress: bool = True,
-               workers: int | None = None) -> Path:
-    """Study -> notebooks -> HTML in ``build_dir/html``; returns the path of ``index.html``."""
+               workers: int | None = None, bundle: str | Path | None = None, reproduce: bool = True) -> Path:
+    """The book in ``build_dir/html``; returns the path of ``index.html``.
+
+    From a published ``bundle`` (a folder of :mod:`re_analysis.publish`): verify it, stage it,
+    recompute one small piece live (:mod:`re_analysis.reproduce`), execute the notebooks over it
+    and render. Without one: run ``preset``'s study from scratch (cached steps reused), publish
+    it beside its run folder, and render from that bundle, the same way.
+    """
+    from .publish import publish_study, stage_bundle
     from .study import load_preset, run_study
 
     src = find_source(source)
-    run_dir = Path(run_dir or src / "runs" / preset).resolve()
     build_dir = Path(build_dir).resolve()
-    p = load_preset(preset, device=device, workers=workers)
-    run_study(p, run_dir, progress=progress)
+    if bundle is None:
+        if preset is None:
+            raise ReAnalysisError("name a preset to compute (--preset) or a published bundle to render (--bundle)")
+        p = load_preset(preset, device=device, workers=workers)
+        study_dir = Path(run_dir or src / "runs" / preset).resolve()
+        run_study(p, study_dir, progress=progress)
+        bundle = publish_study(study_dir, study_dir.parent / f"{study_dir.name}-published", p)
+        origin = "This build computed every number from scratch on this machine (preset `" + str(preset) + "`)."
+    else:
+        bundle = Path(bundle).resolve()
+        origin = f"This build rendered the published study in `{bundle.name}` without recomputing it."
+    view = build_dir / "study"
+    report = stage_bundle(bundle, view)
+    p = load_preset(view / "preset.yaml", device=device)
+    reproduction = None
+    if reproduce:
+        from .reproduce import reproduce_piece
+
+        reproduction = reproduce_piece(view, p, build_dir / "reproduction", progress=False)
     stage = build_dir / "stage"
     if stage.exists():
         shutil.rmtree(stage)
@@ -298,13 +364,14 @@ def build_book(preset: str = "quick", run_dir: str | Path | None = None, source:
         elif (src / item).is_file():
             shutil.copy2(src / item, stage / item)
     write_generated(stage)
-    write_verdict_page(run_dir, stage, preset)
+    write_verdict_page(view, stage, report.preset)
+    write_provenance_page(report, stage, origin, reproduction)
     from .audit import example_audit
 
-    write_audit_page(example_audit(run_dir.parent / f"{run_dir.name}-audit-example", progress=progress), stage)
-    execute_notebooks(src, stage, {"run_dir": str(run_dir), "preset": preset, "device": device}, progress,
+    write_audit_page(example_audit(build_dir / "audit-example", progress=progress), stage)
+    execute_notebooks(src, stage, {"run_dir": str(view), "preset": report.preset, "device": device}, progress,
                       workers=p.workers)
-    stage_tables(run_dir, stage)
+    stage_tables(view, stage)
     out = build_dir / "book-output"
     proc = subprocess.run(builder_command() + ["build", str(stage), "--path-output", str(out)], capture_output=True,
                           text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})

@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 import sys
+from pathlib import Path
 
 from .errors import ReAnalysisError
 from .presets import preset_names
@@ -82,10 +83,24 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None, help="processes that run independent steps at once "
                                                                 "(default: the preset's, 1 thread each)")
+    s.add_argument("--units", default=None, metavar="K/N|NAMES",
+                   help="compute only these units (arm x seed) of the design, one after another, and no tables: "
+                        "K/N takes every N-th unit from the K-th (N machines or job-array tasks), or name them "
+                        "(none-s0,random-erasing-s3); `re-analysis units --preset P --out DIR` lists them")
     s.add_argument("--quiet", action="store_true")
 
-    b = sub.add_parser("book", help="the main job: study, then every notebook through papermill, then the HTML book")
-    b.add_argument("--preset", default="quick", help=f"{', '.join(preset_names())} or a YAML path")
+    n = sub.add_parser("units", help="the units (arm x seed) of a preset's design, and which are finished in a folder")
+    n.add_argument("--preset", default="quick", help=f"{', '.join(preset_names())} or a YAML path")
+    n.add_argument("--out", default=None, help="run directory (default: runs/PRESET)")
+
+    b = sub.add_parser("book", help="the main job: the HTML book, rendered from a published study (--bundle) or "
+                                    "computed from scratch (--preset), every notebook through papermill")
+    b.add_argument("--bundle", default=None, help="render this published study (e.g. published/decisive) instead of "
+                                                  "computing one")
+    b.add_argument("--no-reproduce", action="store_true",
+                   help="skip recomputing one published unit's target and a few of its identities live")
+    b.add_argument("--preset", default=None, help=f"compute this study from scratch: {', '.join(preset_names())} or a "
+                                                  "YAML path (default without --bundle: quick)")
     b.add_argument("--run-dir", default=None, help="study run directory (default: runs/PRESET)")
     b.add_argument("--source", default=None, help="repository root holding _config.yml (default: current folder)")
     b.add_argument("--build-dir", default="_build")
@@ -149,9 +164,17 @@ def build_parser() -> ArgumentParser:
                                                        "attack (default: 0)")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    v = sub.add_parser("verify", help="check every artifact of a study or run directory against its manifest "
-                                      "(exit 0 clean, 2 damaged)")
-    v.add_argument("run_dir", metavar="RUN_DIR", help="study or run directory (e.g. runs/quick)")
+    v = sub.add_parser("verify", help="check every artifact of a study or run directory, or of a published bundle, "
+                                      "against its manifest (exit 0 clean, 1 a bundle whose design lacks units, "
+                                      "2 damaged)")
+    v.add_argument("run_dir", metavar="DIR", help="study or run directory (e.g. runs/quick) or a published bundle "
+                                                  "(e.g. published/decisive)")
+
+    q = sub.add_parser("publish", help="export a study's finished units as a bundle the book renders from "
+                                       "(tables, weights, images, manifest with sha256)")
+    q.add_argument("run_dir", metavar="RUN", help="the study folder holding the units (e.g. runs/decisive)")
+    q.add_argument("--to", required=True, help="the bundle's folder (replaced atomically), e.g. published/decisive")
+    q.add_argument("--preset", default=None, help="the design the units belong to (default: RUN/study.json)")
 
     for name, what in (("datasets", "dataset"), ("presets", "preset"), ("models", "model"), ("defenses", "defense"), ("attacks", "attack")):
         sub.add_parser(name, help=f"list the registered {what}s")
@@ -237,17 +260,44 @@ def cmd_study(args) -> int:
 
     preset = load_preset(args.preset, device=args.device, workers=args.workers)
     out = args.out or f"runs/{preset.name}"
+    if args.units is not None:
+        from .study.units import missing_units, run_units, select_units
+
+        records = run_units(preset, out, select_units(preset, args.units), progress=not args.quiet)
+        for r in records:
+            print(f"unit {r['unit']}: {r['seconds']:.0f} s of steps, code {r['code'].get('commit', '?')[:10]}")
+        left = missing_units(out, preset)
+        print(f"{len(records)} unit(s) finished here; {len(left)} of the design's units still missing in {out}")
+        return 0
     results = run_study(preset, out, progress=not args.quiet)
     print(summarize(results).to_string(index=False, max_cols=8))
     print(f"tables: {out}/results.csv, {out}/summary.csv, {out}/tradeoff.csv")
     return 0
 
 
+def cmd_units(args) -> int:
+    from .study import load_preset
+    from .study.units import design_units, finished_units
+
+    preset = load_preset(args.preset)
+    out = args.out or f"runs/{preset.name}"
+    done = finished_units(out, preset) if Path(out).is_dir() else {}
+    units = design_units(preset)
+    for k, u in enumerate(units, 1):
+        r = done.get(u.name)
+        print(f"{k:4d}  {u.name:28s} " + (f"finished {r['finished']} ({r['seconds']:.0f} s)" if r else "missing"))
+    print(f"{len(done)} of {len(units)} units finished in {out}")
+    return 0
+
+
 def cmd_book(args) -> int:
     from .book import build_book
 
-    index = build_book(args.preset, args.run_dir, args.source, args.build_dir, args.device, progress=not args.quiet,
-                       workers=args.workers)
+    if args.bundle is not None and args.preset is not None:
+        raise ReAnalysisError("give --bundle (render a published study) or --preset (compute one), not both")
+    index = build_book(args.preset or ("quick" if args.bundle is None else None), args.run_dir, args.source,
+                       args.build_dir, args.device, progress=not args.quiet, workers=args.workers, bundle=args.bundle,
+                       reproduce=not args.no_reproduce)
     print(f"book: {index}")
     return 0
 
@@ -275,9 +325,29 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from .publish import verify_bundle, publish_study
+
+    bundle = publish_study(args.run_dir, args.to, args.preset)
+    report = verify_bundle(bundle)
+    print(f"published {len(report.units)} unit(s), {report.files} files, "
+          f"{report.record['bytes'] / 1e6:.1f} MB in {bundle}")
+    if report.missing:
+        print(f"note: {report.missing_line()}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     from .artifacts import repair_hint, verify_runs
+    from .publish import BUNDLE_RECORD, verify_bundle
 
+    if (Path(args.run_dir) / BUNDLE_RECORD).is_file():
+        bundle = verify_bundle(args.run_dir)  # damage: one line, exit 2
+        if bundle.missing:
+            print(f"incomplete: {bundle.missing_line()}")
+            return 1
+        print(f"clean: {bundle.files} files of {len(bundle.units)} units match {BUNDLE_RECORD}; the design is complete")
+        return 0
     report = verify_runs(args.run_dir)
     for note in report.notes:
         print(f"note: {note}")
@@ -314,9 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
-        if args.command in ("attack", "evaluate", "analyze", "study", "book", "verify", "audit"):
+        if args.command in ("attack", "evaluate", "analyze", "study", "units", "book", "verify", "audit", "publish"):
             return {"attack": cmd_attack, "evaluate": cmd_evaluate, "analyze": cmd_analyze, "study": cmd_study,
-                    "book": cmd_book, "verify": cmd_verify, "audit": cmd_audit}[args.command](args)
+                    "units": cmd_units, "book": cmd_book, "verify": cmd_verify, "audit": cmd_audit,
+                    "publish": cmd_publish}[args.command](args)
         return cmd_list(args.command)
     except ReAnalysisError as exc:
         print(f"re-analysis: error: {exc}", file=sys.stderr)

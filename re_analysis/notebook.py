@@ -43,9 +43,16 @@ def check_parameters(namespace: dict[str, Any], spec: dict[str, tuple[type, ...]
 def ensure_study(run_dir: str, preset: str, dataset: str | None = None, defenses: list | None = None,
                  attacks: list | None = None, seeds: list | None = None, device: str = "auto",
                  progress: bool = False) -> pd.DataFrame:
-    """Results of the study these parameters describe, running whatever is not cached yet."""
-    from .study import load_preset, restrict, run_study
+    """Results of the study these parameters describe, running whatever is not cached yet; a
+    published bundle's folder is read as it is, never recomputed."""
+    from .publish import is_bundle
+    from .study import load_preset, load_results, restrict, run_study
 
+    if is_bundle(run_dir):
+        if defenses is not None or attacks is not None or seeds is not None or dataset is not None:
+            raise ReAnalysisError(f"{run_dir} is a published study: it is rendered as published; drop the dataset, "
+                                  "defenses, attacks and seeds parameters (or run a study of your own)")
+        return load_results(run_dir)
     p = load_preset(preset, dataset=dataset, device=device)
     if defenses is not None or attacks is not None or seeds is not None:
         p = restrict(p, defenses, attacks, seeds)

@@ -95,7 +95,7 @@ def test_audit_chapter_shows_the_example_report(book):
     page = (html_root / "book" / "audit.html").read_text()
     text = unescape(re.sub(r"<[^>]+>", "", page))  # the code block's highlighting splits the command into spans
     assert "re-analysis audit --model model.pt" in text and "audit-report.html" in page
-    summary = pd.read_csv(book / "run-audit-example" / "audit" / "summary.csv")
+    summary = pd.read_csv(book / "build" / "audit-example" / "audit" / "summary.csv")
     assert f"{summary['chance_accuracy_top1_mean'].iloc[0]:.3f}" in page  # the chance rate, from its table
     report = (html_root / "audit-report.html").read_text()
     assert "Leakage under each judge" in report and "<img" in report
@@ -194,3 +194,48 @@ def test_every_page_loads_with_figures_and_working_links(book):
     assert figures["book/intro.html"] >= 1  # the forest plot of the verdicts on the first page
     assert figures["audit-report.html"] >= 2  # the example audit's report: its accuracy figure and gallery
     assert "book/api.html" in figures and len(pages) >= 11
+
+
+def test_the_book_renders_from_the_published_bundle_and_reproduces_a_piece(book):
+    """publish -> verify -> stage -> render: the smoke book is rendered from the bundle its build
+    published; the first page says where the numbers come from and shows the reproduction box."""
+    from re_analysis.publish import verify_bundle
+
+    bundle = book / "run-published"
+    report = verify_bundle(bundle)
+    assert report.complete and report.units == ["none-s0", "random-erasing-s0"]
+    assert (bundle / "targets").is_dir() and list(bundle.rglob("model.safetensors"))
+    assert not [p for p in bundle.rglob("*") if "checkpoint" in p.name or "optim" in p.name]  # no optimiser states
+    assert list(bundle.rglob("generator.safetensors")) and list(bundle.rglob("discriminator.safetensors"))
+    rec = json.loads((book / "build" / "reproduction" / "reproduction.json").read_text())
+    assert rec["unit"] == "random-erasing-s0" and rec["weights_bitwise_equal"]  # same machine, same code
+    assert rec["natural"]["identical_share"] == 1.0
+    intro = (book / "build" / "html" / "book" / "intro.html").read_text()
+    assert "Where these numbers come from" in intro and "Reproduced live by this build" in intro
+    assert "2 of 2 units" in intro
+
+
+def test_a_tampered_bundle_and_a_missing_unit_each_give_one_line(book, tmp_path):
+    import pandas as pd
+
+    from tests.conftest import call_cli
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(book / "run-published", damaged)
+    target = next(damaged.rglob("model.safetensors"))
+    blob = bytearray(target.read_bytes())
+    blob[-1] ^= 1
+    target.write_bytes(bytes(blob))
+    proc = call_cli("verify", damaged, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert target.relative_to(damaged).as_posix() in proc.stderr and "sha256" in proc.stderr
+    # a study folder without one unit's record: the bundle names the unit, and no claim is decided
+    partial = tmp_path / "partial"
+    shutil.copytree(book / "run", partial)
+    (partial / "units" / "random-erasing-s0.json").unlink()
+    out = call_cli("publish", partial, "--to", tmp_path / "bundle", "--preset", "smoke")
+    assert "1 of 2 units of design 'smoke' missing: random-erasing-s0" in out.stdout
+    proc = call_cli("verify", tmp_path / "bundle", check=False)
+    assert proc.returncode == 1 and proc.stdout.strip().count("\n") == 0 and "random-erasing-s0" in proc.stdout
+    summary = pd.read_csv(tmp_path / "bundle" / "verdict_summary.csv")
+    assert (summary["verdict"] == "no verdict").all() and summary["design"].str.contains("missing").all()

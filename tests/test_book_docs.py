@@ -58,7 +58,7 @@ def test_presets_table_follows_the_preset_files(generated):
         p = load_preset(name)
         assert row[1:4] == [p.dataset, ", ".join(map(str, p.seeds)), str(len(p.pairs))]
         assert row[4] == markdown_cell(p.description)
-    assert rows["quick"][1:4] == ["glyphs", "0, 1, 2", "8"]  # none, RE, four ablation arms, BiDO, RE+BiDO
+    assert rows["quick"][1:4] == ["glyphs", "0, 1, 2", "3"]  # none, RE, BiDO against LOMMA-GMI
 
 
 def test_links_name_the_repository():

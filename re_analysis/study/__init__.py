@@ -291,6 +291,9 @@ def run_study(preset: Preset | str, out_dir: str | Path, progress: bool = True) 
                 set_aside_damage(problem.path, problem.run_dir, paths.root, problem.problem)
         tables = recompute_damaged(lambda: run_grid(preset, paths, progress), paths.root)
     write_tables(tables, paths.root, preset)
+    from .units import run_units
+
+    run_units(preset, paths.root, progress=False)  # every step is cached: this only records the finished units
     results = tables.results
     record = preset.to_dict()
     record["seconds_this_call"] = round(time.perf_counter() - t0, 1)
