@@ -459,34 +459,33 @@ def _device_name(device: str) -> str:
     if device != "cpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpus} CPU core(s) ({platform.machine()}, {torch.get_num_threads()} torch thread(s))"
+    threads = torch.get_num_threads()
+    return (f"{cpus} CPU core{'s' if cpus != 1 else ''}, {platform.machine()}, {threads} torch "
+            f"thread{'s' if threads != 1 else ''}")
 
 
 def redraw_figures(root: Path, record: dict) -> None:
-    """The report's galleries and feature-space figure, drawn again from what the run wrote
-    with the audited model named as given and the classes by their folder names
-    (``OUT/figures/gallery-<attack>.png``, ``OUT/figures/feature_space-<attack>.png``)."""
+    """The report's galleries and feature-space figures, drawn again from what the run wrote
+    with the audited model named as given and the classes by their folder names, one pair per
+    attack run (:func:`re_analysis.report.audit.audit_figures` names them)."""
     import pandas as pd
 
     from .plots import feature_space_figure, save_figure
+    from .report.audit import audit_figures
 
     results = pd.read_csv(root / "results.csv")
     names = record["class_names"]
-    own = record["model"]["name"]
-    folder = root / "figures"
-    for r in results.to_dict("records"):
-        who = own if r["defense"] == AUDIT_LABEL else f"{r['defense']} (retrained copy)"
+    for r, title in zip(results.to_dict("records"), [t for _, t in audit_figures(root, "gallery", present=False)]):
         attack_dir = root / r["attack_dir"]
-        tag = r["attack"] if r["defense"] == AUDIT_LABEL else f"{r['attack']}-{r['defense']}"
-        gallery = folder / f"gallery-{tag}.png"
+        gallery = root / "figures" / f"{Path(r['attack_dir']).name}-gallery.png"
         if not gallery.is_file():
-            draw_gallery(attack_dir, gallery, names, title=f"{r['attack']} against {who}")
+            draw_gallery(attack_dir, gallery, names, title=title)
         emb = attack_dir / "embedding.npz"
-        figure = folder / f"feature_space-{tag}.png"
+        figure = root / "figures" / f"{Path(r['attack_dir']).name}-feature_space.png"
         if emb.is_file() and not figure.is_file():
             data = np.load(emb, allow_pickle=False)
             save_figure(feature_space_figure(data["embedding"], list(data["groups"]), data["labels"], names,
-                                             title=f"{r['attack']} against {who}"), figure)
+                                             title=title), figure)
 
 
 def draw_gallery(attack_dir: Path, path: Path, class_names: list[str], title: str) -> Path:
@@ -583,7 +582,7 @@ def example_audit(out: str | Path, preset: str = "smoke", progress: bool = True)
 
     Example:
         >>> paths = example_audit("runs/audit-example")   # doctest: +SKIP
-        >>> paths["report"].name
+        >>> paths["report"].name  # doctest: +SKIP
         'report.html'
     """
     from .artifacts import atomic_output

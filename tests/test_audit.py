@@ -446,8 +446,103 @@ def test_without_a_chance_rate_the_audit_cannot_tell():
     assert v["verdict"] == "cannot tell at this budget" and "no chance rate" in v["reasons"][0]
 
 
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The book's example audit (``example_audit``, smoke budgets) and what it wrote on the
+    process's stderr (file descriptor 2: the notebook kernel's own messages land there too)."""
+    import os
+    import sys
+    import tempfile
+
+    from re_analysis.audit import example_audit
+
+    root = tmp_path_factory.mktemp("audit-example")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as err:
+        os.dup2(err.fileno(), 2)
+        try:
+            paths = example_audit(root / "example", progress=False)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    return paths, stderr
+
+
 @pytest.mark.slow
-def test_audit_of_an_exported_target_equals_the_study_of_that_target(tmp_path):
+def test_a_normal_audit_prints_no_stray_warnings(example):
+    _, stderr = example
+    for stray in ("without encryption", "torch.jit", "MissingIDField", "Traceback"):
+        assert stray not in stderr, stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_report_opens_with_its_verdict_naming_the_model_and_the_classes(example):
+    """The report's first section is the verdict (and audit_verdict.csv's primary row is it),
+    the model is named as given, the classes by their folders, the gap shown; in Chromium the
+    verdict is the first heading under the title and every figure loads."""
+    import json
+    import re
+    import shutil
+
+    import pandas as pd
+
+    from re_analysis.audit import audit_summary_lines
+
+    paths, _ = example
+    audit_dir = paths["report"].parent
+    html = paths["report"].read_text()
+    verdicts = pd.read_csv(audit_dir / "audit_verdict.csv")
+    primary = verdicts[verdicts["primary"]].iloc[0]
+    assert primary["verdict"] in ("leaks", "no leak detected", "cannot tell at this budget")
+    headings = re.findall(r"<h2[^>]*>(.*?)</h2>", html, flags=re.S)
+    text = lambda h: re.sub(r"<[^>]+>", "", h).replace("¶", "").strip()  # noqa: E731
+    assert text(headings[0]).startswith("Verdict:") and primary["verdict"] in text(headings[0])
+    assert "model.pt (TorchScript)" in text(headings[0])
+    assert "What this budget can decide" in html and "smoke" in html  # a smoke budget says what it cannot decide
+    record = json.loads((audit_dir / "audit.json").read_text())
+    assert record["model"]["name"] == "model.pt (TorchScript)" and record["class_names"][0] == "digit0"
+    assert any("no --private-test" in n for n in record["notes"])  # the example holds out a seeded split
+    assert "<strong>Your model</strong>: model.pt (TorchScript)" in html and "optimistic" in html
+    from re_analysis.report.audit import audit_figures
+
+    galleries = audit_figures(audit_dir, "gallery")
+    assert [t for _, t in galleries] == ["gmi against model.pt (TorchScript)"] and "median-normalised" in html
+    lines = audit_summary_lines(audit_dir)
+    assert lines[-1].startswith(f"verdict: {primary['verdict']}") and "\n" not in lines[-1]
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("Debian chromium and chromium-driver not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                f"--user-data-dir={audit_dir.parent / 'chrome-profile'}", "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        driver.get(paths["report"].as_uri())
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        first = driver.execute_script(
+            "const h = Array.from(document.querySelectorAll('h2'));"
+            "return [h[0].innerText, h[0].getBoundingClientRect().top, window.innerHeight]")
+        imgs = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+    finally:
+        driver.quit()
+    assert first[0].startswith("Verdict:") and 0 <= first[1] < first[2]  # in the first screen, unscrolled
+    assert len(imgs) >= 3 and all(c and w > 0 and h > 0 for c, w, h in imgs)  # accuracy, gallery, feature space
+
+
+@pytest.mark.slow
+def test_audit_of_an_exported_target_equals_the_study_of_that_target(example, tmp_path):
     """The book's example: a target trained by the suite on the digits (written out as class
     folders), exported as TorchScript and audited from that file; the audit's attack accuracy
     equals what the study measured for that target, same seed and budgets, and the report
@@ -455,10 +550,10 @@ def test_audit_of_an_exported_target_equals_the_study_of_that_target(tmp_path):
     import pandas as pd
     from safetensors.torch import save_file
 
-    from re_analysis.audit import AuditConfig, example_audit, run_audit
+    from re_analysis.audit import AuditConfig, run_audit
     from re_analysis.training import load_classifier
 
-    paths = example_audit(tmp_path / "example", progress=False)
+    paths, _ = example
     study = pd.read_csv(paths["study"] / "results.csv")
     audited = pd.read_csv(paths["report"].parent / "results.csv")
     for col in ("attack_accuracy_top1", "attack_accuracy_top1_closed", "attack_accuracy_pixel", "natural_accuracy"):
@@ -474,7 +569,7 @@ def test_audit_of_an_exported_target_equals_the_study_of_that_target(tmp_path):
     # loss differed in the 7th digit, the judge's accuracy by 0.02), so a fresh folder would compare judges
     audit_dir = paths["report"].parent
     run_audit(AuditConfig(model=str(tmp_path / "target.safetensors"), arch="cnn28", out=str(audit_dir),
-                          private=str(folders / "private"), public=str(folders / "public"), image_size=28, channels=1,
+                          private=str(folders / "private"), public=str(folders / "public"), channels=1,
                           preset="smoke"), progress=False)
     by_state = pd.read_csv(audit_dir / "results.csv")
     assert len(list((audit_dir / "targets").glob("audited-*"))) == 2  # the state dict is its own run

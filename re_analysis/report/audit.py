@@ -43,7 +43,8 @@ from ..metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
 from ..notebook import format_interval
 
 __all__ = ["audit_header", "leak_table", "leaked_classes", "defense_change", "audit_verdict", "audit_verdicts",
-           "verdict_markdown", "convention_table", "gap_text", "display_names", "model_label", "step_seconds",
+           "verdict_markdown", "convention_table", "gap_text", "display_names", "model_label", "audit_figures",
+           "class_names", "step_seconds",
            "deciding_seconds", "LEAKS", "NO_LEAK", "CANNOT_TELL", "RULE_OUT", "JUDGE_ROOM"]
 
 LEAKS, NO_LEAK, CANNOT_TELL = "leaks", "no leak detected", "cannot tell at this budget"
@@ -77,6 +78,22 @@ def display_names(table: pd.DataFrame | None, run_dir: str | Path) -> pd.DataFra
 
 def class_names(run_dir: str | Path) -> list[str] | None:
     return _record(run_dir).get("class_names")
+
+
+def audit_figures(run_dir: str | Path, kind: str, present: bool = True) -> list[tuple[Path, str]]:
+    """``(path, title)`` of the audit's ``gallery`` or ``feature_space`` figure of each attack
+    run in ``results.csv`` (``OUT/figures/<attack run>-<kind>.png``; only those on disk unless
+    ``present=False``), titled with the attack and the model as given."""
+    run_dir = Path(run_dir)
+    results = pd.read_csv(run_dir / "results.csv")
+    own = model_label(run_dir).removeprefix("your model: ")
+    out = []
+    for r in results.to_dict("records"):
+        who = own if r["defense"] == LABEL else f"{r['defense']} (the suite's retrained copy)"
+        path = run_dir / "figures" / f"{Path(r['attack_dir']).name}-{kind}.png"
+        if path.is_file() or not present:
+            out.append((path, f"{r['attack']} against {who}"))
+    return out
 
 
 def audit_header(run_dir: str | Path) -> str:
@@ -178,29 +195,18 @@ def defense_change(judgements: pd.DataFrame) -> pd.DataFrame | None:
 
 # --- the bottom line -----------------------------------------------------------------------------
 
-def _identity_leak(attack: pd.DataFrame, chance: pd.DataFrame, column: str) -> dict | None:
-    """Accuracy minus chance for one seed, its t-interval over the attacked identities' means
-    (the chance rate, from hundreds of samples per class, taken as known). What
-    :func:`re_analysis.verdicts.leak` gives a one-seed table; used only where it gives no interval."""
-    from ..metrics.stats import clustered_interval
-
-    if attack.empty or chance.empty:
-        return None
-    per = attack.groupby("label")[column].mean()
-    ch = float(chance.groupby("label")[column].mean().mean())
-    out = clustered_interval(per.to_numpy(float) - ch)
-    return {"estimate": out["estimate"], "ci_low": out["ci_low"], "ci_high": out["ci_high"],
-            "accuracy": float(per.mean()), "chance": ch, "n_seeds": 1}
-
-
-def _power(attack: pd.DataFrame, column: str) -> dict:
-    """What the design can detect: identities, restarts, the standard error of the identity
-    mean, the minimum detectable effect (80% power), and from the variance components
-    (identity, restart) the restarts per identity that would rule out ``RULE_OUT`` with 80%
-    power when nothing leaks (``restarts_needed``; NaN when no number would: then
-    ``mde_floor``, the smallest detectable effect with endless restarts, is above it)."""
+def _power(attack: pd.DataFrame, column: str, chance: pd.DataFrame | None = None) -> dict:
+    """What the design can detect, for the quantity the verdict tests (each reconstruction's
+    verdict minus its class's chance rate when ``chance`` has it): identities, restarts, the
+    standard error of the identity mean, the minimum detectable effect (80% power), and from
+    the variance components (identity, restart) the restarts per identity that would rule out
+    ``RULE_OUT`` with 80% power when nothing leaks (``restarts_needed``; NaN when no number
+    would: then ``mde_floor``, the smallest detectable effect with endless restarts, is above it)."""
     from ..metrics.stats import minimum_detectable_effect, variance_components
 
+    if chance is not None and not chance.empty and column in chance:
+        rate = chance.groupby("label")[column].mean()
+        attack = attack.assign(**{column: attack[column].astype(float) - attack["label"].map(rate).fillna(rate.mean())})
     per = attack.groupby("label")[column].mean()
     n = int(len(per))
     out = {"n_identities": n, "restarts": float(len(attack) / n) if n else float("nan"), "se": float("nan"),
@@ -246,11 +252,9 @@ def audit_verdict(judgements: pd.DataFrame, chance: pd.DataFrame | None, results
     row = results[(results["defense"] == label) & (results["attack"] == attack)]
     row = row.iloc[0].to_dict() if len(row) else {}
     lk = leak(a, c, column, label) if not c.empty else None
-    if lk is not None and not (np.isfinite(lk["ci_low"]) and np.isfinite(lk["ci_high"])) and lk["n_seeds"] == 1:
-        lk = _identity_leak(a, c, column)  # a one-seed table before the rules gave it an interval
     ceiling = float(row.get(spec.ceiling, np.nan))
     reduced = bool(row.get("reduced_budget", True))
-    power = _power(a, column) if len(a) else {}
+    power = _power(a, column, c) if len(a) else {}
     if lk is not None and np.isfinite(lk.get("se", np.nan)) and lk.get("df", 0) >= 1:
         from ..metrics.stats import minimum_detectable_effect  # the power of the interval the verdict rests on
 
@@ -271,7 +275,8 @@ def audit_verdict(judgements: pd.DataFrame, chance: pd.DataFrame | None, results
         out.update(verdict=LEAKS, reasons=[])
         return out
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        reasons.append(f"no interval: {power.get('n_identities', 0)} attacked identity(ies) give no spread to measure")
+        reasons.append(f"the rules give no interval ({lk.get('method') or 'nothing varies'} over "
+                       f"{power.get('n_identities', 0)} attacked class(es))")
     elif hi > RULE_OUT:
         reasons.append(f"the interval reaches {100 * hi:.1f} points above chance: it cannot rule out a leak of "
                        f"{100 * RULE_OUT:.0f} points")
@@ -391,7 +396,8 @@ def verdict_markdown(run_dir: str | Path) -> str:
     interval = (f"{_pts(v['estimate'], True)} points [{_pts(v['ci_low'], True)}, {_pts(v['ci_high'], True)}]"
                 if np.isfinite(v["ci_low"]) else f"{_pts(v['estimate'], True)} points (no interval)")
     facts = (f"{v['attack']} reconstructions pass the {v['judge_name']} {100 * acc:.0f}% of the time against "
-             f"{100 * ch:.0f}% for unoptimised prior samples (the chance rate): accuracy − chance {interval}, 95% "
+             f"{100 * ch:.0f}% for unoptimised prior samples (the chance rate, averaged over the classes): accuracy − "
+             f"chance {interval}, 95% "
              f"interval over the {v['n_identities']} attacked private classes; real held-out private images pass "
              f"{100 * ceil:.0f}% (the judge's ceiling).") if np.isfinite(acc) else ""
     if v["verdict"] == LEAKS:
