@@ -77,6 +77,8 @@ def variant(preset: Preset, overrides: dict, identities: int) -> Preset:
                     p["attacks"][name] = params
         else:
             p[key] = {**p[key], **value}
+    if p.get("primary_attack") not in p["attacks"]:  # a lever that runs another attack reads that one
+        p["primary_attack"] = next(iter(p["attacks"]))
     return validate_preset(p)
 
 

@@ -117,14 +117,16 @@ class Margin:
 
 MARGINS = {
     "little_cost": Margin(0.03, (
-        "\"little\" natural-accuracy cost, in accuracy (3 points): the upper end of the drops the MIDRE paper reports "
-        "for RE while calling its utility maintained, and about twice the seed-to-seed spread of an undefended "
-        "glyph target's natural accuracy (sd 0.014 over seeds 100-104, benchmarks/margins_pilot.py): a smaller "
-        "margin would call retraining noise a cost")),
-    "separation": Margin(0.05, (
-        "claim 4's margin on the held-out class-separation margin (a scale-free number in [-1, 1]): about twice "
-        "the seed-to-seed spread of an undefended glyph target's mean held-out margin (benchmarks/margins_pilot.py), "
-        "so that RE is called inferior only for a loss of separation that retraining alone does not produce")),
+        "claim 2's \"little\" natural-accuracy cost, 3 points of accuracy: the paper presents RE as lowering attack "
+        "accuracy \"while maintaining reasonable natural accuracy\" and, in some settings, \"without decrease in "
+        "utility\"; 3 points is the stricter reading a practitioner would call little. Retraining alone moves one "
+        "undefended glyph target's natural accuracy by sd 0.024 (seeds 100-104, benchmarks/margins_pilot.py), so the "
+        "margin is judged on the mean paired difference over seeds, not on one model: 10 seeds resolve it")),
+    "separation": Margin(0.02, (
+        "claim 4's margin on the mean held-out class-separation margin (scale-free, in [-1, 1]): twice the "
+        "seed-to-seed sd of an undefended glyph target's mean held-out margin (0.0085 over seeds 100-104, mean 0.126; "
+        "benchmarks/margins_pilot.py), rounded up: RE is called inferior only for a loss of separation that "
+        "retraining alone does not produce")),
 }
 LITTLE_COST = MARGINS["little_cost"].value
 SEPARATION_MARGIN = MARGINS["separation"].value
@@ -138,7 +140,7 @@ def margins_of(margins: dict | None = None) -> dict[str, float]:
 
     Example:
         >>> margins_of({"little_cost": 0.02})
-        {'little_cost': 0.02, 'separation': 0.05}
+        {'little_cost': 0.02, 'separation': 0.02}
     """
     given = dict(margins or {})
     unknown = set(given) - set(MARGINS)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from re_analysis.verdicts import NOT_SUPPORTED, SUPPORTED, Roles, claim_verdicts, summarize_verdicts
+from re_analysis.verdicts import (LITTLE_COST, NOT_SUPPORTED, SEPARATION_MARGIN, SUPPORTED, Roles, claim_verdicts,
+                                  summarize_verdicts)
 
 REPLICATES = 60
 ROLES = Roles(partial=["re-partial-p0.5"], partial_control=["re-partial-boxes"], location=["re-fixed-center"],
@@ -80,8 +81,8 @@ ALL_ARMS = ("none", "random-erasing", "re-partial-p0.5", "re-partial-boxes", "re
 def test_no_effect_anywhere_gives_neither_verdict_more_than_5_percent():
     """Every arm equal: every attack claim, claim 3 at its level (one half, as the controls),
     claim 2 and claim 4 at their non-inferiority margins (the boundary is the null there)."""
-    case = dict(accuracy={a: 0.3 for a in ALL_ARMS}, natural={"random-erasing": 0.82 - 0.03},
-                margin={"random-erasing": 0.3 - 0.05})
+    case = dict(accuracy={a: 0.3 for a in ALL_ARMS}, natural={"random-erasing": 0.82 - LITTLE_COST},
+                margin={"random-erasing": 0.3 - SEPARATION_MARGIN})
     got = rates(case)
     assert set(got) == {1, 2, 3, 4, 5, 6, 7, 8}
     for claim, r in got.items():

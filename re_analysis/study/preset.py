@@ -234,6 +234,7 @@ def validate_preset(p: dict[str, Any] | Preset) -> Preset:
                     pairs.append((d, a))
     if "none" not in defenses:
         raise ReAnalysisError("a study needs the 'none' defense as its baseline; add `none: {}` to defenses")
+    check_claim_controls(p.get("name", "custom"), defenses, pairs, p.get("claims") or {})
     p.update({"seeds": seeds, "defenses": defenses, "attacks": attacks, "grid": grid, "pairs": pairs})
     p.setdefault("per_class", 5)
     p["train"] = training_overrides("preset train", p.get("train"))
@@ -267,6 +268,20 @@ def validate_preset(p: dict[str, Any] | Preset) -> Preset:
     p["seeds"] = tuple(p["seeds"])
     p["pairs"] = tuple(p["pairs"])
     return Preset(**p)
+
+
+def check_claim_controls(name: str, defenses: dict, pairs: list, claims: dict) -> None:
+    """A preset that runs a Partial Erasure arm (p < 1) runs its control too (the same boxes on
+    every image): without it claim 5 compares arms where p and the boxes change together."""
+    from ..verdicts import Roles, infer_roles
+
+    run = [d for d in defenses if any(x == d for x, _ in pairs)]
+    roles = Roles(**claims) if claims else infer_roles(run, {d: defenses[d]["defense"] for d in run})
+    if roles.partial and not roles.partial_control:
+        raise ReAnalysisError(
+            f"preset {name!r} runs the Partial Erasure arm {', '.join(roles.partial)} without its control: add "
+            "`re-partial-boxes: {defense: re-partial-boxes}` (the same boxes on every image) to its defenses and its "
+            "grid beside it, so that claim 5 compares arms that differ in p alone")
 
 
 def check_decision_rules(p: dict[str, Any]) -> None:

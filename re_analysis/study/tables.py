@@ -75,9 +75,9 @@ def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
     from ..metrics.stats import interval_table
 
     num = [c for c in METRICS if c in results and pd.to_numeric(results[c], errors="coerce").notna().any()]
-    numeric = results[["dataset", "defense", "attack"] + num].copy()
-    for c in num:
-        numeric[c] = pd.to_numeric(numeric[c], errors="coerce")
+    # built in one piece: pandas 3 warns of a fragmented frame after column-by-column assignment
+    numeric = pd.concat([results[["dataset", "defense", "attack"]],
+                         results[num].apply(pd.to_numeric, errors="coerce")], axis=1)
     g = numeric.groupby(["dataset", "defense", "attack"], sort=False)[num]
     mean, std = g.mean().add_suffix("_mean"), g.std(ddof=1).add_suffix("_std")
     out = pd.concat([mean, std, g.size().rename("n_seeds")], axis=1)  # one concat: no fragmented frame
