@@ -74,8 +74,12 @@ def finished_study(run_dir: str, preset) -> pd.DataFrame | None:
     record_path = Path(run_dir) / "study.json"
     if not record_path.is_file() or not (Path(run_dir) / "results.csv").is_file():
         return None
-    record = {k: v for k, v in read_json(record_path).items() if k != "seconds_this_call"}
-    wanted = preset.to_dict()
+    from .study.units import EXECUTION_KEYS
+
+    # how and where the study ran (`book --workers 2` over a preset that says 1) does not change it
+    skip = {"seconds_this_call", *EXECUTION_KEYS}
+    record = {k: v for k, v in read_json(record_path).items() if k not in skip}
+    wanted = {k: v for k, v in preset.to_dict().items() if k not in skip}
     if record != json.loads(json.dumps(wanted)):  # the record went through JSON: tuples are lists there
         return None
     return load_results(run_dir)

@@ -207,6 +207,10 @@ def test_a_finished_study_is_read_not_rerun_only_for_its_own_preset(tmp_path):
     (tmp_path / "study.json").write_text(json.dumps({**record, "seconds_this_call": 12.5}))
     assert list(finished_study(str(tmp_path), p)["defense"]) == ["none"]
     assert finished_study(str(tmp_path), load_preset("smoke", seeds=[0, 1])) is None  # another grid: run it
+    # `re-analysis book --workers 2` records workers=2; each notebook reloads the preset's own value (1):
+    # the same study, read, not run again (issue 37's suspected bug, settled here)
+    (tmp_path / "study.json").write_text(json.dumps({**record, "workers": 2, "device": "cpu"}))
+    assert list(finished_study(str(tmp_path), p)["defense"]) == ["none"]
 
 
 def test_load_table_gives_a_consolidated_frame(tmp_path):
