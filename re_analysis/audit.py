@@ -290,15 +290,20 @@ def _image_size(cfg: "AuditConfig", images: dict[str, dict]) -> int:
 
 
 def _first_size(paths) -> int:
-    """The width of the first image whose header reads, square or not (the full check follows)."""
+    """The size of the first private image whose header reads (the full check follows); one
+    error asking for ``--image-size`` when it is not square."""
     from PIL import Image
 
     for p in paths[:20]:
         try:
             with Image.open(p) as im:
-                return int(im.size[0])
+                w, h = im.size
         except Exception:  # noqa: BLE001 - check_images names it
             continue
+        if w != h:
+            raise ReAnalysisError(f"the private images are not square ({Path(p).name} is {w}x{h} px): give "
+                                  "--image-size N, the square size your model reads (each image is resized to it)")
+        return int(w)
     return 64
 
 

@@ -338,6 +338,7 @@ def test_the_command_refuses_bad_images_models_and_conventions_with_one_line(int
     stranger = variant("stranger", lambda t: (t / "c80" / "notes.txt").write_text("labels"))
     mixed = variant("mixed", lambda t: Image.new("L", (12, 12), 130).save(t / "c130" / "big.png"))
     colour = variant("colour", lambda t: Image.new("RGB", (8, 8), (200, 30, 30)).save(t / "c180" / "red.png"))
+    oblong = variant("oblong", lambda t: [Image.open(f).resize((10, 8)).save(f) for f in sorted(t.rglob("*.png"))])
     pickled = tmp_path / "pickled.pt"
     torch.save(IntensityNet(), pickled)
     weights = tmp_path / "weights.pt"
@@ -353,6 +354,7 @@ def test_the_command_refuses_bad_images_models_and_conventions_with_one_line(int
         "not images.*c80/notes.txt": (script, stranger, good),
         "private images differ in size: 1 are 12x12.*--allow-mixed-sizes": (script, mixed, good),
         "--channels 1 but 1 image.*in colour.*red.png": (script, colour, good),
+        "not square \\(0.png is 10x8 px\\): give --image-size N": (script, oblong, good),
         "pickled.pt is a pickled model object .*IntensityNet": (pickled, root / "private", good),
         "weights.pt holds weights .* --arch NAME": (weights, root / "private", good),
         "do not fit --model-entry userpkg:build with 5 classes": (weights, root / "private",
