@@ -94,7 +94,21 @@ def test_build_book_stages_the_generated_tables(tmp_path, monkeypatch):
         (out / "_build" / "html" / "index.html").write_text("built")
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
+    import yaml
+
+    import re_analysis.publish as publish
+    import re_analysis.reproduce as reproduce
+
+    def fake_stage(bundle, view):
+        view.mkdir(parents=True)
+        (view / "preset.yaml").write_text(yaml.safe_dump(study.load_preset("smoke").to_dict()))
+        return publish.BundleReport(view, "smoke", ["none-s0", "random-erasing-s0"], [], 3,
+                                    {"commits": ["abc"], "machines": ["x86_64"], "unit_core_hours": 0.1})
+
     monkeypatch.setattr(study, "run_study", lambda *a, **k: None)
+    monkeypatch.setattr(publish, "publish_study", lambda run, to, preset: seen.setdefault("published", (run, to)) and to)
+    monkeypatch.setattr(publish, "stage_bundle", fake_stage)
+    monkeypatch.setattr(reproduce, "reproduce_piece", lambda *a, **k: None)
     monkeypatch.setattr(book, "execute_notebooks", lambda *a, **k: [])
     monkeypatch.setattr(audit, "example_audit", lambda out, **k: {"report": Path(out) / "report.html"})
     monkeypatch.setattr(book, "write_audit_page", lambda paths, stage: seen.setdefault("audit", paths["report"]))
@@ -103,8 +117,12 @@ def test_build_book_stages_the_generated_tables(tmp_path, monkeypatch):
     index = book.build_book("smoke", run_dir=tmp_path / "run", source=REPO, build_dir=tmp_path / "build",
                             progress=False)
     assert index.read_text() == "built"
-    assert seen["generated"] == ["attacks_fidelity.md", "defenses_fidelity.md", "presets.md", "rules.md", "verdicts.md"]
-    assert seen["audit"] == tmp_path / "run-audit-example" / "report.html"  # the audit chapter's example, beside the run
+    assert seen["generated"] == ["attacks_fidelity.md", "defenses_fidelity.md", "presets.md", "provenance.md", "rules.md",
+                                 "verdicts.md"]
+    assert seen["published"] == ((tmp_path / "run").resolve(), (tmp_path / "run-published").resolve())  # beside the run
+    assert seen["audit"] == (tmp_path / "build").resolve() / "audit-example" / "report.html"  # the chapter's example
+    provenance = (tmp_path / "build" / "stage" / GENERATED / "provenance.md").read_text()
+    assert "computed every number from scratch" in provenance and "2 of 2 units" in provenance
 
 
 def toc_files(node) -> list[str]:

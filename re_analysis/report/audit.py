@@ -477,3 +477,24 @@ def gap_text(run_dir: str | Path) -> str | None:
             f"among their 5 nearest neighbours). The MIDRE paper argues that reconstructions of an undefended model "
             f"overlap the private features and that Random Erasing moves them toward the erased ones: compare with "
             f"`--compare-defense random-erasing`.")
+
+
+# The report's captions and notes (notebooks/audit_report.ipynb shows them; the notebook holds no prose in code).
+ACCURACY_CAPTION = ("Attack accuracy of each attack under each judge (colour), with its 95% interval over the attacked "
+                    "identities; crosses: the same judge's chance rate.")
+FEATURE_SPACE_CAPTION = ("UMAP embedding of your model's features: private training images (blue), the same images "
+                         "Random-Erased (orange), reconstructions (red), one panel per attacked class, a convex hull per "
+                         "group; grey: private images of the other classes. Reconstructions inside the blue hull look, "
+                         "to your model, like its training images.")
+DEFENSE_NOT_ASKED = ("Not asked: run the audit with `--compare-defense random-erasing` and `--arch NAME` to retrain your "
+                     "architecture with Random Erasing on your data and attack the copy alike.")
+DEFENSE_NOTE = ("The copy is retrained by the suite (its recipe, your data and architecture); your model was trained with "
+                "yours, so the difference holds the recipe's effect too.")
+
+
+def gallery_caption(run_dir) -> str:
+    """The leakage galleries' caption, naming the audited model."""
+    return (f"Leakage galleries against {model_label(run_dir).removeprefix('your model: ')}: two reconstructions per "
+            "class (at most eight classes), each beside its nearest same-class private image (in pixels; in "
+            "evaluation-model features) and its nearest training image of any identity (PUBLIC in red: the attacker's "
+            "own data, not a leak). E/R/P +/−: the open-set, robust and pixel judges' verdicts.")
