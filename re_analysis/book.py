@@ -286,9 +286,13 @@ def provenance_markdown(report, origin: str) -> str:
     view_preset = rec.get("preset", "?")
     try:
         p = load_preset(view_preset)
-        design = (f"{len(p.seeds)} seeds x {'all' if p.classes is None else p.classes} private identities x "
-                  f"{p.per_class} reconstruction(s) each, arms {', '.join(p.defenses)}, primary attack "
-                  f"`{p.primary_attack}`, primary judge `{p.primary_judge}`, verdict rules {p.rules or 'current'}")
+        from .verdicts import RULES_VERSION
+
+        seeds = f"{len(p.seeds)} seed{'s' if len(p.seeds) > 1 else ''}"
+        design = (f"{seeds} x {'all' if p.classes is None else p.classes} private identities x {p.per_class} "
+                  f"reconstruction{'s' if p.per_class > 1 else ''} each, arms {', '.join(p.defenses)}, primary attack "
+                  f"`{p.primary_attack}`, primary judge `{p.primary_judge}`, verdict rules "
+                  + (f"{p.rules} (registered)" if p.rules else f"{RULES_VERSION} (this release's)"))
     except ReAnalysisError:
         design = "a design not shipped with this release"
     commits = ", ".join(f"`{c[:10]}`" for c in rec.get("commits", [])) or "n/a"

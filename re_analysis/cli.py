@@ -81,8 +81,11 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--preset", default="quick", help=f"{', '.join(preset_names())} or a YAML path")
     s.add_argument("--out", default=None, help="run directory (default: runs/PRESET)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=None, help="processes that run independent steps at once "
-                                                                "(default: the preset's, 1 thread each)")
+    s.add_argument("--workers", type=int, default=None, help="processes that run independent steps at once on this "
+                                                                "machine, a dask LocalCluster (default: the preset's, 1 "
+                                                                "thread each)")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the steps on a running dask cluster (e.g. tcp://host:8786) whose workers see --out")
     s.add_argument("--units", default=None, metavar="K/N|NAMES",
                    help="compute only these units (arm x seed) of the design, one after another, and no tables: "
                         "K/N takes every N-th unit from the K-th (N machines or job-array tasks), or name them "
@@ -269,7 +272,7 @@ def cmd_study(args) -> int:
         left = missing_units(out, preset)
         print(f"{len(records)} unit(s) finished here; {len(left)} of the design's units still missing in {out}")
         return 0
-    results = run_study(preset, out, progress=not args.quiet)
+    results = run_study(preset, out, progress=not args.quiet, scheduler=args.scheduler)
     print(summarize(results).to_string(index=False, max_cols=8))
     print(f"tables: {out}/results.csv, {out}/summary.csv, {out}/tradeoff.csv")
     return 0

@@ -218,7 +218,7 @@ def test_the_book_renders_from_the_published_bundle_and_reproduces_a_piece(book)
 def test_a_tampered_bundle_and_a_missing_unit_each_give_one_line(book, tmp_path):
     import pandas as pd
 
-    from tests.conftest import call_cli
+    from conftest import call_cli
 
     damaged = tmp_path / "damaged"
     shutil.copytree(book / "run-published", damaged)

@@ -8,7 +8,7 @@ scaled by 100 to sit on the same axis. The line to clear is each row's own thres
 difference, one half for claim 3's share, minus the margin for a non-inferiority row). Hollow
 markers are rows a gate made inconclusive (no chance rate, the attack not leaking, utility
 that differs between the arms), not their interval; claim 1's rows carry the natural-accuracy
-difference of the same arms at the right.
+difference of the same arms under its label.
 
 Example:
     >>> import pandas as pd
@@ -67,7 +67,7 @@ def forest_plot(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str 
     from matplotlib.lines import Line2D
 
     rows = forest_rows(verdicts, judge, attack)
-    fig, ax = plt.subplots(figsize=(8.2, 0.34 * max(len(rows), 1) + 1.6))
+    fig, ax = plt.subplots(figsize=(8.2, 0.42 * max(len(rows), 1) + 2.2))
     y = np.arange(len(rows))
     for i, r in enumerate(rows.itertuples()):
         color = VERDICT_COLORS.get(r.verdict, "#7f7f7f")
@@ -75,18 +75,15 @@ def forest_plot(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str 
             ax.plot([r.low, r.high], [i, i], color=color, lw=2)
         ax.plot(r.estimate, i, "o", ms=7, color=color, mfc="white" if r.gated else color)
         ax.plot([r.threshold] * 2, [i - 0.35, i + 0.35], color="0.2", lw=1)
-    for i, r in enumerate(rows.itertuples()):
-        if r.natural:  # claim 1: what the protection cost, beside it
-            ax.annotate(r.natural, (1.0, i), xycoords=("axes fraction", "data"), xytext=(4, 0),
-                        textcoords="offset points", va="center", fontsize=7, color="0.3")
     ax.axvline(0, color="0.6", lw=0.8, ls=":")
-    ax.set_yticks(y, rows["label"])
+    # claim 1: what the protection cost, under its label
+    ax.set_yticks(y, [f"{r.label}\n({r.natural})" if r.natural else r.label for r in rows.itertuples()], fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel("difference, points (claim 4: margin x 100); | the line the claim must clear")
     handles = [Line2D([], [], marker="o", color=c, lw=2, label=v) for v, c in VERDICT_COLORS.items()]
     handles.append(Line2D([], [], marker="o", color="0.4", mfc="white", lw=0, label="gated (no leak, no chance rate, utility)"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.22 if rows["natural"].any() else 1.01, 1), fontsize=8,
-              frameon=False)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.5 / max(len(rows), 1) - 0.12), ncol=3,
+              fontsize=8, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -113,7 +110,7 @@ def forest_caption(results: pd.DataFrame, attack: str | None, preset: str | None
             "one half for claim 3's share of reconstructions nearer an erased feature, minus the margin for claims 2 "
             "and 4); hollow points are gated (no chance rate, the attack not leaking, or utility that differs between "
             "the arms). A claim with several rows is supported only when every row is; claim 1's rows carry the "
-            "natural-accuracy difference of the same arms at the right.")
+            "natural-accuracy difference of the same arms under their label.")
 
 
 def verdict_sentences(verdict_summary: pd.DataFrame) -> str:

@@ -273,8 +273,12 @@ def prior_check(attack_info: dict, eval_dir: Path) -> dict:
 
 
 @claim_scope()  # the study directory stays locked until the study returns
-def run_study(preset: Preset | str, out_dir: str | Path, progress: bool = True) -> pd.DataFrame:
+def run_study(preset: Preset | str, out_dir: str | Path, progress: bool = True,
+              scheduler: str | None = None) -> pd.DataFrame:
     """Run (or resume) the whole grid and write the tables; returns the results table.
+
+    ``preset.workers`` processes share the steps on this machine (a dask ``LocalCluster``);
+    ``scheduler``: the address of a running dask scheduler whose workers see ``out_dir``.
 
     Damaged cached runs (see :func:`re_analysis.artifacts.verify_runs`) are set aside and
     recomputed; each incident is logged to ``out_dir/study.log`` and stderr.
@@ -289,7 +293,7 @@ def run_study(preset: Preset | str, out_dir: str | Path, progress: bool = True) 
         for problem in verify_runs(paths.root).problems:
             if problem.recorded:  # files the manifest does not vouch for are left to the loaders' checks
                 set_aside_damage(problem.path, problem.run_dir, paths.root, problem.problem)
-        tables = recompute_damaged(lambda: run_grid(preset, paths, progress), paths.root)
+        tables = recompute_damaged(lambda: run_grid(preset, paths, progress, scheduler), paths.root)
     write_tables(tables, paths.root, preset)
     from .units import run_units
 
@@ -399,33 +403,14 @@ def study_phases(preset: Preset, paths: StudyPaths) -> tuple[list[tuple], list[t
     return phase1, phase2
 
 
-def run_in_workers(preset: Preset, paths: StudyPaths, progress: bool) -> None:
-    """Fill the cache with ``preset.workers`` processes at once, one torch thread each.
+def run_grid(preset: Preset, paths: StudyPaths, progress: bool, scheduler: str | None = None) -> StudyTables:
+    """Every step of the grid (cached steps are reused); returns the study's tables. With more
+    than one worker, or a ``scheduler`` address, the steps run as dask tasks first
+    (:mod:`re_analysis.study.scheduler`); the pass below then only reads them."""
+    if preset.workers > 1 or scheduler:
+        from .scheduler import run_on_cluster
 
-    Two independent processes keep 2 CPU cores busier than one process with two threads
-    (small convolutions parallelise poorly inside one process). Phase 1 trains the shared
-    priors, the judges and every target; phase 2 attacks and evaluates (order:
-    :func:`study_phases`). Each step claims its run directory (:func:`re_analysis.artifacts.claim_run_dir`), so a step that needs
-    another's result waits for it and then reuses it. Thread counts change the last digits
-    of floating-point sums, so a study run with other ``workers`` may differ in those digits.
-    """
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    threads = max(1, (os.cpu_count() or 1) // preset.workers)
-    phase1, phase2 = study_phases(preset, paths)
-    with cf.ProcessPoolExecutor(preset.workers, mp_context=mp.get_context("spawn")) as pool:
-        for phase, name in ((phase1, "train"), (phase2, "attack")):
-            futures = [pool.submit(_run_step, preset, str(paths.root), step, threads) for step in phase]
-            for f in tqdm(cf.as_completed(futures), total=len(futures), desc=f"study {preset.name}: {name}",
-                          disable=not progress):
-                f.result()
-
-
-def run_grid(preset: Preset, paths: StudyPaths, progress: bool) -> StudyTables:
-    """Every step of the grid (cached steps are reused); returns the study's tables."""
-    if preset.workers > 1:
-        run_in_workers(preset, paths, progress)
+        run_on_cluster(preset, paths, progress, scheduler)
     train_eval_model(preset, paths, progress)
     if preset.robust:
         train_eval_model(preset, paths, progress, robust=True)

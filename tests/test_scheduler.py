@@ -1,0 +1,83 @@
+"""The study on dask.distributed: two workers give the tables of one, a killed worker's step is
+redone by another, units computed in two shares equal one whole run, and a scheduler that
+cannot be reached is one clear error. On ``tests/data/tiny.yaml`` (the smoke study at its
+smallest budgets), one torch thread per process as `make test` runs it."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from re_analysis.study import load_preset, run_study
+from re_analysis.study.units import run_units, select_units
+from conftest import call_cli
+
+pytestmark = pytest.mark.slow
+TINY = Path(__file__).parent / "data" / "tiny.yaml"
+TABLES = ("results", "judgements", "natural", "chance", "gap_samples", "summary", "comparisons", "verdicts",
+          "verdict_summary")
+
+
+def tables(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / f"{name}.csv").read_bytes() for name in TABLES}
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "one"
+    run_study(load_preset(TINY), out, progress=False)
+    return out
+
+
+def study_process(out: Path, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "re_analysis.cli", "study", "--preset", str(TINY), "--out", str(out),
+                             "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_two_dask_workers_give_the_tables_of_one(one_worker, tmp_path):
+    proc = study_process(tmp_path / "two", "--workers", "2")
+    out, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err[-2000:]
+    assert "dask scheduler" in (tmp_path / "two" / "study.log").read_text()  # the run log names the scheduler
+    assert tables(tmp_path / "two") == tables(one_worker)
+
+
+def test_a_killed_worker_is_replaced_and_the_study_completes_alike(one_worker, tmp_path):
+    import psutil
+
+    out = tmp_path / "killed"
+    proc = study_process(out, "--workers", "2")
+    killed = []
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None and not killed:
+        started = [d for d in (out / "attacks").glob("*") if (d / "config.json").is_file()] if (out / "attacks").is_dir() else []
+        if started and not (started[0] / "attack.json").is_file():  # an attack is in flight: kill every worker
+            workers = [c for n in psutil.Process(proc.pid).children() for c in n.children()]
+            for w in workers:
+                w.kill()
+                killed.append(w.pid)
+        time.sleep(0.2)
+    stdout, err = proc.communicate(timeout=1200)
+    assert killed, "no attack was caught in flight"
+    assert proc.returncode == 0, err[-2000:]
+    assert tables(out) == tables(one_worker)  # the nannies restarted the workers; the step was redone, resumed
+
+
+def test_units_in_two_shares_into_one_folder_equal_one_whole_run(one_worker, tmp_path):
+    p = load_preset(TINY)
+    out = tmp_path / "shares"
+    first = run_units(p, out, select_units(p, "1/2"), progress=False)
+    second = run_units(p, out, select_units(p, "2/2"), progress=False)
+    assert [r["unit"] for r in first + second] == ["none-s0", "random-erasing-s0"]
+    run_study(p, out, progress=False)  # every step cached: only the tables are written
+    assert tables(out) == tables(one_worker)
+
+
+def test_a_scheduler_that_cannot_be_reached_is_one_clear_error(tmp_path):
+    proc = call_cli("study", "--preset", TINY, "--scheduler", "tcp://127.0.0.1:9", "--out", tmp_path / "x", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "cannot reach the dask scheduler at 'tcp://127.0.0.1:9'" in proc.stderr
