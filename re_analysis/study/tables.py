@@ -30,14 +30,15 @@ RESULT_COLUMNS = ID_COLUMNS + [
     # attack accuracy under every judge (open set unless "closed"), and how they agree
     "attack_accuracy_top1", "attack_accuracy_top1_closed", "attack_accuracy_top5", "attack_accuracy_robust",
     "attack_accuracy_pixel", "judges_all_accept", "judges_disagree", "eval_judged_public", "pixel_nearest_public",
-    "pixel_rejected", "target_accuracy_on_reconstructions", "attack_failed",
+    "pixel_rejected", "target_accuracy_on_reconstructions", "attack_failed", "attack_no_initial_point",
     # what an attack gets for free: unoptimised prior samples the target labels as the class
     "chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust", "chance_accuracy_pixel",
     "chance_n", "chance_min_per_class",
     # each judge's acceptance of held-out private images: what a perfect reconstruction scores
     "ceiling_top1", "ceiling_top1_closed", "ceiling_robust", "ceiling_pixel",
     # distribution metrics in evaluation-model features
-    "knn_distance", "fid", "fid_n_reconstructions", "precision", "recall", "density", "coverage",
+    "knn_distance", "fid", "fid_n_reconstructions", "distribution_n_excluded", "precision", "recall", "density",
+    "coverage",
     # the feature-space gap (target features) and the separation of private classes
     "mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",
     "fraction_nearer_erased", "coverage_private", "separation_margin", "separation_margin_test",
@@ -188,8 +189,11 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset=None) ->
             texts[name] = frame.to_csv(index=False)
     # the derived tables (bootstraps: seconds to minutes) are a function of these texts and the
     # claims' roles: when neither changed since the last call, the tables on disk stand
+    from ..verdicts import margins_of
+
     decision = ({"claims": preset.claims, "primary": preset.primary_attack, "judge": preset.primary_judge,
-                 "margins": preset.margins, "design": preset.design_components} if preset else {})
+                 "design": preset.design_components} if preset else {})
+    decision["margins"] = margins_of(preset.margins if preset else None)  # the margins in force, defaults included
     key = config_hash({"tables": {k: hashlib.sha256(v.encode()).hexdigest() for k, v in texts.items()},
                        **decision, "rules": VERDICT_RULES})
     derived = ["summary", "tradeoff"] + (["comparisons", "verdicts", "verdict_summary"] if "judgements" in texts else [])
