@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import ReAnalysisError
+from .runs import run_record
 
 NOTEBOOKS = ["01_training", "02_attacks", "03_feature_gap", "04_tradeoff", "05_ablations", "06_conclusions"]
 
@@ -251,7 +251,7 @@ def write_audit_page(paths: dict, stage: str | Path) -> list[Path]:
     audit_dir = Path(paths["report"]).parent
     summary = pd.read_csv(audit_dir / "summary.csv")
     judgements = pd.read_csv(audit_dir / "judgements.csv")
-    record = json.loads((audit_dir / "audit.json").read_text())
+    record = run_record(audit_dir, "audit.json")
     table = leak_table(summary)
     leaked = leaked_classes(judgements, names=class_names(audit_dir))
     command = (f"re-analysis audit --model model.pt --private digits/private --public digits/public "

@@ -44,6 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import ReAnalysisError
+from .runs import run_record, study_record
 
 __all__ = ["BUNDLE_RECORD", "publish_study", "verify_bundle", "stage_bundle", "BundleReport", "is_bundle",
            "claim_units", "incomplete_claims"]
@@ -99,12 +100,10 @@ def _sha256(path: Path) -> str:
 
 def claim_units(preset, roles) -> dict[int, list[str]]:
     """The arms each claim's verdict rests on (a claim is decided only when every unit of its
-    arms is in): claim number -> defense labels."""
-    re_ = roles.re
-    arms = {1: [re_, "none"], 2: [re_, "none"], 3: [re_, "none", *roles.baselines], 4: [re_, "none"],
-            5: [re_, *roles.partial, *roles.partial_control], 6: [re_, *roles.location],
-            7: [re_, *roles.baselines], 8: [*roles.baselines, *roles.compositions.values()]}
-    return {c: [a for a in dict.fromkeys(v) if a in preset.defenses] for c, v in arms.items()}
+    arms is in): claim number -> defense labels (each claim's own ``arms``)."""
+    from .verdicts import CLAIM_TABLE
+
+    return {c.number: [a for a in dict.fromkeys(c.arms(roles)) if a in preset.defenses] for c in CLAIM_TABLE}
 
 
 def incomplete_claims(verdict_summary: pd.DataFrame, preset, roles, missing: list[str]) -> pd.DataFrame:
@@ -149,7 +148,7 @@ def _unit_tables(preset, root: Path, records: dict[str, dict]):
     for name, rec in records.items():
         label, seed = rec["label"], int(rec["seed"])
         target = root / rec["target_dir"]
-        metrics = json.loads((target / "metrics.json").read_text())
+        metrics = run_record(target, "metrics.json")
         natural.append(_keyed(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset.dataset, defense=label, seed=seed))
         for attack in rec["attack_dirs"]:
             rows.append((label, attack, seed, metrics, attack_evaluate(preset, paths, label, attack, seed, False)))
@@ -174,7 +173,7 @@ def publish_study(run_dir: str | Path, to: str | Path, preset=None) -> Path:
     from .study import StudyPaths, eval_config, robust_judge_dir
     from .study.tables import write_tables
     from .study.units import code_version, design_hash, design_units, finished_units, missing_units
-    from .verdicts import Roles, infer_roles
+    from .verdicts import roles_for
 
     root = Path(run_dir).resolve()
     if not root.is_dir():
@@ -182,7 +181,7 @@ def publish_study(run_dir: str | Path, to: str | Path, preset=None) -> Path:
     if preset is None:
         if not (root / "study.json").is_file():
             raise ReAnalysisError(f"{root} holds no study.json: name the design with --preset")
-        preset = validate_preset(json.loads((root / "study.json").read_text()))
+        preset = validate_preset(study_record(root))
     elif not hasattr(preset, "to_dict"):
         preset = load_preset(preset)
     records = finished_units(root, preset)
@@ -200,7 +199,7 @@ def publish_study(run_dir: str | Path, to: str | Path, preset=None) -> Path:
     tables = _unit_tables(preset, root, records)
     write_tables(tables, stage, preset)
     names = dict(zip(tables.results["defense"], tables.results["defense_name"]))
-    roles = Roles(**preset.claims) if preset.claims else infer_roles(tables.results["defense"].unique(), names)
+    roles = roles_for(tables.results["defense"].unique(), names, preset.claims)
     summary = incomplete_claims(pd.read_csv(stage / "verdict_summary.csv"), preset, roles, missing)
     summary.to_csv(stage / "verdict_summary.csv", index=False)
     (stage / "tables.json").unlink(missing_ok=True)
@@ -228,7 +227,7 @@ def publish_study(run_dir: str | Path, to: str | Path, preset=None) -> Path:
     priors = set()  # the target-independent priors the attacks ran on (their generators: to re-attack)
     for rec in records.values():
         for rel in rec["attack_dirs"].values():
-            prior = json.loads((root / rel / "attack.json").read_text()).get("prior")
+            prior = run_record(root / rel, "attack.json").get("prior")
             if isinstance(prior, str) and Path(prior).resolve().is_relative_to(root) and "-wgan-gp-" in Path(prior).name:
                 priors.add(Path(prior).resolve())
     for p in sorted(priors):

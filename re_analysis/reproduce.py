@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ReAnalysisError
+from .runs import run_record
 
 __all__ = ["reproduce_piece", "compare_verdicts", "reproduction_markdown", "pick_piece"]
 
@@ -57,7 +57,7 @@ def pick_piece(view: str | Path, preset) -> tuple[str, int, str]:
     """The piece to recompute: Random Erasing's target if the design has it (else the first
     published arm), on its smallest published seed, re-attacked by GMI if the design runs it
     (its cheapest attack at the published budget) else by the primary attack."""
-    units = sorted((json.loads(p.read_text()) for p in (Path(view) / "units").glob("*.json")),
+    units = sorted((run_record(p.parent, p.name) for p in (Path(view) / "units").glob("*.json")),
                    key=lambda r: (r["seed"], r["label"]))
     if not units:
         raise ReAnalysisError(f"{view} holds no published unit to recompute")
@@ -86,7 +86,7 @@ def reproduce_piece(view: str | Path, preset, out_dir: str | Path, label: str | 
     view, out = Path(view), Path(out_dir)
     picked = pick_piece(view, preset)
     label, seed, attack = label or picked[0], picked[1] if seed is None else seed, attack or picked[2]
-    record = json.loads((view / "units" / f"{label}-s{seed}.json").read_text())
+    record = run_record(view / "units", f"{label}-s{seed}.json")
     published_target = view / record["target_dir"]
     published_attack = view / record["attack_dirs"][attack]
     t0 = time.perf_counter()
@@ -105,7 +105,7 @@ def reproduce_piece(view: str | Path, preset, out_dir: str | Path, label: str | 
     natural = compare_verdicts(pub_pred["correct"], (new_pred == y.numpy()).astype(int))
     weights_equal = _sha256(mine / "model.safetensors") == _sha256(published_target / "model.safetensors")
     # the attack, on the first identities it attacked, at the published budget and prior
-    info = json.loads((published_attack / "attack.json").read_text())
+    info = run_record(published_attack, "attack.json")
     classes = list(info["classes"])[:identities]
     base = attack_config(preset, StudyPaths(view), label, attack, seed, target=mine)
     prior = view / Path(info["prior"]).relative_to(Path(info["prior"]).parents[2]) if info.get("prior") else None

@@ -54,7 +54,8 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,9 @@ import pandas as pd
 from .errors import ReAnalysisError
 from .metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
 
-__all__ = ["Claim", "CLAIM_TABLE", "CLAIMS", "ATTACK_CLAIMS", "JUDGES", "RULES_VERSION", "Margin", "MARGINS",
-           "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "ALPHA", "Roles", "infer_roles",
+__all__ = ["Claim", "CLAIM_TABLE", "ClaimTable", "register_claim", "unregister_claim", "claim_of", "Evidence", "JUDGES",
+           "RULES_VERSION", "Margin", "MARGINS",
+           "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "ALPHA", "Roles", "infer_roles", "roles_for",
            "verdict_from_interval", "paired", "level", "leak", "claim_verdicts", "summarize_verdicts",
            "combine_verdicts", "margins_of"]
 
@@ -76,31 +78,82 @@ RULES_VERSION = 3
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the MIDRE paper: its number, what it says, what it is measured on
-    (``attack`` accuracy per attack and judge, ``natural`` accuracy, the feature-space
-    ``gap`` or the held-out ``separation``) and what a study needs to test it."""
+    """One claim of the MIDRE paper and the rule that judges it: its number, what it says,
+    what it is measured on (``attack`` accuracy per attack and judge, ``natural`` accuracy,
+    the feature-space ``gap`` per attack, the held-out ``separation``), what a study needs to
+    test it, the book's chapter that discusses it, how its estimates read (``points`` of
+    accuracy, a ``share``, a ``margin``), the arms its verdict rests on (``arms(roles)``) and
+    ``rule(evidence, roles, ctx)``: its rows of ``verdicts.csv`` (comparisons, thresholds,
+    gates and reasons). Adding a claim is one :func:`register_claim`.
+
+    Example:
+        >>> claim_of(1).text, claim_of(1).per_judge, claim_of(3).per_attack, claim_of(4).scale
+        ('RE lowers attack accuracy', True, True, 'margin')
+    """
 
     number: int
     text: str
     measure: str
     needs: str
+    rule: Callable[..., list]
+    arms: Callable[..., list]
+    chapter: str = "conclusions"
+    scale: str = "points"
+
+    @property
+    def per_judge(self) -> bool:
+        """Judged per attack and judge (the summary reads the primary pair)."""
+        return self.measure == "attack"
+
+    @property
+    def per_attack(self) -> bool:
+        """Judged per attack (the summary reads the primary attack)."""
+        return self.measure in ("attack", "gap")
 
 
-# The one table of claims every room reads (verdicts, the report, the notebooks).
-CLAIM_TABLE = (
-    Claim(1, "RE lowers attack accuracy", "attack", "a `random-erasing` and a `none` target attacked alike"),
-    Claim(2, "at little natural-accuracy cost", "natural", "natural.csv (per test image)"),
-    Claim(3, "reconstructions of an RE model lie nearer erased than private features", "gap",
-          "gap_samples.csv (per reconstruction)"),
-    Claim(4, "private features stay separated from other classes", "separation",
-          "separation.csv with held-out (test) features"),
-    Claim(5, "Partial Erasure matters", "attack", "a Partial Erasure ablation (`re-partial-*`)"),
-    Claim(6, "Random Location matters", "attack", "a fixed-location ablation (`re-fixed-*`)"),
-    Claim(7, "RE's privacy-utility trade-off beats the baselines", "attack", "a baseline defense (MID, BiDO, NLS, ...)"),
-    Claim(8, "RE adds to other defenses", "attack", "a `random-erasing+X` target and `X` alone"),
-)
-CLAIMS = {c.number: c.text for c in CLAIM_TABLE}
-ATTACK_CLAIMS = tuple(c.number for c in CLAIM_TABLE if c.measure == "attack")  # judged per attack and judge
+class ClaimTable:
+    """The registered claims in number order: iterate it, ``in`` it, index it by number.
+    The one table every room reads (verdicts, publish, the report, the notebooks)."""
+
+    def __init__(self):
+        self._claims: dict[int, Claim] = {}
+
+    def __iter__(self):
+        return iter(sorted(self._claims.values(), key=lambda c: c.number))
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def __contains__(self, number) -> bool:
+        return number in self._claims
+
+    def __getitem__(self, number) -> Claim:
+        try:
+            return self._claims[int(number)]
+        except (KeyError, TypeError, ValueError):
+            raise ReAnalysisError(f"unknown claim {number!r}; the claims are {', '.join(map(str, self._claims))}") from None
+
+
+CLAIM_TABLE = ClaimTable()
+
+
+def register_claim(claim: Claim) -> Claim:
+    """Add ``claim`` to :data:`CLAIM_TABLE` (a number already taken is refused)."""
+    if claim.number in CLAIM_TABLE:
+        raise ReAnalysisError(f"claim {claim.number} is registered already ({CLAIM_TABLE[claim.number].text!r})")
+    CLAIM_TABLE._claims[claim.number] = claim
+    return claim
+
+
+def unregister_claim(number: int) -> None:
+    """Remove a registered claim (a study's own claim, or a test's)."""
+    CLAIM_TABLE._claims.pop(number, None)
+
+
+def claim_of(number) -> Claim:
+    """The registered claim ``number``."""
+    return CLAIM_TABLE[number]
+
 
 # The judges by name, and what the book calls them (one table: JUDGE_TABLE).
 JUDGES = {j.name: j.display for j in JUDGE_TABLE}
@@ -166,33 +219,40 @@ class Roles:
 
 
 def infer_roles(labels, defense_names: dict[str, str] | None = None) -> Roles:
-    """Roles from a study's defense labels (``defense_names``: label -> registered defense).
+    """Roles from a study's defense labels (``defense_names``: label -> registered defense),
+    read from each defense's registered role (:data:`re_analysis.defenses.base.ROLES`:
+    ``register_defense(name, role=...)``), not from its name: ``partial``, ``partial_control``,
+    ``location``, a ``baseline``, Random Erasing combined with a baseline (its composition);
+    ``none``, ``re`` and ``variant`` defenses play no other part. The RE arm is the label of
+    the ``re`` defense (``random-erasing``)."""
+    from .defenses.base import defense_role
 
-    Partial-erasure and fixed-location ablations are recognised by their registered names
-    (``re-partial-boxes`` is the Partial Erasure control, other ``re-partial*`` the p < 1
-    arms, ``re-fixed*``); a baseline is any other defense that is neither ``none`` nor a
-    Random Erasing variant; ``random-erasing+X`` is X's composition.
-    """
     names = defense_names or {}
     labels = list(labels)
-    name = {lab: names.get(lab, lab) for lab in labels}
-    roles = Roles(re="random-erasing" if "random-erasing" in labels else "")
+    roles = Roles(re="")
     for lab in labels:
-        n = name[lab]
-        if n.startswith("re-partial-boxes"):
-            roles.partial_control.append(lab)
-        elif n.startswith("re-partial"):
-            roles.partial.append(lab)
-        elif n.startswith("re-fixed"):
-            roles.location.append(lab)
-        elif n.startswith("random-erasing+"):
-            roles.compositions[n.split("+", 1)[1]] = lab
-        elif n in ("none", "none-noaug", "random-erasing") or n.startswith("re-") or "random-erasing" in n:
-            continue
-        else:
+        role, member = defense_role(names.get(lab, lab))
+        if role == "re" and not roles.re:
+            roles.re = lab
+        elif role in ("partial", "partial_control", "location"):
+            getattr(roles, role).append(lab)
+        elif role == "composition":
+            roles.compositions[member] = lab
+        elif role == "baseline":
             roles.baselines.append(lab)
     roles.compositions = {b: c for b, c in roles.compositions.items() if b in labels}
     return roles
+
+
+def roles_for(labels, defense_names: dict[str, str] | None = None, claims: dict | None = None) -> Roles:
+    """The roles a study's labels play: the preset's ``claims:`` when it declares them, else
+    :func:`infer_roles`. Every room reads roles through this one function.
+
+    Example:
+        >>> roles_for(["none", "random-erasing", "bido"], claims={"baselines": ["bido"]}).baselines
+        ['bido']
+    """
+    return Roles(**claims) if claims else infer_roles(labels, defense_names)
 
 
 def verdict_from_interval(estimate: float, low: float, high: float, expect: str = "negative",
@@ -296,7 +356,7 @@ def leak(judgements: pd.DataFrame, chance: pd.DataFrame | None, column: str, def
             "chance": float(by_seed["ch"].mean()), "n_seeds": len(seeds)}
 
 
-VERDICT_COLUMNS = ["claim", "claim_text", "dataset", "attack", "judge", "comparison", "primary", "estimate", "ci_low",
+VERDICT_COLUMNS = ["claim", "claim_text", "dataset", "attack", "judge", "comparison", "kind", "primary", "estimate", "ci_low",
                    "ci_high", "se", "df", "p_value", "threshold", "expect", "p_against", "can_refute", "n", "n_seeds",
                    "n_units", "method", "mde", "mde_source", "rules_out", "margin", "verdict", "gate", "note", "rules"]
 SUMMARY_COLUMNS = ["claim", "claim_text", "dataset", "verdict", "judge", "attack", "rules_out", "mde", "mde_source",
@@ -364,8 +424,8 @@ def _row(claim, dataset, attack, judge, comparison, cmp, ctx: _Context, *, thres
         rules_out = float(max(abs(lo), abs(hi)))  # a difference: no effect larger than the farther end
     if verdict == INCONCLUSIVE and not gate and not note:
         note = _inconclusive_note(lo, hi, threshold, rules_out, mde, mde_source, claim)
-    return {"claim": claim, "claim_text": CLAIMS[claim], "dataset": dataset, "attack": attack, "judge": judge,
-            "comparison": comparison, "primary": primary, "estimate": est, "ci_low": lo, "ci_high": hi, "se": se,
+    return {"claim": claim, "claim_text": claim_of(claim).text, "dataset": dataset, "attack": attack, "judge": judge,
+            "comparison": comparison, "kind": "difference" if "difference" in cmp else "level", "primary": primary, "estimate": est, "ci_low": lo, "ci_high": hi, "se": se,
             "df": df, "p_value": cmp.get("p_value", np.nan), "threshold": threshold,
             "expect": "below" if below else "above", "p_against": p_against,
             "can_refute": bool(can_refute and not gate and verdict != NO_VERDICT), "n": cmp.get("n_pairs", cmp.get("n", 0)),
@@ -521,48 +581,106 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
         primary_attack = next(iter(judgements["attack"]), None)
     ctx = _Context(margins_of(margins), design_components or None, confidence, dict(ceilings or {}), primary_attack,
                    primary_judge)
-    re_ = roles.re
-    rows: list[dict] = []
+    evidence = Evidence(judgements, natural, gap, separation, chance)
     judges = [j for j in judges if judge_spec(j).column in judgements]
-    for (dataset, attack), jg in judgements.groupby(["dataset", "attack"], sort=False):
-        cg = None if chance is None or chance.empty else chance[(chance["dataset"] == dataset)
-                                                                & (chance["attack"] == attack)]
-        common = dict(judgements=jg, natural=natural, chance=cg, dataset=dataset, attack=attack, ctx=ctx)
-        for judge in judges:
-            _attack_claim(rows, 1, judge=judge, defense=re_, reference="none", expect="negative",
-                          comparison=f"{re_} vs none", **common)
-            for lab in roles.partial:
-                _attack_claim(rows, 5, judge=judge, defense=lab, reference=re_, expect="positive",
-                              comparison=f"{lab} vs {re_}", check_utility=True, **common)
-                for ctl in roles.partial_control:
-                    _attack_claim(rows, 5, judge=judge, defense=lab, reference=ctl, expect="positive",
-                                  comparison=f"{lab} vs {ctl}", check_utility=True, **common)
-            for lab in roles.location:
-                _attack_claim(rows, 6, judge=judge, defense=lab, reference=re_, expect="positive",
-                              comparison=f"{lab} vs {re_}", check_utility=True, **common)
-            for base in roles.baselines:
-                _tradeoff_rows(rows, jg, natural, cg, dataset, attack, judge, re_, base, ctx)
-            for base, comp in roles.compositions.items():
-                _attack_claim(rows, 8, judge=judge, defense=comp, reference=base, expect="negative",
-                              comparison=f"{comp} vs {base}", check_utility=True, utility_refutes=True, **common)
-    if natural is not None and not natural.empty:
-        little = ctx.margins["little_cost"]
-        for dataset, ng in natural.groupby("dataset", sort=False):
-            cmp = paired(ng, "correct", re_, "none", confidence=confidence)
-            if cmp is not None:
-                rows.append(_row(2, dataset, "", "natural accuracy", f"{re_} vs none", cmp, ctx, threshold=-little,
-                                 below=False, margin=little,
-                                 note=f"non-inferiority: 'little' = a drop of less than {100 * little:.0f} points"))
-    if gap is not None and not gap.empty:
-        rows.extend(_claim3_rows(gap, judgements, roles, ctx))
-    if separation is not None and not separation.empty:
-        rows.extend(_claim4_rows(separation, re_, ctx))
+    rows: list[dict] = []
+    for claim in CLAIM_TABLE:
+        if not claim.per_judge:
+            rows.extend(claim.rule(evidence, roles, ctx))
+            continue
+        for (dataset, attack), jg in judgements.groupby(["dataset", "attack"], sort=False):
+            cg = None if chance is None or chance.empty else chance[(chance["dataset"] == dataset)
+                                                                    & (chance["attack"] == attack)]
+            for judge in judges:
+                rows.extend(claim.rule(replace(evidence, judgements=jg, chance=cg, dataset=dataset, attack=attack,
+                                               judge=judge), roles, ctx))
     # A study without RE, or with one defense only, has no comparison: an empty table, not an error.
     out = pd.DataFrame(rows, columns=None if rows else VERDICT_COLUMNS)
     for c in VERDICT_COLUMNS:
         if c not in out:
             out[c] = np.nan
     return out.sort_values(["claim", "dataset", "attack"], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a claim's rule reads: the study's per-item tables; for a claim judged per attack and
+    judge, ``judgements`` and ``chance`` hold one dataset's and attack's rows and ``judge`` names
+    the judge (:func:`claim_verdicts` slices them)."""
+
+    judgements: pd.DataFrame
+    natural: pd.DataFrame | None = None
+    gap: pd.DataFrame | None = None
+    separation: pd.DataFrame | None = None
+    chance: pd.DataFrame | None = None
+    dataset: str = ""
+    attack: str = ""
+    judge: str = ""
+
+
+def _attack_rows(claim: int, ev: Evidence, ctx: _Context, pairs, expect: str, **kw) -> list[dict]:
+    """Rows of an attack claim: each (defense, reference) pair compared under ``ev``'s judge."""
+    rows: list[dict] = []
+    for defense, reference in pairs:
+        _attack_claim(rows, claim, ev.judgements, ev.natural, ev.chance, ev.dataset, ev.attack, ev.judge, defense,
+                      reference, expect, f"{defense} vs {reference}", ctx, **kw)
+    return rows
+
+
+def rule_re_lowers_attack_accuracy(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 1: RE minus none, below 0; gated on none's leak; natural accuracy shown beside."""
+    return _attack_rows(1, ev, ctx, [(roles.re, "none")], "negative")
+
+
+def rule_little_cost(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 2: RE's natural accuracy non-inferior to none's within the little-cost margin."""
+    if ev.natural is None or ev.natural.empty:
+        return []
+    rows, little = [], ctx.margins["little_cost"]
+    for dataset, ng in ev.natural.groupby("dataset", sort=False):
+        cmp = paired(ng, "correct", roles.re, "none", confidence=ctx.confidence)
+        if cmp is not None:
+            rows.append(_row(2, dataset, "", "natural accuracy", f"{roles.re} vs none", cmp, ctx, threshold=-little,
+                             below=False, margin=little,
+                             note=f"non-inferiority: 'little' = a drop of less than {100 * little:.0f} points"))
+    return rows
+
+
+def rule_nearer_erased(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 3 (:func:`_claim3_rows`)."""
+    return [] if ev.gap is None or ev.gap.empty else _claim3_rows(ev.gap, ev.judgements, roles, ctx)
+
+
+def rule_separated(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 4 (:func:`_claim4_rows`)."""
+    return [] if ev.separation is None or ev.separation.empty else _claim4_rows(ev.separation, roles.re, ctx)
+
+
+def rule_partial_erasure(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 5: each p < 1 arm above RE and above its own boxes on every image (only p differs);
+    gated on the ablation's leak and on comparable utility."""
+    pairs = [(lab, ref) for lab in roles.partial for ref in [roles.re, *roles.partial_control]]
+    return _attack_rows(5, ev, ctx, pairs, "positive", check_utility=True)
+
+
+def rule_random_location(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 6: every fixed-location arm above RE; gated on its leak and comparable utility."""
+    return _attack_rows(6, ev, ctx, [(lab, roles.re) for lab in roles.location], "positive", check_utility=True)
+
+
+def rule_beats_baselines(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 7 (:func:`_tradeoff_rows`), one row per baseline."""
+    rows: list[dict] = []
+    for base in roles.baselines:
+        _tradeoff_rows(rows, ev.judgements, ev.natural, ev.chance, ev.dataset, ev.attack, ev.judge, roles.re, base, ctx)
+    return rows
+
+
+def rule_adds_to_defenses(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
+    """Claim 8: RE+X minus X, below 0; gated on X's leak and on utility, refuted by a clear
+    utility loss (a trade, not an addition)."""
+    return _attack_rows(8, ev, ctx, [(comp, base) for base, comp in roles.compositions.items()], "negative",
+                        check_utility=True, utility_refutes=True)
 
 
 def _claim3_rows(gap: pd.DataFrame, judgements: pd.DataFrame, roles: Roles, ctx: _Context) -> list[dict]:
@@ -678,9 +796,10 @@ def summarize_verdicts(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attac
     if attack is None and "attack" in verdicts and (verdicts["attack"].fillna("") != "").any():
         attack = next(a for a in verdicts["attack"] if isinstance(a, str) and a)
     for (claim, dataset), g in verdicts.groupby(["claim", "dataset"], sort=True):
-        if claim in ATTACK_CLAIMS:
+        rule = claim_of(claim)
+        if rule.per_judge:
             g = g[(g["judge"] == judge) & (g["attack"] == attack)]
-        elif claim == 3:
+        elif rule.per_attack:
             g = g[g["attack"] == attack]
         if g.empty:
             continue
@@ -688,10 +807,35 @@ def summarize_verdicts(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attac
         main = g.iloc[0]
         detail = "; ".join(f"{r.comparison}{' / ' + r.attack if isinstance(r.attack, str) and r.attack else ''}: "
                            f"{r.verdict}" for r in g.itertuples())
-        rows.append({"claim": claim, "claim_text": CLAIMS[claim], "dataset": dataset, "verdict": verdict,
-                     "judge": judge if claim in ATTACK_CLAIMS else g["judge"].iloc[0],
-                     "attack": attack if claim in ATTACK_CLAIMS or claim == 3 else "",
+        rows.append({"claim": claim, "claim_text": rule.text, "dataset": dataset, "verdict": verdict,
+                     "judge": judge if rule.per_judge else g["judge"].iloc[0],
+                     "attack": attack if rule.per_attack else "",
                      "rules_out": float(main["rules_out"]) if verdict == INCONCLUSIVE else np.nan,
                      "mde": float(main["mde"]), "mde_source": main.get("mde_source", ""), "detail": detail,
                      "rules": RULES_VERSION})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+# The paper's eight claims: each one entry, its rule and the arms it rests on.
+for _claim in (
+    Claim(1, "RE lowers attack accuracy", "attack", "a `random-erasing` and a `none` target attacked alike",
+          rule_re_lowers_attack_accuracy, lambda r: [r.re, "none"], chapter="attacks"),
+    Claim(2, "at little natural-accuracy cost", "natural", "natural.csv (per test image)", rule_little_cost,
+          lambda r: [r.re, "none"], chapter="training"),
+    Claim(3, "reconstructions of an RE model lie nearer erased than private features", "gap",
+          "gap_samples.csv (per reconstruction)", rule_nearer_erased, lambda r: [r.re, "none", *r.baselines],
+          chapter="features", scale="share"),
+    Claim(4, "private features stay separated from other classes", "separation",
+          "separation.csv with held-out (test) features", rule_separated, lambda r: [r.re, "none"],
+          chapter="features", scale="margin"),
+    Claim(5, "Partial Erasure matters", "attack", "a Partial Erasure ablation (`re-partial-*`)", rule_partial_erasure,
+          lambda r: [r.re, *r.partial, *r.partial_control], chapter="ablations"),
+    Claim(6, "Random Location matters", "attack", "a fixed-location ablation (`re-fixed-*`)", rule_random_location,
+          lambda r: [r.re, *r.location], chapter="ablations"),
+    Claim(7, "RE's privacy-utility trade-off beats the baselines", "attack", "a baseline defense (MID, BiDO, NLS, ...)",
+          rule_beats_baselines, lambda r: [r.re, *r.baselines], chapter="tradeoff"),
+    Claim(8, "RE adds to other defenses", "attack", "a `random-erasing+X` target and `X` alone", rule_adds_to_defenses,
+          lambda r: [*r.baselines, *r.compositions.values()], chapter="ablations"),
+):
+    register_claim(_claim)
+del _claim

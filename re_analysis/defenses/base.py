@@ -127,9 +127,23 @@ def official_weight(defense: type | Defense, param: str, splits) -> tuple[float,
     return table[nearest], f"nearest official: {nearest}"
 
 
-def register_defense(name: str, description: str = ""):
+# The part a registered defense plays in the paper's claims (re_analysis.verdicts.Roles reads it):
+ROLES = {
+    "baseline": "another defense RE is compared with (claim 7; claim 8 with RE added; claim 3's control)",
+    "none": "the undefended reference every comparison pairs with",
+    "re": "Random Erasing as the paper configures it",
+    "partial": "a Partial Erasure arm: p < 1 at RE's expected erased area (claim 5)",
+    "partial_control": "Partial Erasure's control: the p < 1 arm's boxes on every image (claim 5)",
+    "location": "a Random Location arm: a fixed box position (claim 6)",
+    "variant": "a variant outside the claims (shown, never compared in a verdict)",
+}
+
+
+def register_defense(name: str, description: str = "", role: str = "baseline"):
     """Register a :class:`Defense` subclass (or factory) under ``name`` (timm style); a class
-    gets ``name`` as its ``name`` attribute, which compositions and run records use.
+    gets ``name`` as its ``name`` attribute, which compositions and run records use. ``role``
+    is the part it plays in the paper's claims (:data:`ROLES`): a new ablation registered
+    with its role is compared as one, whatever its name.
 
     Example:
         >>> @register_defense("my-defense", "an example")
@@ -140,7 +154,9 @@ def register_defense(name: str, description: str = ""):
         ('my-defense', 'my-defense')
         >>> _ = DEFENSES._items.pop("my-defense")
     """
-    register = DEFENSES.register(name, description)
+    if role not in ROLES:
+        raise ReAnalysisError(f"defense {name!r}: role {role!r} is not one of {', '.join(ROLES)}")
+    register = DEFENSES.register(name, description, role=role)
 
     def deco(obj):
         if isinstance(obj, type):
@@ -148,6 +164,24 @@ def register_defense(name: str, description: str = ""):
         return register(obj)
 
     return deco
+
+
+def defense_role(name: str) -> tuple[str, str | None]:
+    """(role, member) of a registered defense or composition: a composition of Random Erasing
+    with one baseline is that baseline's ``"composition"``; an unregistered name is a
+    ``"baseline"`` (a study's own label).
+
+    Example:
+        >>> defense_role("re-fixed-corner"), defense_role("random-erasing+bido")
+        (('location', None), ('composition', 'bido'))
+    """
+    parts = name.split("+")
+    roles = [DEFENSES.meta(p).get("role", "baseline") if p in DEFENSES else "baseline" for p in parts]
+    if len(parts) == 2 and "re" in roles and roles.count("baseline") == 1:
+        return "composition", parts[roles.index("baseline")]
+    if len(parts) > 1:
+        return "variant", None
+    return roles[0], None
 
 
 def list_defenses() -> list[str]:
@@ -163,7 +197,7 @@ def defense_class(name: str) -> type[Defense]:
     return DEFENSES.get(name)
 
 
-@register_defense("none", "no defense: cross-entropy training with the dataset's standard augmentation")
+@register_defense("none", "no defense: cross-entropy training with the dataset's standard augmentation", role="none")
 class NoDefense(Defense):
     """No defense: plain cross-entropy on standard-augmented inputs (MIDRE/PPA's No Defense)."""
 
@@ -181,7 +215,7 @@ class NoDefense(Defense):
     )
 
 
-@register_defense("none-noaug", "ablation: no defense and no standard augmentation (plain cross-entropy)")
+@register_defense("none-noaug", "ablation: no defense and no standard augmentation (plain cross-entropy)", role="variant")
 class NoAugmentation(Defense):
     """No defense and no standard augmentation: what ``none`` trained before the recipe was
     added. As a member of a composition (``random-erasing+none-noaug``) it switches the

@@ -222,7 +222,7 @@ MIDRE_DEVIATIONS = (
 )
 
 
-@register_defense("random-erasing", "MIDRE: per-image Random Erasing of training inputs (TMLR 2025)")
+@register_defense("random-erasing", "MIDRE: per-image Random Erasing of training inputs (TMLR 2025)", role="re")
 class RandomErasingDefense(Defense):
     """Train on Random-Erased inputs with plain cross-entropy (MIDRE, TMLR 2025).
 
@@ -282,27 +282,28 @@ class RandomErasingAblation(RandomErasingDefense):
         super().__init__(**{**given, **self.fixed})
 
 
-def register_ablation(name: str, description: str, **fixed) -> type[RandomErasingAblation]:
-    """Register a Random Erasing ablation ``name`` that fixes the parameters ``fixed``."""
+def register_ablation(name: str, description: str, role: str = "variant", **fixed) -> type[RandomErasingAblation]:
+    """Register a Random Erasing ablation ``name`` that fixes the parameters ``fixed`` and plays
+    ``role`` in the claims (``partial``, ``partial_control``, ``location`` or ``variant``)."""
     cls = type(f"RandomErasing_{name.replace('-', '_').replace('.', '_')}", (RandomErasingAblation,),
                {"name": name, "fixed": dict(fixed), "__doc__": description,
                 "paper": RandomErasingDefense.paper + " (ablation)", "code": RandomErasingDefense.code,
                 "deviations": MIDRE_DEVIATIONS})
-    return register_defense(name, description)(cls)
+    return register_defense(name, description, role=role)(cls)
 
 
 PARTIAL_P = 0.5
 PARTIAL_SCALE = same_expected_area_scale((0.1, 0.4), PARTIAL_P)
 register_ablation(f"re-partial-p{PARTIAL_P}",
                   f"RE ablation, Partial Erasure: p={PARTIAL_P} with boxes scaled to keep the expected erased area",
-                  p=PARTIAL_P, scale=PARTIAL_SCALE)
+                  role="partial", p=PARTIAL_P, scale=PARTIAL_SCALE)
 # The second Partial Erasure arm: re-partial-p0.5's box on EVERY image. Against p0.5 only p differs
 # (the box distribution is the same); against RE, p and the box size differ together.
 register_ablation("re-partial-boxes", f"RE ablation, Partial Erasure's control: every image erased with "
-                  f"re-partial-p{PARTIAL_P}'s boxes (scale {PARTIAL_SCALE})", scale=PARTIAL_SCALE)
+                  f"re-partial-p{PARTIAL_P}'s boxes (scale {PARTIAL_SCALE})", role="partial_control", scale=PARTIAL_SCALE)
 for _where, _what in (("center", "centre"), ("corner", "top-left corner"), ("edge", "middle of the left edge")):
     register_ablation(f"re-fixed-{_where}", f"RE ablation, Random Location: every box at the {_what}",
-                      location=_where)
+                      role="location", location=_where)
 for _hi in (0.2, 0.4, 0.6, 0.8):
     register_ablation(f"re-area{_hi}", f"RE ablation, erased area: scale (0.1, {_hi})", scale=(0.1, _hi))
 

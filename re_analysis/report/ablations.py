@@ -15,15 +15,17 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.judges import PRIMARY_JUDGE, judge_spec
-from ..verdicts import CLAIMS, infer_roles
+from ..verdicts import CLAIM_TABLE, Roles, roles_for
 
 __all__ = ["ablation_groups", "ablation_labels", "ablation_table", "ablation_sentences", "ablation_figure"]
 
 
-def ablation_groups(labels, names: dict | None = None) -> list[tuple[str, str, str, int | None]]:
-    """(ablation, variant, reference, claim) for every ablation a study's defense labels hold."""
+def ablation_groups(labels, names: dict | None = None, roles: Roles | None = None) -> list[tuple[str, str, str, int | None]]:
+    """(ablation, variant, reference, claim) for every ablation a study's defense labels hold,
+    by the roles they play (``roles``: the study's own, :func:`re_analysis.runs.study_roles`;
+    default: each defense's registered role)."""
     names = names or {}
-    roles = infer_roles(labels, names)
+    roles = roles or roles_for(labels, names)
     if not roles.re:
         return []
     area = [d for d in labels if names.get(d, d) == "random-erasing" and d != roles.re]
@@ -49,7 +51,7 @@ def _share(results: pd.DataFrame, label: str, column: str) -> float:
 
 
 def ablation_table(results: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame | None,
-                   judge: str = PRIMARY_JUDGE) -> pd.DataFrame:
+                   judge: str = PRIMARY_JUDGE, roles: Roles | None = None) -> pd.DataFrame:
     """One row per ablation, attack and reference: the variant's natural and attack accuracy
     with intervals, the paired difference to the reference and its verdict from
     ``verdicts.csv`` (with the natural-accuracy difference the utility check read), and the
@@ -60,7 +62,7 @@ def ablation_table(results: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.Da
     rows = []
     s = summary.set_index(["attack", "defense"])
     for attack in dict.fromkeys(results["attack"]):
-        for ablation, variant, reference, claim in ablation_groups(list(names), names):
+        for ablation, variant, reference, claim in ablation_groups(list(names), names, roles):
             if (attack, variant) not in s.index:
                 continue
             one = s.loc[(attack, variant)]
@@ -85,16 +87,16 @@ def ablation_table(results: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.Da
 
 
 def ablation_sentences(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE) -> str:
-    """Markdown: each comparison of claims 5, 6 and 8 with its verdict and, where there is
-    one, the reason from its note."""
+    """Markdown: each comparison of the claims this chapter discusses (5, 6 and 8: their
+    ``chapter``) with its verdict and, where there is one, the reason from its note."""
     from ..notebook import difference_sentence
 
     lines = []
-    for claim in (5, 6, 8):
-        v = verdicts[(verdicts["claim"] == claim) & (verdicts["judge"] == judge)]
+    for claim in [c for c in CLAIM_TABLE if c.chapter == "ablations"]:
+        v = verdicts[(verdicts["claim"] == claim.number) & (verdicts["judge"] == judge)]
         if v.empty:
             continue
-        lines.append(f"\n**Claim {claim}, {CLAIMS[claim]}.**\n")
+        lines.append(f"\n**Claim {claim.number}, {claim.text}.**\n")
         for r in v.itertuples():
             note = r.note if isinstance(r.note, str) and r.note else ""
             lines.append(f"- {r.comparison}, {r.attack}: "

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ import pandas as pd
 
 from ..metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
 from ..notebook import format_interval
+from ..runs import run_record
 
 __all__ = ["audit_header", "leak_table", "leaked_classes", "defense_change", "audit_verdict", "audit_verdicts",
            "verdict_markdown", "convention_table", "gap_text", "display_names", "model_label", "audit_figures",
@@ -56,7 +56,7 @@ DECIDING_PRESET = "full"  # the study preset behind `--preset paper`: the papers
 
 def _record(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "audit.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return run_record(path.parent, path.name, default={})
 
 
 def model_label(run_dir: str | Path) -> str:

@@ -20,10 +20,7 @@ import pandas as pd
 
 from ..errors import ReAnalysisError
 from ..metrics.judges import JUDGE_TABLE, judge_ceilings_of, judge_spec
-from ..verdicts import ATTACK_CLAIMS, CLAIM_TABLE, CLAIMS, LITTLE_COST, MIN_SEEDS
-
-# What a study needs for each claim to be tested at all.
-NEEDS = {c.number: c.needs for c in CLAIM_TABLE}
+from ..verdicts import CLAIM_TABLE, LITTLE_COST, MIN_SEEDS, claim_of
 UNDERTRAINED = 0.90  # natural accuracy below this: the targets are plainly short of convergence
 
 
@@ -69,16 +66,30 @@ def verdict_effect(row) -> str:
     if not _finite(est, lo, hi):
         return prefix + "no interval"
     margin = _get(row, "margin")
-    if claim == 4:
+    scale = claim_of(claim).scale if claim in CLAIM_TABLE else "points"
+    if scale == "margin":
         text = f"margin {est:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         return prefix + text + (f" (non-inferior down to −{margin:g})" if _finite(margin) else " (must be above 0)")
-    if claim == 3 and ":" in str(_get(row, "comparison", "")):
-        return prefix + f"{100 * est:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] of reconstructions (more than 50% needed)"
+    if scale == "share" and _get(row, "kind", "") == "level":
+        return prefix + (f"{100 * est:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] of reconstructions (more than "
+                         f"{100 * _get(row, 'threshold', 0.5):.0f}% needed)")
     interval = f"{_pts(est, True)} [{_pts(lo, True)}, {_pts(hi, True)}]"
     verdict = str(_get(row, "verdict", ""))
     if verdict == "inconclusive" and not prefix and _finite(_get(row, "rules_out")):
         return f"no effect larger than {_pts(_get(row, 'rules_out'))} points ({interval})"
     return prefix + f"{interval} points"
+
+
+def _rows_of(verdicts: pd.DataFrame, s) -> pd.DataFrame:
+    """The ``verdicts.csv`` rows behind one summary row: its claim and dataset, under the
+    summary's judge and attack where the claim is judged per judge or per attack."""
+    claim = claim_of(s.claim)
+    v = verdicts[(verdicts["claim"] == s.claim) & (verdicts["dataset"] == s.dataset)]
+    if claim.per_judge:
+        v = v[(v["judge"] == s.judge) & (v["attack"] == s.attack)]
+    elif claim.per_attack and isinstance(s.attack, str) and s.attack:
+        v = v[v["attack"] == s.attack]
+    return v
 
 
 def verdict_overview(verdict_summary: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -88,23 +99,19 @@ def verdict_overview(verdict_summary: pd.DataFrame, verdicts: pd.DataFrame) -> p
     rows = []
     multi = verdict_summary["dataset"].nunique() > 1 if not verdict_summary.empty else False
     for s in verdict_summary.itertuples():
-        v = verdicts[(verdicts["claim"] == s.claim) & (verdicts["dataset"] == s.dataset)]
-        if s.claim in ATTACK_CLAIMS:
-            v = v[(v["judge"] == s.judge) & (v["attack"] == s.attack)]
-        elif s.claim == 3 and isinstance(s.attack, str) and s.attack:
-            v = v[v["attack"] == s.attack]
+        v = _rows_of(verdicts, s)
         lines = "<br>".join(f"<b>{html.escape(r['comparison'])}</b>: {html.escape(verdict_effect(r))} "
                             f"({html.escape(r['verdict'])})" for r in v.to_dict("records"))
         who = _display(s.judge) + (f", {s.attack}" if isinstance(s.attack, str) and s.attack else "")
-        mde = f"{_pts(s.mde)} points" if _finite(s.mde) and s.claim not in (3, 4) else (
-            f"{s.mde:.3f}" if _finite(s.mde) else "n/a")
+        mde = (f"{_pts(s.mde)} points" if claim_of(s.claim).scale == "points" else f"{s.mde:.3f}") if _finite(s.mde) \
+            else "n/a"
         rows.append({**({"dataset": s.dataset} if multi else {}), "claim": f"{s.claim}. {s.claim_text}",
                      "verdict": s.verdict, "effect found or ruled out [95% CI]": lines,
                      "design detects (80% power)": mde, "judged by": who})
     tested = set(verdict_summary["claim"]) if not verdict_summary.empty else set()
-    for claim in sorted(set(CLAIMS) - tested):
-        rows.append({**({"dataset": ""} if multi else {}), "claim": f"{claim}. {CLAIMS[claim]}",
-                     "verdict": "not tested", "effect found or ruled out [95% CI]": f"this study lacks {NEEDS[claim]}",
+    for claim in [c for c in CLAIM_TABLE if c.number not in tested]:
+        rows.append({**({"dataset": ""} if multi else {}), "claim": f"{claim.number}. {claim.text}",
+                     "verdict": "not tested", "effect found or ruled out [95% CI]": f"this study lacks {claim.needs}",
                      "design detects (80% power)": "", "judged by": ""})
     rows.sort(key=lambda r: int(r["claim"].split(".")[0]))
     return pd.DataFrame(rows)
@@ -116,9 +123,7 @@ def inconclusive_reasons(verdict_summary: pd.DataFrame, verdicts: pd.DataFrame) 
     for s in verdict_summary.itertuples():
         if s.verdict in ("supported", "not supported"):
             continue
-        v = verdicts[(verdicts["claim"] == s.claim) & (verdicts["dataset"] == s.dataset)]
-        if s.claim in ATTACK_CLAIMS:
-            v = v[(v["judge"] == s.judge) & (v["attack"] == s.attack)]
+        v = _rows_of(verdicts, s)
         reasons = [f"{r.comparison}: {r.note}" for r in v.itertuples()
                    if r.verdict != "supported" and isinstance(r.note, str) and r.note]
         if s.verdict == "inconclusive" and (v["verdict"] == "supported").any():

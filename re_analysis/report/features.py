@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..notebook import attack_dirs, interval_means, difference_sentence, format_interval, with_interval, with_spread
+from ..runs import run_record
+from ..verdicts import CLAIM_TABLE
 
 __all__ = ["normalized_gap", "gap_table", "gap_figure", "claim3_text", "separation_table", "claim4_text",
            "feature_space_figures"]
@@ -113,7 +114,7 @@ def gap_figure(g: pd.DataFrame, normalized: bool):
 def claim3_text(verdicts: pd.DataFrame) -> str | None:
     """Markdown: claim 3 per attack — RE's share of reconstructions nearer an erased feature
     against one half, then against each control — or None when the verdicts hold no claim 3 row."""
-    rows = verdicts[verdicts["claim"] == 3]
+    rows = verdicts[verdicts["claim"].isin([c.number for c in CLAIM_TABLE if c.measure == "gap"])]
     if rows.empty:
         return None
     lines = []
@@ -170,7 +171,7 @@ def separation_table(separation: pd.DataFrame, results: pd.DataFrame) -> pd.Data
 def claim4_text(verdicts: pd.DataFrame) -> str | None:
     """Markdown: the claim 4 rows (RE's held-out margin against 0; RE against none within the
     separation margin) with their verdicts, or None without them."""
-    rows = verdicts[verdicts["claim"] == 4]
+    rows = verdicts[verdicts["claim"].isin([c.number for c in CLAIM_TABLE if c.measure == "separation"])]
     if rows.empty:
         return None
     parts = []
@@ -192,7 +193,7 @@ def feature_space_figures(results: pd.DataFrame, run_dir: str | Path) -> list[tu
         figure = r.path / "feature_space.png"
         if not figure.is_file():
             continue
-        info = json.loads((r.path / "gap.json").read_text()) if (r.path / "gap.json").is_file() else {}
+        info = run_record(r.path, "gap.json", default={})
         iou = ""
         if "hull_overlap_recon_private" in info:
             iou = (f" Convex-hull overlap (intersection over union, mean over identities) of reconstructions with "

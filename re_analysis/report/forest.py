@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.judges import PRIMARY_JUDGE
-from ..verdicts import ATTACK_CLAIMS, CLAIMS
+from ..verdicts import claim_of
 
 __all__ = ["forest_rows", "forest_plot", "forest_caption", "verdict_sentences", "VERDICT_COLORS"]
 
@@ -41,8 +41,8 @@ def forest_rows(verdicts: pd.DataFrame, judge: str = PRIMARY_JUDGE, attack: str 
         return pd.DataFrame(columns=columns)
     if attack is None:
         attack = next((a for a in verdicts["attack"] if isinstance(a, str) and a), None)
-    keep = [(r.claim not in ATTACK_CLAIMS or (r.judge == judge and r.attack == attack))
-            and (r.claim != 3 or r.attack == attack) for r in verdicts.itertuples()]
+    keep = [(not claim_of(r.claim).per_judge or r.judge == judge) and (not claim_of(r.claim).per_attack or r.attack == attack)
+            for r in verdicts.itertuples()]
     v = verdicts[keep].sort_values("claim", kind="stable")
     threshold = v["threshold"].astype(float) if "threshold" in v else pd.Series(0.0, index=v.index)
     gate = v["gate"].fillna("").astype(str) if "gate" in v else pd.Series("", index=v.index)
@@ -113,18 +113,25 @@ def forest_caption(results: pd.DataFrame, attack: str | None, preset: str | None
             "natural-accuracy difference of the same arms under their label.")
 
 
+def _amount(value: float, scale: str) -> str:
+    """An effect in the claim's own terms: points of accuracy, a share, or a margin."""
+    return f"{value:.3f}" if scale in ("share", "margin") else f"{100 * value:.0f} points"
+
+
 def verdict_sentences(verdict_summary: pd.DataFrame) -> str:
     """Markdown: one sentence per claim and dataset — its verdict and, where inconclusive,
     the largest effect its main comparison rules out, and what the design detects."""
     lines = []
     for s in verdict_summary.itertuples():
-        text = f"- **Claim {s.claim}** ({CLAIMS[s.claim]}): **{s.verdict}**"
+        claim = claim_of(s.claim)
+        text = f"- **Claim {s.claim}** ({claim.text}): **{s.verdict}**"
         if s.verdict == "inconclusive" and np.isfinite(s.rules_out):
-            unit = "" if s.claim == 4 else " points"
-            value = f"{s.rules_out:.3f}" if s.claim == 4 else f"{100 * s.rules_out:.0f}"
-            text += f"; no effect larger than {value}{unit} in its main comparison"
+            text += f"; no effect larger than {_amount(s.rules_out, claim.scale)} in its main comparison"
         if np.isfinite(s.mde):
-            value = f"{s.mde:.3f}" if s.claim in (3, 4) else f"{100 * s.mde:.0f} points"
-            text += f" (the design detects {value})"
+            text += f" (the design detects {_amount(s.mde, claim.scale)})"
+        design = getattr(s, "design", "complete")
+        if isinstance(design, str) and design not in ("", "complete"):
+            interim = getattr(s, "interim_verdict", "")
+            text += f" — the design is not complete yet: {design}" + (f" (interim reading: {interim})" if interim else "")
         lines.append(text + ".")
     return "\n".join(lines)

@@ -10,13 +10,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..notebook import format_interval, format_number, run_path, with_interval
+from ..runs import run_record
 
 __all__ = ["natural_accuracy", "natural_accuracy_figure", "judges_table", "privacy_table", "training_curves"]
 
@@ -87,8 +87,7 @@ def judges_table(results: pd.DataFrame, run_dir: str | Path) -> tuple[pd.DataFra
     """(each judge's architecture, accuracy on held-out private images over all identities and
     over the private ones, accuracy under PGD; the paragraph that reads it)."""
     first = results.iloc[0]
-    path = run_path(run_dir, first.attack_dir) / "metrics.json"
-    record = json.loads(path.read_text()) if path.is_file() else {}
+    record = run_record(run_path(run_dir, first.attack_dir), "metrics.json", default={})
 
     def get(key):
         return record.get(key, first.get(key, np.nan))
@@ -157,10 +156,8 @@ def training_curves(results: pd.DataFrame, run_dir: str | Path):
     order = list(dict.fromkeys(["none", *targets["defense"]]))
     rows = []
     for _, r in targets.iterrows():
-        path = run_path(run_dir, r.target_dir) / "metrics.json"
-        if path.is_file():
-            m = json.loads(path.read_text())
-            rows += [{"defense": r.defense, "seed": r.seed, **h} for h in m.get("history", [])]
+        m = run_record(run_path(run_dir, r.target_dir), "metrics.json", default={})
+        rows += [{"defense": r.defense, "seed": r.seed, **h} for h in m.get("history", [])]
     curves = pd.DataFrame(rows)
     if curves.empty:
         return None, 0

@@ -273,10 +273,10 @@ def validate_preset(p: dict[str, Any] | Preset) -> Preset:
 def check_claim_controls(name: str, defenses: dict, pairs: list, claims: dict) -> None:
     """A preset that runs a Partial Erasure arm (p < 1) runs its control too (the same boxes on
     every image): without it claim 5 compares arms where p and the boxes change together."""
-    from ..verdicts import Roles, infer_roles
+    from ..verdicts import roles_for
 
     run = [d for d in defenses if any(x == d for x, _ in pairs)]
-    roles = Roles(**claims) if claims else infer_roles(run, {d: defenses[d]["defense"] for d in run})
+    roles = roles_for(run, {d: defenses[d]["defense"] for d in run}, claims)
     if roles.partial and not roles.partial_control:
         raise ReAnalysisError(
             f"preset {name!r} runs the Partial Erasure arm {', '.join(roles.partial)} without its control: add "

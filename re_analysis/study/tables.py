@@ -177,7 +177,7 @@ def tradeoff(results: pd.DataFrame) -> pd.DataFrame:
 
 def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset=None) -> None:
     """Write every table of the study (a bare results frame writes results, summary and trade-off)."""
-    from ..verdicts import Roles, claim_verdicts, infer_roles, summarize_verdicts
+    from ..verdicts import claim_verdicts, roles_for, summarize_verdicts
 
     if isinstance(tables, pd.DataFrame):
         tables = StudyTables(tables, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
@@ -211,7 +211,7 @@ def write_tables(tables: StudyTables | pd.DataFrame, root: Path, preset=None) ->
     atomic_write_text(root / "comparisons.csv", comparisons(tables.judgements, tables.natural).to_csv(index=False))
     names = dict(zip(results["defense"], results["defense_name"]))
     claims = preset.claims if preset else {}
-    roles = Roles(**claims) if claims else infer_roles(results["defense"].unique(), names)
+    roles = roles_for(results["defense"].unique(), names, claims)
     primary = preset.primary_attack if preset else None
     judge = preset.primary_judge if preset else PRIMARY_JUDGE
     verdicts = claim_verdicts(tables.judgements, tables.natural, tables.gap, tables.separation, tables.chance, roles,
