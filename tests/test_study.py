@@ -14,13 +14,14 @@ def test_presets_load_and_cover_what_the_book_says():
     q = load_preset("quick")
     assert q.dataset == "glyphs" and len(q.seeds) >= 3
     assert q.dataset == "glyphs" and q.workers == 2
-    for d in ("none", "random-erasing", "re-partial-p0.5", "re-partial-boxes", "re-fixed-corner", "re-fixed-center",
-              "bido", "random-erasing+bido"):
-        # every claim has its runs: 1-4 none and RE (BiDO the control of 3), 5 and 6 both arms of each ablation,
-        # 7 a baseline, 8 RE with it
+    for d in ("none", "random-erasing", "bido"):  # claims 1-4 none and RE (BiDO the control of 3), 7 a baseline
         assert (d, "lomma-gmi") in q.pairs
     assert q.primary_attack == "lomma-gmi" and q.per_class == 1  # the identity is the unit
     assert "iterations" not in q.attacks["lomma-gmi"] and "steps" not in q.prior  # the papers' budgets
+    d = load_preset("decisive")  # the pre-registered design
+    assert d.seeds == tuple(range(10)) and d.classes is None and d.per_class == 1 and d.rules == 3
+    assert {a for _, a in d.pairs} == {"lomma-gmi", "gmi"} and d.attacks["gmi"] == {"per_class": 5, "select": "best"}
+    assert d.primary_attack == "lomma-gmi" and d.primary_judge == "top1" and d.design_components["unit"] > 0
     mnist = load_preset("mnist")
     for d in ("re-fixed-edge", "re-area0.2", "re-area0.8", "random-erasing+trap-mid"):  # the ablations on digits
         assert {(d, "gmi"), (d, "lomma-gmi")} <= set(mnist.pairs)
@@ -42,10 +43,12 @@ def test_benchmark_presets_load_with_parameters_their_methods_accept(path):
 
 def test_restrict_keeps_the_baseline_and_adds_new_pairs():
     q = load_preset("quick")
-    r = restrict(q, defenses=["random-erasing"], attacks=["gmi"], seeds=[0])
+    with pytest.raises(ReAnalysisError, match="primary attack 'lomma-gmi' is restricted away"):
+        restrict(q, defenses=["random-erasing"], attacks=["gmi"], seeds=[0])
+    r = restrict(q, defenses=["random-erasing"], attacks=["gmi"], seeds=[0], primary_attack="gmi")
     assert r.pairs == (("none", "gmi"), ("random-erasing", "gmi")) and r.seeds == (0,)
-    assert r.primary_attack == "gmi"  # quick's primary attack was restricted away: the summary reads GMI
-    r2 = restrict(q, defenses=["random-erasing+nls"], attacks=["gmi"])  # a label the preset does not pair
+    assert r.primary_attack == "gmi"  # named: quick's primary attack is restricted away on purpose
+    r2 = restrict(q, defenses=["random-erasing+nls"], attacks=["gmi"], primary_attack="gmi")  # a label not paired
     assert ("random-erasing+nls", "gmi") in r2.pairs
 
 
@@ -57,6 +60,12 @@ def test_restrict_keeps_the_baseline_and_adds_new_pairs():
     ({"defenses": {"random-erasing": {}}}, "needs the 'none' defense"),
     ({"epochs": 3}, "unknown preset key(s) epochs"),
     ({"attacks": {"gmi": {"iters": 5}}}, "unknown parameter(s) iters for attack 'gmi'"),
+    ({"defenses": {"none": {}, "re-partial-p0.5": {}}}, "runs the Partial Erasure arm re-partial-p0.5 without its control"),
+    ({"primary_judge": "oracle"}, "preset primary_judge 'oracle' is not a judge"),
+    ({"margins": {"tiny": 0.01}}, "unknown margin(s) tiny"),
+    ({"rules": 2}, "registered under verdict rules 2; this release implements rules 3"),
+    ({"design_components": {"seed": 0.01}}, "design_components needs non-negative `seed` and `unit`"),
+    ({"attacks": {"gmi": {"per_class": 0}}}, "per_class must be a positive integer"),
 ])
 def test_bad_presets(change, message):
     with pytest.raises(ReAnalysisError, match=re.escape(message)):

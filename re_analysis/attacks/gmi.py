@@ -86,6 +86,13 @@ class GMI(LatentOptimizationAttack):
          "all classes and restarts optimised together; the loss is summed over rows and divided by the "
          "official batch of identities (5 on grayscale, 100 on colour), so each latent's step is the "
          "official one whatever the restarts, chunking or world size; random draws differ"),
+        ("on grayscale glyphs (100 private identities, attacked in one batch) the step divides by GMI's MNIST "
+         "batch of 5, where the official rule (the identities of one batch) would divide by 100: a step 20x larger",
+         "measured on an undefended glyph target outside the decisive design (seed 100, 40 identities, one "
+         "restart, benchmarks/glyph_levers.py gmi-ids5 / gmi-ids100): open-set top-1 0.125 under both "
+         "(chance 0.072), 80% of the identities judged alike: the divisor does not move GMI's accuracy on "
+         "glyphs; kept at 5 so that LOMMA-GMI, the primary attack, runs at the step with which it was "
+         "measured to leak (3x chance; benchmarks/RESULTS.md)"),
         ("select='all' by default; the official attack keeps the best restart per identity",
          "the suite judges every reconstruction by default; select='best' reproduces the official protocol"),
         ("select='best' takes the best restart even if its logit is negative; official keeps none then "
