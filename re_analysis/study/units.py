@@ -90,9 +90,20 @@ def select_units(preset, spec: str | None) -> list[Unit]:
 
 
 def design_hash(preset) -> str:
-    """The hash of what the preset decides and computes (everything but how and where it runs)."""
+    """The hash of what the preset decides and computes: every setting but how and where it
+    runs, leaving out settings at their default (a later release that adds a setting with a
+    default keeps the hash of the designs registered before it)."""
+    import dataclasses
+
+    defaults = {}
+    for f in dataclasses.fields(preset):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
     d = preset.to_dict()
-    return config_hash({k: v for k, v in d.items() if k not in EXECUTION_KEYS})
+    return config_hash({k: v for k, v in d.items()
+                        if k not in EXECUTION_KEYS and not (k in defaults and v == defaults[k])})
 
 
 def code_version() -> dict[str, Any]:
