@@ -54,7 +54,9 @@ from .metrics import (classifier_hits, frechet_distance, judge_agreement, judged
                       knn_distance, pixel_judge, prdc_per_class, reject_radius, topk_reported)
 from .metrics.judges import JUDGE_TABLE
 from .metrics.stats import interval_table, paired_table
+from .models.frozen import frozen
 from .models.inputs import normalize, predict_logits
+from .models.levers import inference_batch, lever, retain_freed_memory
 from .runs import target_record, target_splits
 from .training import load_classifier
 
@@ -70,6 +72,56 @@ CHANCE_PER_CLASS = 200  # unoptimised prior samples per attacked class: chance g
 CHANCE_MAX_SAMPLES = 50_000
 JUDGE_COLUMNS = ("hit_top1", "hit_top1_closed", "hit_robust", "hit_robust_closed", "hit_pixel", "hit_target",
                  "all_accept")
+
+
+_REUSED: dict = {}  # the reuse_evaluation lever's memo: key -> value, oldest first
+REUSE_MAX = 6
+
+
+def reused(key: tuple, compute):
+    """``compute()``, or its value from an earlier call with the same ``key`` in this process
+    (lever ``reuse_evaluation``: bitwise the same, since the same inputs give the same result).
+    At most :data:`REUSE_MAX` values are kept; callers must not modify what they get."""
+    if not lever("reuse_evaluation"):
+        return compute()
+    if key in _REUSED:
+        _REUSED[key] = _REUSED.pop(key)  # most recently used last
+        return _REUSED[key]
+    value = compute()
+    _REUSED[key] = value
+    while len(_REUSED) > REUSE_MAX:
+        _REUSED.pop(next(iter(_REUSED)))
+    return value
+
+
+def clear_reused() -> None:
+    """Forget what :func:`reused` kept (benchmarks compare paths from a cold start)."""
+    _REUSED.clear()
+
+
+def file_key(path: str | Path | None) -> tuple | None:
+    """A run folder as a memo key: its resolved path and its weights files' sizes and times
+    (a folder retrained in place is another key)."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    stats = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.glob("*.safetensors")))
+    return (str(path), stats)
+
+
+def data_key(target_rec: dict) -> tuple:
+    """What decides a target's splits (:func:`re_analysis.runs.target_splits`), as a memo key."""
+    import json
+
+    t = target_rec["config"]
+    return tuple(json.dumps(t.get(k), sort_keys=True, default=str)
+                 for k in ("dataset", "root", "seed", "image_size", "dataset_params", "data"))
+
+
+def inference_copy(model):
+    """The model as judges and chance samples read it: a frozen channels_last copy under the
+    ``channels_last_inference`` lever, else the model itself."""
+    return frozen(model, inference=True) if lever("channels_last_inference") else model
 
 
 @dataclass
@@ -211,14 +263,18 @@ def accepted_prior_images(prior, target, classes, per_class: int, seed: int = 0,
     conditional = getattr(prior.generator, "num_classes", 0) > 0
     need = {int(c): per_class for c in classes}
     kept_x, kept_y, drawn = [], [], 0
+    # the draws stay batch_size at a time (the same z); the generator reads them in cache-sized
+    # pieces on a CPU (each sample's image does not depend on its batch: the same images, faster)
+    chunk = inference_batch(device, batch_size)
     while any(need.values()) and drawn < max_samples:
         z = torch.randn(batch_size, prior.z_dim, device=device, generator=gen)
         if conditional:
             wanted = torch.tensor([c for c, n in need.items() if n > 0], device=device)
             asked = wanted[torch.arange(batch_size, device=device) % len(wanted)]
-            x = prior.generator(z, asked).float()
+            x = torch.cat([prior.generator(z[i:i + chunk], asked[i:i + chunk]).float()
+                           for i in range(0, batch_size, chunk)])
         else:
-            x = prior.generator(z).float()
+            x = torch.cat([prior.generator(z[i:i + chunk]).float() for i in range(0, batch_size, chunk)])
         pred = predict_logits(target, x).argmax(1).to(device)
         if conditional:
             pred = torch.where(pred == asked, pred, torch.full_like(pred, -1))
@@ -247,6 +303,8 @@ def chance_baseline(info: dict, target, evaluator: Judge, robust: Judge | None, 
     if not prior_dir or not (Path(prior_dir) / "prior.json").is_file():
         return {**nan, "chance_n": 0, "chance_note": f"the attack's prior {prior_dir!r} is not on disk"}, pd.DataFrame()
     prior = load_prior(prior_dir, device)
+    if lever("channels_last_inference"):
+        prior.generator = inference_copy(prior.generator)
     x, y, drawn = accepted_prior_images(prior, target, info["classes"], max(per_class, int(info["per_class"])), seed)
     if len(y) == 0:
         return {**nan, "chance_n": 0, "chance_drawn": drawn,
@@ -354,14 +412,25 @@ def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str
     if out_dir is not None:
         lock_run_dir(out_dir)  # one writer of out_dir at a time
     t0 = time.perf_counter()
+    retain_freed_memory()
     res = load_attack_run(attack_run)
     info = res.info
     target_rec = target_record(Path(info["target"]))
     evaluator = load_judge(eval_model, target_rec, device)
     robust = load_judge(robust_model, target_rec, device) if robust_model is not None else None
     target = load_classifier(info["target"], device)
+    if lever("channels_last_inference"):
+        import dataclasses
+
+        evaluator = dataclasses.replace(evaluator, model=inference_copy(evaluator.model))
+        robust = robust if robust is None else dataclasses.replace(robust, model=inference_copy(robust.model))
+        target = inference_copy(target)
     splits = target_splits(target_rec)
-    memory = training_images(splits, reject_quantile)
+    # what every evaluation of a target with these judges shares (the reuse_evaluation lever)
+    judges_key = (file_key(eval_model), file_key(robust_model), pixel_k, reject_quantile, str(device),
+                  lever("channels_last_inference"), lever("fold_batchnorm"))
+    memory = reused(("memory", data_key(target_rec), reject_quantile),
+                    lambda: training_images(splits, reject_quantile))
     failed = attack_failures(info, len(res.labels))
     df = count_failures_as_misses(judge_images(res.images, res.labels, evaluator, robust, memory, target=target,
                                                pixel_k=pixel_k), failed)
@@ -378,11 +447,16 @@ def evaluate_attack(attack_run: str | Path, eval_model: str | Path, out_dir: str
         "n_reconstructions": int(len(res.labels)), "attack": info["attack"], "classes": info["classes"],
         "seed": info.get("seed"), "target_defense": info.get("target_defense"), "attack_run": str(attack_run),
     }
-    metrics.update(judge_ceilings(evaluator, robust, memory, splits, pixel_k=pixel_k))
+    metrics.update(reused(("ceilings", data_key(target_rec), judges_key),
+                          lambda: judge_ceilings(evaluator, robust, memory, splits, pixel_k=pixel_k)))
     chance_df = pd.DataFrame()
     if chance:
-        rates, chance_df = chance_baseline(info, target, evaluator, robust, memory, device,
-                                           seed=int(info.get("seed", 0)), pixel_k=pixel_k)
+        key = ("chance", data_key(target_rec), judges_key, file_key(info.get("prior")), file_key(info["target"]),
+               tuple(int(c) for c in info["classes"]), max(CHANCE_PER_CLASS, int(info["per_class"])),
+               int(info.get("seed", 0)), CHANCE_MAX_SAMPLES)
+        rates, chance_df = reused(key, lambda: chance_baseline(info, target, evaluator, robust, memory, device,
+                                                                 seed=int(info.get("seed", 0)), pixel_k=pixel_k))
+        rates, chance_df = dict(rates), chance_df.copy()
         metrics.update(rates)
     metrics["evaluate_seconds"] = round(time.perf_counter() - t0, 3)
     if out_dir is not None:
@@ -503,6 +577,54 @@ def collapsed_gap(res, target_dir, attack_run, out_dir, f_priv, labels, t0) -> d
     return gap
 
 
+@dataclass
+class PrivateSide:
+    """What the gap of every attack on one target shares: the target (as read), the private
+    images' labels, their features and their Random-Erased twins' (``f_priv``, ``f_re``), how
+    far the private classes stay apart (``separation``, without per-point margins, which
+    ``point_rows`` hold with the held-out ones) and the held-out margin's mean."""
+
+    model: torch.nn.Module
+    splits: Any
+    eraser: Any
+    y: np.ndarray
+    f_priv: np.ndarray
+    f_re: np.ndarray
+    separation: dict | None
+    point_rows: pd.DataFrame | None
+    test_margin: float | None
+
+
+def private_side(target_dir: str | Path, classes, seed: int, max_private_per_class: int, device: str) -> PrivateSide:
+    """The reconstruction-independent half of :func:`analyze_gap` (up to ``max_private_per_class``
+    private training images per attacked class, drawn with ``seed``; erased with ``seed + 1``)."""
+    model = inference_copy(load_classifier(target_dir, device))
+    x, y, splits = private_train_images(target_dir, classes)
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.cat([torch.nonzero(y == c).squeeze(1)[torch.randperm(int((y == c).sum()), generator=g)[:max_private_per_class]]
+                      for c in y.unique()])
+    x, y = x[keep], y[keep]
+    eraser = erasing_for(target_dir)
+    erased = eraser(normalize(x), generator=torch.Generator().manual_seed(seed + 1))
+    f_priv = extract_features(model, x).numpy()
+    f_re = extract_features(model, erased).numpy()
+    y_np = y.numpy()
+    sep, point_rows, test_margin = None, None, None
+    if not collapsed(f_priv) and len(np.unique(y_np)) >= 2:
+        sep = class_separation(f_priv, y_np, per_point=True)
+        point_rows = pd.DataFrame({"index": np.arange(len(y_np)), "label": y_np, "margin": sep.pop("margins"),
+                                   "split": "train"})
+        xt, yt = materialize(splits.private_test)
+        held = torch.isin(yt, torch.as_tensor(np.unique(y_np)))
+        if held.any():  # the test images of the attacked classes, against the training features
+            yt_np = yt[held].numpy()
+            margins = heldout_margins(f_priv, y_np, extract_features(model, xt[held]).numpy(), yt_np)
+            point_rows = pd.concat([point_rows, pd.DataFrame({"index": np.arange(len(yt_np)), "label": yt_np,
+                                                              "margin": margins, "split": "test"})])
+            test_margin = float(margins.mean())
+    return PrivateSide(model, splits, eraser, y_np, f_priv, f_re, sep, point_rows, test_margin)
+
+
 def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | Path | None = None,
                 seed: int = 0, max_private_per_class: int = 200, device: str = "cpu",
                 embed: bool = True) -> dict[str, Any]:
@@ -521,36 +643,22 @@ def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | P
     if Path(res.info["target"]).resolve() != Path(target_dir).resolve():
         if res.info.get("target_config_hash") != target_record(Path(target_dir))["config_hash"]:
             raise ReAnalysisError(f"{attack_run} attacked another target than {target_dir}; pass the attacked target")
-    model = load_classifier(target_dir, device)
-    x, y, splits = private_train_images(target_dir, res.info["classes"])
-    g = torch.Generator().manual_seed(seed)
-    keep = torch.cat([torch.nonzero(y == c).squeeze(1)[torch.randperm(int((y == c).sum()), generator=g)[:max_private_per_class]]
-                      for c in y.unique()])
-    x, y = x[keep], y[keep]
-    eraser = erasing_for(target_dir)
-    erased = eraser(normalize(x), generator=torch.Generator().manual_seed(seed + 1))
-    f_priv = extract_features(model, x).numpy()
-    f_re = extract_features(model, erased).numpy()
+    side = reused(("gap", file_key(target_dir), tuple(int(c) for c in res.info["classes"]), seed, max_private_per_class,
+                   str(device), lever("channels_last_inference"), lever("fold_batchnorm")),
+                  lambda: private_side(target_dir, res.info["classes"], seed, max_private_per_class, device))
+    model, splits, eraser, f_priv, f_re, y_np = side.model, side.splits, side.eraser, side.f_priv, side.f_re, side.y
     f_rec = extract_features(model, res.images.float()).numpy()
-    y_np, yr = y.numpy(), res.labels.numpy()
+    yr = res.labels.numpy()
     if collapsed(f_priv):
         return collapsed_gap(res, target_dir, attack_run, out_dir, f_priv, yr, t0)
     gap = feature_gap(f_priv, y_np, f_re, y_np, f_rec, yr, per_sample=True)
     samples = gap.pop("samples")
     recon_rows = pd.DataFrame({"index": np.arange(len(yr)), "label": yr, **samples})
-    point_rows = None
-    if len(np.unique(y_np)) >= 2:
-        sep = class_separation(f_priv, y_np, per_point=True)
-        point_rows = pd.DataFrame({"index": np.arange(len(y_np)), "label": y_np, "margin": sep.pop("margins"),
-                                   "split": "train"})
-        xt, yt = materialize(splits.private_test)
-        held = torch.isin(yt, torch.as_tensor(np.unique(y_np)))
-        if held.any():  # the test images of the attacked classes, against the training features
-            yt_np = yt[held].numpy()
-            margins = heldout_margins(f_priv, y_np, extract_features(model, xt[held]).numpy(), yt_np)
-            point_rows = pd.concat([point_rows, pd.DataFrame({"index": np.arange(len(yt_np)), "label": yt_np,
-                                                              "margin": margins, "split": "test"})])
-            gap["separation_margin_test"] = float(margins.mean())
+    point_rows = side.point_rows
+    if side.separation is not None:
+        sep = side.separation
+        if side.test_margin is not None:
+            gap["separation_margin_test"] = side.test_margin
         gap.update({"separation_margin": sep["margin"], "separation_nn_purity": sep["nn_purity"],
                     "separation_silhouette": sep["silhouette"]})
         for c, v in sep["per_class"].items():

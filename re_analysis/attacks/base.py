@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 from ..artifacts import load_state, save_state
 from ..errors import ReAnalysisError
+from ..models.frozen import frozen
 from ..models.inputs import channels_last
+from ..models.levers import lever, retain_freed_memory
 from ..registry import Registry
 
 ATTACKS = Registry("attack")
@@ -161,6 +163,8 @@ class LatentOptimizationAttack(Attack):
             p.requires_grad_(False)
         target.eval(), prior.generator.eval(), prior.discriminator.eval()
         channels_last(target, prior.generator, prior.discriminator)  # faster convs, same values
+        retain_freed_memory()
+        target, prior = frozen_models(target, prior)
         self.setup(target, prior, labels)
         latents = {k: v.detach().clone().requires_grad_(True) for k, v in self.init_latents(labels, prior, seed, device).items()}
         opt = self.make_optimizer(latents)
@@ -173,12 +177,14 @@ class LatentOptimizationAttack(Attack):
                     latents[k].copy_(v.to(device))
             start, history = int(restored["meta"]["iteration"]), list(restored["meta"]["history"])
         iters, every = int(self.params["iterations"]), int(self.params["checkpoint_every"])
+        bf16 = lever("bf16_search")  # reduced precision, off by default (models.levers)
         bar = tqdm(range(start, iters), desc=self.name, initial=start, total=iters, disable=not progress, leave=False)
         for it in bar:
             gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + it)
             for group, lr in zip(opt.param_groups, base_lrs):
                 group["lr"] = lr * self.lr_factor(it)
-            loss = self.loss(latents, labels, target, prior, it, gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = self.loss(latents, labels, target, prior, it, gen).float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -196,6 +202,28 @@ class LatentOptimizationAttack(Attack):
     def run_info(self) -> dict[str, Any]:
         """What the run decided beyond its images (e.g. GMI's selected restarts)."""
         return {}
+
+
+def frozen_models(target, prior):
+    """The target and the prior as the latent search reads them: frozen copies with the levers
+    that are on (:func:`re_analysis.models.frozen.frozen`: the same function in fewer
+    operations), channels_last; the models handed in are left as they are. With no lever on,
+    the models themselves."""
+    if not any(lever(k) for k in ("keep_layout", "fold_batchnorm", "single_channel_kernels")):
+        return target, prior
+    if prior is None:
+        return channels_last(frozen(target)), None
+    import dataclasses
+
+    generator, discriminator = (channels_last(frozen(m)) for m in (prior.generator, prior.discriminator))
+    try:
+        prior = dataclasses.replace(prior, generator=generator, discriminator=discriminator)
+    except TypeError:  # a prior-like object of a user's, not the Prior dataclass
+        import copy
+
+        prior = copy.copy(prior)
+        prior.generator, prior.discriminator = generator, discriminator
+    return channels_last(frozen(target)), prior
 
 
 def register_attack(name: str):

@@ -26,6 +26,12 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..models.levers import lever
+
+
+def keep_layout() -> bool:
+    return lever("keep_layout")
+
 
 def upsampling_plan(image_size: int) -> tuple[int, int]:
     """(start side, number of x2 upsamplings): 28 -> (7, 2), 64 -> (4, 4), 224 -> (7, 5)."""
@@ -82,10 +88,32 @@ class Generator(nn.Module):
     def _bn(self, i: int, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return torch.relu(self.norms[i](h, y) if self.num_classes else self.norms[i](h))
 
+    def fold_batchnorm(self) -> None:
+        """Fold each eval-mode BatchNorm into the layer before it (the linear layer, the
+        transposed convolutions), in place: the same function, fewer operations (a frozen copy's
+        lever, :func:`re_analysis.models.frozen.frozen`). Class-conditional norms stay."""
+        if self.num_classes:
+            return
+        from ..models.frozen import fold_conv_bn
+
+        for i, layer in enumerate([self.fc, *self.ups]):
+            fused = fold_conv_bn(layer, self.norms[i])
+            if fused is None:
+                continue
+            if i == 0:
+                self.fc = fused
+            else:
+                self.ups[i - 1] = fused
+            self.norms[i] = nn.Identity()
+
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes and y is None:
             raise ValueError("this generator is class-conditional: pass labels y")
         h = self._bn(0, self.fc(z), y).view(-1, self.width, self.start, self.start)
+        if self.ups and self.ups[0].weight.is_contiguous(memory_format=torch.channels_last) and keep_layout():
+            # a channels_last generator (the attack's): its first convolution gets the layout of its
+            # weights rather than converting it twice per step (bitwise the same; a lever)
+            h = h.contiguous(memory_format=torch.channels_last)
         for i, up in enumerate(self.ups, start=1):
             h = self._bn(i, up(h), y)
         return torch.tanh(self.out(h))

@@ -40,9 +40,11 @@ from torch import nn
 
 from ..artifacts import atomic_save_tensors, config_hash, load_tensors
 from ..models import create_model
+from ..models.frozen import keep_layout
 from ..models.inputs import channels_last, normalize, predict_logits
+from ..models.levers import lever, retain_freed_memory
 from ..models.registry import Classifier
-from .base import register_attack
+from .base import frozen_models, register_attack
 from .gmi import GMI
 from .kedmi import KEDMI
 
@@ -94,21 +96,27 @@ def student_archs(target_arch: str | None, size: int, n: int) -> list[str]:
 
 
 def distill(target, arch: str, public: torch.Tensor, seed: int, epochs: int, tau: float, device,
-            batch_size: int = 64, lr: float = 0.01) -> nn.Module:
-    """Train ``arch`` to mimic ``target`` on public images (LOMMA's ``train_augmodel``)."""
+            batch_size: int = 64, lr: float = 0.01, teacher: torch.Tensor | None = None) -> nn.Module:
+    """Train ``arch`` to mimic ``target`` on public images (LOMMA's ``train_augmodel``);
+    ``teacher``: the target's logits on ``public``, when the caller has them already."""
+    retain_freed_memory()
     torch.manual_seed(seed)
     student = channels_last(build_student(arch, target.num_classes, public.shape[1], public.shape[-1]).to(device))
+    if lever("keep_layout"):
+        keep_layout(student)  # the same weights and gradients, a faster max-pooling backward
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=20, gamma=0.5)
-    teacher = predict_logits(target, public).to(device)
+    teacher = (predict_logits(target, public) if teacher is None else teacher).to(device)
     x_all = public.to(device)
     g = torch.Generator().manual_seed(seed)
+    bf16 = lever("bf16_distillation")  # reduced precision, off by default (models.levers)
     student.train()
     for _ in range(epochs):
         perm = torch.randperm(len(x_all), generator=g).to(device)
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
-            out = student(channels_last(normalize(x_all[idx])))
+            with torch.autocast(x_all.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = student(channels_last(normalize(x_all[idx]))).float()
             kl = F.kl_div(F.log_softmax(out / tau, 1), F.softmax(teacher[idx] / tau, 1), reduction="sum")
             loss = kl / tau ** 2 / len(idx)
             opt.zero_grad(set_to_none=True)
@@ -138,6 +146,7 @@ class LOMMAMixin:
     def prepare(self, target, prior, public_images, device, seed, cache_dir=None):
         size = public_images.shape[-1]
         self.models = [target]
+        teacher = None  # the target's logits on the public images, once for every student (a lever)
         for i, arch in enumerate(student_archs(getattr(target, "arch", None), size, int(self.params["n_aug"]))):
             # cache_dir is already specific to the target (the runner names it by the target's config hash)
             key = config_hash({"arch": arch, "seed": seed, "epochs": self.params["distill_epochs"],
@@ -146,10 +155,12 @@ class LOMMAMixin:
             if path is not None and path.is_file():
                 student = build_student(arch, target.num_classes, public_images.shape[1], size).to(device)
                 student.load_state_dict(load_tensors(path, device=str(device)))
-                student.eval()
+                channels_last(student.eval())  # as distill() leaves a fresh one: a resumed run computes the same
             else:
+                if teacher is None and lever("teacher_once"):
+                    teacher = predict_logits(target, public_images)
                 student = distill(target, arch, public_images, seed + i, int(self.params["distill_epochs"]),
-                                  float(self.params["tau"]), device)
+                                  float(self.params["tau"]), device, teacher=teacher)
                 if path is not None:
                     atomic_save_tensors(path, student.state_dict())
             for p in student.parameters():
@@ -166,6 +177,12 @@ class LOMMAMixin:
         # official get_act_reg: the mean of the public features; the unit is ours (module doc)
         self.reg_unit = (feats.var(0, unbiased=False).mean().clamp_min(1e-12)
                          if self.params["reg_units"] == "public" else torch.tensor(1.0, device=feats.device))
+
+    def setup(self, target, prior, labels):
+        super().setup(target, prior, labels)
+        # the latent search reads the target it is handed (a frozen copy under the levers) and
+        # frozen copies of the students (same function, fewer operations)
+        self.models = [target] + [frozen_models(m, None)[0] for m in self.models[1:]]
 
     def identity_loss(self, target, images, labels):
         """Per row: the mean over models of -logit_y, plus the feature regulariser (mean

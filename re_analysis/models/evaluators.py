@@ -42,6 +42,14 @@ class PreActBlock(nn.Module):
         self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.shortcut = None if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride, bias=False)
 
+    def fold_batchnorm(self) -> None:
+        """Fold the eval-mode ``bn2`` into ``conv1`` in place (``bn1`` follows a sum, not a conv)."""
+        from .frozen import fold_conv_bn
+
+        fused = fold_conv_bn(self.conv1, self.bn2)
+        if fused is not None:
+            self.conv1, self.bn2 = fused, nn.Identity()
+
     def forward(self, x):
         out = F.relu(self.bn1(x))
         skip = x if self.shortcut is None else self.shortcut(out)

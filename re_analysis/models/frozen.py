@@ -1,0 +1,236 @@
+"""Frozen copies of trained models, for work that reads a model without training it: an
+attack's latent search (gradients flow to the image, never to the weights), the chance
+samples and the judges.
+
+:func:`frozen` returns a copy in eval mode with its weights frozen, computing the same
+function with the levers of :mod:`re_analysis.models.levers` that are on:
+
+- ``keep_layout`` (bitwise): a flatten hands its gradient back in its input's layout
+  (channels_last), so the max-pooling before it does not run its backward on mixed layouts.
+- ``fold_batchnorm`` (rounding): an eval-mode BatchNorm right after a convolution is an affine
+  map per channel, folded into that convolution's weights and bias (the standard inference
+  fusion, ``torch.nn.utils.fusion``). Layers that hold such a pair outside an
+  ``nn.Sequential`` say how with a ``fold_batchnorm()`` method (the GAN generator, the
+  pre-activation block).
+- ``single_channel_kernels`` (rounding): a convolution with ONE input channel (the first layer
+  of a grayscale classifier or critic) takes its gradient to the image, and a transposed
+  convolution with one output channel (the generator's last layer) its forward, from
+  PyTorch's own kernels: oneDNN is 5-10x slower for those shapes on a CPU.
+- ``channels_last_inference`` (rounding; ``inference=True``): the NHWC layout for judges.
+
+Example:
+    >>> import torch
+    >>> from re_analysis.models import create_model
+    >>> m = create_model("cnn28", 5, 1, 28).eval()
+    >>> x = torch.rand(4, 1, 28, 28) * 2 - 1
+    >>> bool(torch.equal(frozen(m)(x), m(x)))  # the levers on by default keep every bit
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from .inputs import channels_last
+from .levers import lever
+
+__all__ = ["frozen", "fold_batchnorm", "fold_conv_bn", "keep_layout", "FlattenKeepLayout", "use_single_channel_kernels",
+           "SingleChannelConv2d", "SingleChannelConvTranspose2d"]
+
+
+def _editable(module: nn.Module) -> list[nn.Module]:
+    """The submodules whose children may be swapped: not inside TorchScript (compiled code
+    calls its own modules)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return []
+    return [m for m in module.modules() if not isinstance(m, torch.jit.ScriptModule)]
+
+
+def _foldable_bn(bn) -> bool:
+    return (isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) and not bn.training and bn.track_running_stats
+            and bn.running_mean is not None and bn.running_var is not None)
+
+
+def fold_conv_bn(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
+    """``layer`` (Conv2d, ConvTranspose2d or Linear) followed by the eval-mode BatchNorm ``bn``, as
+    one layer of the same kind (a new module); None when the pair cannot be folded."""
+    if not _foldable_bn(bn):
+        return None
+    if isinstance(layer, nn.Linear):
+        if not isinstance(bn, nn.BatchNorm1d) or bn.num_features != layer.out_features:
+            return None
+        scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) * torch.rsqrt(bn.running_var + bn.eps)
+        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        out = nn.Linear(layer.in_features, layer.out_features, bias=True).to(layer.weight)
+        with torch.no_grad():
+            out.weight.copy_(layer.weight * scale[:, None])
+            out.bias.copy_((bias - bn.running_mean) * scale + shift)
+        return out
+    transposed = isinstance(layer, nn.ConvTranspose2d)
+    if not isinstance(layer, nn.Conv2d | nn.ConvTranspose2d) or not isinstance(bn, nn.BatchNorm2d):
+        return None
+    if bn.num_features != layer.out_channels or (transposed and layer.groups != 1):
+        return None
+    out = copy.deepcopy(layer)
+    w, b = fuse_conv_bn_weights(layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps,
+                                bn.weight if bn.affine else None, bn.bias if bn.affine else None, transpose=transposed)
+    out.weight, out.bias = w, b
+    return out
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold, IN PLACE, every eval-mode BatchNorm that directly follows a convolution inside an
+    ``nn.Sequential`` (replaced by ``nn.Identity``), and call ``fold_batchnorm()`` on the
+    modules that define it (pairs outside a Sequential). Returns ``module``."""
+    for child in _editable(module):
+        if child is not module and hasattr(child, "fold_batchnorm") and callable(child.fold_batchnorm):
+            child.fold_batchnorm()
+        if isinstance(child, nn.Sequential):
+            names = list(child._modules)
+            for a, b in zip(names, names[1:]):
+                layer, bn = child._modules[a], child._modules[b]
+                if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+                    fused = fold_conv_bn(layer, bn)
+                    if fused is not None:
+                        child._modules[a], child._modules[b] = fused, nn.Identity()
+    if _editable(module) and hasattr(module, "fold_batchnorm") and callable(module.fold_batchnorm):
+        module.fold_batchnorm()
+    return module
+
+
+class _FlattenKeepLayout(torch.autograd.Function):
+    """``x.flatten(1)`` whose gradient comes back in ``x``'s own layout (channels_last for a
+    channels_last ``x``), so the max-pooling before it runs its backward on one layout instead
+    of a mixed one (3-6x slower on a CPU). A copy, not arithmetic: bitwise the same values."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        ctx.nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        return x.flatten(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.reshape(ctx.shape)
+        return grad.contiguous(memory_format=torch.channels_last) if ctx.nhwc else grad
+
+
+class FlattenKeepLayout(nn.Module):
+    """``nn.Flatten()`` (dims 1 to -1) whose backward keeps the input's layout (bitwise the same)."""
+
+    def forward(self, x):
+        return _FlattenKeepLayout.apply(x) if torch.is_grad_enabled() and x.requires_grad else x.flatten(1)
+
+
+def keep_layout(module: nn.Module) -> nn.Module:
+    """Replace, IN PLACE, every ``nn.Flatten()`` over dims 1 to -1 by :class:`FlattenKeepLayout`
+    (no weights change, so a state dict loads and saves as before). Returns ``module``."""
+    for parent in _editable(module):
+        for name, child in list(parent._modules.items()):
+            if type(child) is nn.Flatten and child.start_dim == 1 and child.end_dim == -1:
+                parent._modules[name] = FlattenKeepLayout()
+    return module
+
+
+class _ConvOneInput(torch.autograd.Function):
+    """conv2d with one input channel: oneDNN forward (as before), PyTorch's own (thnn) kernel
+    for the gradient to the image, which oneDNN computes 5-10x slower for these shapes."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding)
+        return torch.nn.functional.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.conf
+        gi = torch.ops.aten._slow_conv2d_backward.output_mask(
+            grad.contiguous(), x.contiguous(), weight.contiguous(), list(weight.shape[-2:]), list(stride),
+            list(padding), [True, False, False])[0]
+        return gi, None, None, None, None
+
+
+class _ConvTOneOutput(torch.autograd.Function):
+    """conv_transpose2d with one output channel: PyTorch's own kernel forward (oneDNN is 5x
+    slower for it), oneDNN for the gradient (fast for it)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, stride, padding, output_padding):
+        ctx.save_for_backward(h, weight)
+        ctx.conf = (stride, padding, output_padding)
+        return torch.ops.aten.slow_conv_transpose2d(h.contiguous(), weight.contiguous(), list(weight.shape[-2:]), bias,
+                                                    list(stride), list(padding), list(output_padding), [1, 1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight = ctx.saved_tensors
+        stride, padding, output_padding = ctx.conf
+        gi = torch.ops.aten.convolution_backward(grad, h, weight, None, list(stride), list(padding), [1, 1], True,
+                                                 list(output_padding), 1, [True, False, False])[0]
+        return gi, None, None, None, None, None
+
+
+def _plain(conv) -> bool:
+    return (conv.groups == 1 and tuple(conv.dilation) == (1, 1) and conv.padding_mode == "zeros"
+            and isinstance(conv.padding, tuple))
+
+
+class SingleChannelConv2d(nn.Conv2d):
+    """A frozen ``Conv2d`` with one input channel whose gradient to the image runs on thnn."""
+
+    def forward(self, x):
+        if not (torch.is_grad_enabled() and x.requires_grad) or torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        return _ConvOneInput.apply(x, self.weight, self.bias, self.stride, self.padding)
+
+
+class SingleChannelConvTranspose2d(nn.ConvTranspose2d):
+    """A frozen ``ConvTranspose2d`` with one output channel whose forward runs on thnn."""
+
+    def forward(self, h, output_size=None):
+        if output_size is not None or torch.is_autocast_enabled(h.device.type):
+            return super().forward(h, output_size)
+        return _ConvTOneOutput.apply(h, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+
+
+def use_single_channel_kernels(module: nn.Module) -> nn.Module:
+    """Turn, IN PLACE, every frozen plain ``Conv2d`` with one input channel and ``ConvTranspose2d``
+    with one output channel into its :class:`SingleChannelConv2d` / :class:`SingleChannelConvTranspose2d`
+    twin (same weights; the class changes, nothing else). Returns ``module``."""
+    for m in _editable(module):
+        if type(m) is nn.Conv2d and m.in_channels == 1 and _plain(m):
+            m.__class__ = SingleChannelConv2d
+        elif type(m) is nn.ConvTranspose2d and m.out_channels == 1 and _plain(m):
+            m.__class__ = SingleChannelConvTranspose2d
+    return module
+
+
+def frozen(model: nn.Module, inference: bool = False) -> nn.Module:
+    """A frozen copy of ``model`` (eval mode, no weight gradients) computing the same function
+    with the levers that are on; ``inference=True`` for forward-only use (judges, chance
+    samples), which may also lay it out channels_last. The model itself is left as it was."""
+    try:
+        m = copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 (a model that will not copy, e.g. some exported programs: read as it is)
+        return model
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    if lever("keep_layout"):
+        m = keep_layout(m)
+    if lever("fold_batchnorm"):
+        m = fold_batchnorm(m)
+    if inference and lever("channels_last_inference"):
+        channels_last(m)
+    if not inference and lever("single_channel_kernels"):
+        m = use_single_channel_kernels(m)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
