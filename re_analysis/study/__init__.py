@@ -53,7 +53,8 @@ from ..artifacts import (DamagedArtifactError, atomic_write_json, atomic_write_t
 from ..errors import ReAnalysisError
 from ..presets import preset_names as list_presets  # noqa: F401 (re-exported: study.list_presets)
 from .preset import (DEFENSE_SPEC_KEYS, FIXED_TRAIN_KEYS, PRESET_KEYS, ROBUST_KEYS, Preset, deep_merge,  # noqa: F401
-                     defense_seeds, load_preset, read_preset, restrict, runs_of, training_overrides, validate_preset)
+                     defense_seeds, load_preset, read_preset, restrict, runs_of, thaw, training_overrides,
+                     validate_preset)
 from .tables import (ID_COLUMNS, METRICS, RESULT_COLUMNS, TABLES_RECORD, VERDICT_RULES,  # noqa: F401
                      StudyTables, _keyed, comparisons, judge_ceilings_of, load_results, summarize, tradeoff,
                      tradeoff_ratio, write_tables)
@@ -103,9 +104,9 @@ def target_config(preset, label: str, seed: int):
     spec = preset.defenses[label]
     recipe = create_defense(spec["defense"], **spec["params"]).train_recipe
     return TrainConfig(dataset=preset.dataset, root=preset.root, image_size=preset.image_size,
-                       dataset_params=preset.dataset_params, defense=spec["defense"],
-                       defense_params=spec["params"], seed=seed, device=preset.device,
-                       **{**preset.train, **recipe, **spec.get("train", {})})
+                       dataset_params=thaw(preset.dataset_params), defense=spec["defense"],
+                       defense_params=thaw(spec["params"]), seed=seed, device=preset.device,
+                       **thaw({**preset.train, **recipe, **spec.get("train", {})}))
 
 
 def eval_config(preset, robust: bool = False, paths: StudyPaths | None = None):
@@ -115,16 +116,16 @@ def eval_config(preset, robust: bool = False, paths: StudyPaths | None = None):
     with ``from_judge: true``, adversarial fine-tuning of the open-set judge in ``paths``)."""
     from ..config import ROBUST_EVAL, TrainConfig
 
-    opts = {"epochs": 8, **preset.eval_model}
+    opts = {"epochs": 8, **thaw(preset.eval_model)}
     if robust:
-        opts.update(preset.robust_model or {})
+        opts.update(thaw(preset.robust_model or {}))
         opts.setdefault("adversarial", dict(ROBUST_EVAL))
         if opts.pop("from_judge", False):
             if paths is None:
                 raise ReAnalysisError("a robust judge fine-tuned from the open-set judge needs the study's paths")
             opts["init_from"] = str(paths.eval_model(eval_config(preset)))
     return TrainConfig(dataset=preset.dataset, root=preset.root, image_size=preset.image_size,
-                       dataset_params=preset.dataset_params, role="eval", seed=opts.pop("seed", 0),
+                       dataset_params=thaw(preset.dataset_params), role="eval", seed=opts.pop("seed", 0),
                        device=preset.device, **opts)
 
 
@@ -151,7 +152,7 @@ def attack_config(preset, paths: StudyPaths, label: str, attack: str, seed: int,
     from ..attacks import AttackConfig
     from ..attacks.base import attack_class
 
-    params = dict(preset.attacks[attack])
+    params = thaw(preset.attacks[attack])
     iterations = params.pop("iterations", None)
     per_class = params.pop("per_class", preset.per_class)  # an attack may run its own restarts (GMI's best of 5)
     prior = preset.prior

@@ -27,12 +27,51 @@ import yaml
 from ..errors import ReAnalysisError
 from ..presets import preset_names as list_presets
 
+class FrozenDict(dict):
+    """A mapping of a frozen :class:`Preset`: reads like a dict (JSON, ``**`` unpacking, pickling
+    to worker processes), refuses every change."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a Preset is frozen, its mappings too: derive another with restrict() or "
+                        "load_preset(name, **overrides), or change a copy from to_dict()")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def __reduce__(self):
+        return FrozenDict, (dict(self),)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return FrozenDict({k: copy.deepcopy(v, memo) for k, v in self.items()})
+
+
+def freeze(value):
+    """``value`` with every mapping a :class:`FrozenDict` and every list a tuple, all the way down."""
+    if isinstance(value, dict):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value):
+    """The plain dicts and lists of a frozen value (what YAML and JSON write)."""
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class Preset:
     """A validated study preset (:func:`load_preset`): what to train, attack and judge.
 
     Frozen: a study cannot change its own preset half-way; derive another with
     :func:`restrict` (fewer defenses, attacks or seeds) or ``load_preset(name, **overrides)``.
+    Frozen all the way down: its mappings refuse changes and its lists are tuples.
     ``robust_model`` is the robust judge's training options, ``None`` for no robust judge
     (``robust_model: false`` in YAML); ``pairs`` are the (defense label, attack) units of the grid.
 
@@ -78,10 +117,10 @@ class Preset:
         return self.robust_model is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """The preset as a YAML/JSON mapping (what ``study.json`` records; ``pairs`` left out,
-        ``robust_model: false`` for no robust judge): ``load_preset`` of it gives it back."""
-        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "pairs"}
-        out["seeds"] = list(self.seeds)
+        """The preset as a YAML/JSON mapping of plain dicts and lists (what ``study.json``
+        records; ``pairs`` left out, ``robust_model: false`` for no robust judge): ``load_preset``
+        of it gives it back."""
+        out = {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "pairs"}
         out["robust_model"] = False if self.robust_model is None else out["robust_model"]
         return out
 
@@ -266,8 +305,8 @@ def validate_preset(p: dict[str, Any] | Preset) -> Preset:
     if p["robust_model"] is False:
         p["robust_model"] = None
     p["seeds"] = tuple(p["seeds"])
-    p["pairs"] = tuple(p["pairs"])
-    return Preset(**p)
+    p["pairs"] = tuple(tuple(x) for x in p["pairs"])
+    return Preset(**{k: freeze(v) for k, v in p.items()})  # frozen all the way down
 
 
 def check_claim_controls(name: str, defenses: dict, pairs: list, claims: dict) -> None:
