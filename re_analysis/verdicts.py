@@ -66,7 +66,7 @@ from .metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
 __all__ = ["Claim", "CLAIM_TABLE", "ClaimTable", "register_claim", "unregister_claim", "claim_of", "Evidence", "JUDGES",
            "RULES_VERSION", "Margin", "MARGINS",
            "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "ALPHA", "Roles", "infer_roles", "roles_for",
-           "verdict_from_interval", "paired", "level", "leak", "claim_verdicts", "summarize_verdicts",
+           "verdict_from_interval", "verdict_row", "paired", "level", "leak", "claim_verdicts", "summarize_verdicts",
            "combine_verdicts", "margins_of"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NO_VERDICT = "supported", "not supported", "inconclusive", "no verdict"
@@ -397,12 +397,13 @@ def _mde(cmp: dict, ctx: _Context, attack_row: bool) -> tuple[float, str]:
     return design_mde(comps, n_seeds, per_seed, restarts, alpha=1 - ctx.confidence), source
 
 
-def _row(claim, dataset, attack, judge, comparison, cmp, ctx: _Context, *, threshold: float, below: bool,
+def verdict_row(claim, dataset, attack, judge, comparison, cmp, ctx: _Context, *, threshold: float, below: bool,
          attack_row: bool = False, primary: bool = True, gate: str = "", note: str = "", margin=np.nan,
          can_refute: bool = True, **extra) -> dict:
-    """One row of ``verdicts.csv``: the verdict of ``cmp``'s interval against ``threshold``
-    (predicted ``below`` it or above), unless a ``gate`` holds it inconclusive; what it rules
-    out; the design's power; the one-sided p-value against the claim (for Holm's correction)."""
+    """One row of ``verdicts.csv`` for claim ``claim``: the verdict of ``cmp``'s interval (a
+    :func:`paired` or :func:`level` result) against ``threshold`` (predicted ``below`` it or
+    above), unless a ``gate`` holds it inconclusive; what it rules out; the design's power; the
+    one-sided p-value against the claim (for Holm's correction). What a claim's rule returns."""
     from scipy import stats
 
     cmp = cmp or {}
@@ -501,7 +502,7 @@ def _attack_claim(rows, claim, judgements, natural, chance, dataset, attack, jud
                 f"({nat['difference']:+.3f} [{nat['ci_low']:+.3f}, {nat['ci_high']:+.3f}]): a less accurate "
                 "target leaks less, so the difference cannot be credited to what the claim names")
     primary = attack == ctx.primary_attack and judge == ctx.primary_judge
-    row = _row(claim, dataset, attack, judge, comparison, cmp, ctx, threshold=0.0, below=below, attack_row=True,
+    row = verdict_row(claim, dataset, attack, judge, comparison, cmp, ctx, threshold=0.0, below=below, attack_row=True,
                primary=primary, gate=gate, note=note, margin=little if check_utility else np.nan, **extra)
     if utility_refutes and nat is not None and nat["ci_high"] < -little and row["verdict"] != NO_VERDICT:
         from scipy import stats
@@ -541,7 +542,7 @@ def _tradeoff_rows(rows, judgements, natural, chance, dataset, attack, judge, re
         gate = "utility"
         note = f"{base} leaks less than RE but costs more utility: one trades utility for privacy"
     primary = attack == ctx.primary_attack and judge == ctx.primary_judge
-    rows.append(_row(7, dataset, attack, judge, f"{re_} vs {base}", att, ctx, threshold=0.0, below=True,
+    rows.append(verdict_row(7, dataset, attack, judge, f"{re_} vs {base}", att, ctx, threshold=0.0, below=True,
                      attack_row=True, primary=primary, gate=gate, note=note, margin=little, can_refute=nat_bad,
                      **extra))
 
@@ -640,7 +641,7 @@ def rule_little_cost(ev: Evidence, roles: Roles, ctx: _Context) -> list[dict]:
     for dataset, ng in ev.natural.groupby("dataset", sort=False):
         cmp = paired(ng, "correct", roles.re, "none", confidence=ctx.confidence)
         if cmp is not None:
-            rows.append(_row(2, dataset, "", "natural accuracy", f"{roles.re} vs none", cmp, ctx, threshold=-little,
+            rows.append(verdict_row(2, dataset, "", "natural accuracy", f"{roles.re} vs none", cmp, ctx, threshold=-little,
                              below=False, margin=little,
                              note=f"non-inferiority: 'little' = a drop of less than {100 * little:.0f} points"))
     return rows
@@ -704,7 +705,7 @@ def _claim3_rows(gap: pd.DataFrame, judgements: pd.DataFrame, roles: Roles, ctx:
             continue
         lv_acc = level(per_acc, "nearer_erased", re_, ctx.confidence, bounds=(0.0, 1.0)) if len(per_acc) else None
         primary = attack == ctx.primary_attack
-        rows.append(_row(3, dataset, attack, "target features", f"{re_}: share nearer erased vs one half", lv, ctx,
+        rows.append(verdict_row(3, dataset, attack, "target features", f"{re_}: share nearer erased vs one half", lv, ctx,
                          threshold=0.5, below=False, primary=primary,
                          accepted_estimate=lv_acc["estimate"] if lv_acc else np.nan,
                          accepted_ci_low=lv_acc["ci_low"] if lv_acc else np.nan,
@@ -719,7 +720,7 @@ def _claim3_rows(gap: pd.DataFrame, judgements: pd.DataFrame, roles: Roles, ctx:
                 continue
             cmp_acc = (paired(per_acc, "nearer_erased", re_, ctl, keys=("seed", "label"), confidence=ctx.confidence)
                        if len(per_acc) else None)
-            rows.append(_row(3, dataset, attack, "target features", f"{re_} vs {ctl}", cmp, ctx, threshold=0.0,
+            rows.append(verdict_row(3, dataset, attack, "target features", f"{re_} vs {ctl}", cmp, ctx, threshold=0.0,
                              below=False, primary=primary,
                              accepted_estimate=cmp_acc["difference"] if cmp_acc else np.nan,
                              accepted_ci_low=cmp_acc["ci_low"] if cmp_acc else np.nan,
@@ -739,9 +740,9 @@ def _claim4_rows(separation: pd.DataFrame, re_: str, ctx: _Context) -> list[dict
         cmp = paired(sg, "margin", re_, "none", confidence=ctx.confidence)
         if lv is None or cmp is None:
             continue
-        rows.append(_row(4, dataset, "", "target features (test)", f"{re_}: held-out margin vs 0", lv, ctx,
+        rows.append(verdict_row(4, dataset, "", "target features (test)", f"{re_}: held-out margin vs 0", lv, ctx,
                          threshold=0.0, below=False, note="RE's private classes must be separated at all"))
-        rows.append(_row(4, dataset, "", "target features (test)", f"{re_} vs none", cmp, ctx, threshold=-sep_margin,
+        rows.append(verdict_row(4, dataset, "", "target features (test)", f"{re_} vs none", cmp, ctx, threshold=-sep_margin,
                          below=False, margin=sep_margin,
                          note=f"non-inferiority: RE's held-out margin at most {sep_margin} below none's"))
     return rows

@@ -290,3 +290,52 @@ def test_a_study_with_one_defense_has_no_verdicts_rather_than_an_error():
     assert v.empty and "verdict" in v.columns
     s = summarize_verdicts(v)
     assert s.empty and list(s.columns)[:4] == ["claim", "claim_text", "dataset", "verdict"]
+
+
+def test_a_new_claim_is_one_registration_and_reaches_every_table():
+    """Issue 37: a claim is one rule in one place; registered, its rows reach verdicts.csv, the
+    summary, the forest plot and the conclusions' overview without a branch anywhere else."""
+    from re_analysis.report import verdict_overview
+    from re_analysis.report.forest import forest_rows
+    from re_analysis.verdicts import Claim, paired, register_claim, unregister_claim, verdict_row
+
+    def rule(ev, roles, ctx):  # RE's natural accuracy at least none's (no margin)
+        cmp = paired(ev.natural, "correct", roles.re, "none") if ev.natural is not None else None
+        return [verdict_row(9, "glyphs", "", "natural accuracy", f"{roles.re} vs none", cmp, ctx, threshold=0.0,
+                            below=False)] if cmp else []
+
+    j = pd.concat([hits("none", 0.7, rng_seed=1), hits("random-erasing", 0.3, rng_seed=2)])
+    nat = pd.concat([natural("none", 0.80, rng_seed=1), natural("random-erasing", 0.90, rng_seed=2)])
+    register_claim(Claim(9, "RE costs no natural accuracy at all", "natural", "natural.csv", rule,
+                         arms=lambda roles: [roles.re, "none"]))
+    try:
+        v = claim_verdicts(j, natural=nat, chance=low_chance(j))
+        nine = v[v["claim"] == 9]
+        assert nine["verdict"].tolist() == [SUPPORTED] and nine["claim_text"].iloc[0].startswith("RE costs no")
+        s = summarize_verdicts(v).set_index("claim")
+        assert s.loc[9, "verdict"] == SUPPORTED
+        assert "9. random-erasing vs none" in forest_rows(v, attack="gmi")["label"].tolist()
+        assert "9. RE costs no natural accuracy at all" in verdict_overview(s.reset_index(), v)["claim"].tolist()
+        with pytest.raises(ReAnalysisError, match="claim 9 is registered already"):
+            register_claim(Claim(9, "again", "natural", "", rule, arms=lambda roles: []))
+    finally:
+        unregister_claim(9)
+    assert 9 not in set(claim_verdicts(j, natural=nat, chance=low_chance(j))["claim"])
+
+
+def test_a_new_ablation_registered_with_its_role_is_compared_as_one():
+    """Issue 37: roles are declared at registration, not guessed from names."""
+    from re_analysis.defenses import DEFENSES
+    from re_analysis.defenses.random_erasing import register_ablation
+
+    register_ablation("middle-box", "RE ablation: every box in the middle", role="location", location="center")
+    try:
+        roles = infer_roles(["none", "random-erasing", "middle-box", "bido"])
+        assert roles.location == ["middle-box"] and roles.baselines == ["bido"]  # not a baseline for claim 7
+        j = pd.concat([hits("none", 0.7, rng_seed=1), hits("random-erasing", 0.3, rng_seed=2),
+                       hits("middle-box", 0.6, rng_seed=3)])
+        v = verdict(j, 6, natural=pd.concat([natural(d, 0.9, rng_seed=k) for k, d in enumerate(j["defense"].unique())]),
+                    roles=roles.__dict__)
+        assert v["comparison"].tolist() == ["middle-box vs random-erasing"]
+    finally:
+        DEFENSES._items.pop("middle-box"), DEFENSES._meta.pop("middle-box"), DEFENSES._descriptions.pop("middle-box")
