@@ -228,7 +228,13 @@ def main(argv=None) -> None:
     runs: dict[str, list[dict]] = {n: [] for n in names}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(setup, fh)
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--out")]
+    given, passthrough = list(argv if argv is not None else sys.argv[1:]), []
+    while given:  # the workers get every option but --out
+        a = given.pop(0)
+        if a == "--out":
+            given.pop(0)
+        elif not a.startswith("--out="):
+            passthrough.append(a)
     for r in range(args.rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             env = {k: v for k, v in os.environ.items() if k != "RE_ANALYSIS_LEVERS"}

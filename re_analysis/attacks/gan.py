@@ -26,12 +26,6 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..models.levers import lever
-
-
-def keep_layout() -> bool:
-    return lever("keep_layout")
-
 
 def upsampling_plan(image_size: int) -> tuple[int, int]:
     """(start side, number of x2 upsamplings): 28 -> (7, 2), 64 -> (4, 4), 224 -> (7, 5)."""
@@ -110,10 +104,6 @@ class Generator(nn.Module):
         if self.num_classes and y is None:
             raise ValueError("this generator is class-conditional: pass labels y")
         h = self._bn(0, self.fc(z), y).view(-1, self.width, self.start, self.start)
-        if self.ups and self.ups[0].weight.is_contiguous(memory_format=torch.channels_last) and keep_layout():
-            # a channels_last generator (the attack's): its first convolution gets the layout of its
-            # weights rather than converting it twice per step (bitwise the same; a lever)
-            h = h.contiguous(memory_format=torch.channels_last)
         for i, up in enumerate(self.ups, start=1):
             h = self._bn(i, up(h), y)
         return torch.tanh(self.out(h))

@@ -40,7 +40,6 @@ from torch import nn
 
 from ..artifacts import atomic_save_tensors, config_hash, load_tensors
 from ..models import create_model
-from ..models.frozen import keep_layout
 from ..models.inputs import channels_last, normalize, predict_logits
 from ..models.levers import lever, retain_freed_memory
 from ..models.registry import Classifier
@@ -102,8 +101,6 @@ def distill(target, arch: str, public: torch.Tensor, seed: int, epochs: int, tau
     retain_freed_memory()
     torch.manual_seed(seed)
     student = channels_last(build_student(arch, target.num_classes, public.shape[1], public.shape[-1]).to(device))
-    if lever("keep_layout"):
-        keep_layout(student)  # the same weights and gradients, a faster max-pooling backward
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=20, gamma=0.5)
     teacher = (predict_logits(target, public) if teacher is None else teacher).to(device)

@@ -5,8 +5,6 @@ samples and the judges.
 :func:`frozen` returns a copy in eval mode with its weights frozen, computing the same
 function with the levers of :mod:`re_analysis.models.levers` that are on:
 
-- ``keep_layout`` (bitwise): a flatten hands its gradient back in its input's layout
-  (channels_last), so the max-pooling before it does not run its backward on mixed layouts.
 - ``fold_batchnorm`` (rounding): an eval-mode BatchNorm right after a convolution is an affine
   map per channel, folded into that convolution's weights and bias (the standard inference
   fusion, ``torch.nn.utils.fusion``). Layers that hold such a pair outside an
@@ -23,8 +21,13 @@ Example:
     >>> from re_analysis.models import create_model
     >>> m = create_model("cnn28", 5, 1, 28).eval()
     >>> x = torch.rand(4, 1, 28, 28) * 2 - 1
-    >>> bool(torch.equal(frozen(m)(x), m(x)))  # the levers on by default keep every bit
+    >>> bool(torch.equal(frozen(m)(x), m(x)))  # no rounding lever on: the same bits
     True
+    >>> from re_analysis.models.levers import levers
+    >>> with levers(fold_batchnorm=True):
+    ...     f = frozen(m)
+    >>> bool(torch.allclose(f(x), m(x), atol=1e-5)), any(isinstance(l, torch.nn.BatchNorm2d) for l in f.modules())
+    (True, False)
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from .inputs import channels_last
 from .levers import lever
 
-__all__ = ["frozen", "fold_batchnorm", "fold_conv_bn", "keep_layout", "FlattenKeepLayout", "use_single_channel_kernels",
-           "SingleChannelConv2d", "SingleChannelConvTranspose2d"]
+__all__ = ["frozen", "fold_batchnorm", "fold_conv_bn", "use_single_channel_kernels", "SingleChannelConv2d",
+           "SingleChannelConvTranspose2d"]
 
 
 def _editable(module: nn.Module) -> list[nn.Module]:
@@ -100,40 +103,6 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
                         child._modules[a], child._modules[b] = fused, nn.Identity()
     if _editable(module) and hasattr(module, "fold_batchnorm") and callable(module.fold_batchnorm):
         module.fold_batchnorm()
-    return module
-
-
-class _FlattenKeepLayout(torch.autograd.Function):
-    """``x.flatten(1)`` whose gradient comes back in ``x``'s own layout (channels_last for a
-    channels_last ``x``), so the max-pooling before it runs its backward on one layout instead
-    of a mixed one (3-6x slower on a CPU). A copy, not arithmetic: bitwise the same values."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.shape = x.shape
-        ctx.nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        return x.flatten(1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.reshape(ctx.shape)
-        return grad.contiguous(memory_format=torch.channels_last) if ctx.nhwc else grad
-
-
-class FlattenKeepLayout(nn.Module):
-    """``nn.Flatten()`` (dims 1 to -1) whose backward keeps the input's layout (bitwise the same)."""
-
-    def forward(self, x):
-        return _FlattenKeepLayout.apply(x) if torch.is_grad_enabled() and x.requires_grad else x.flatten(1)
-
-
-def keep_layout(module: nn.Module) -> nn.Module:
-    """Replace, IN PLACE, every ``nn.Flatten()`` over dims 1 to -1 by :class:`FlattenKeepLayout`
-    (no weights change, so a state dict loads and saves as before). Returns ``module``."""
-    for parent in _editable(module):
-        for name, child in list(parent._modules.items()):
-            if type(child) is nn.Flatten and child.start_dim == 1 and child.end_dim == -1:
-                parent._modules[name] = FlattenKeepLayout()
     return module
 
 
@@ -223,8 +192,6 @@ def frozen(model: nn.Module, inference: bool = False) -> nn.Module:
     m.eval()
     for p in m.parameters():
         p.requires_grad_(False)
-    if lever("keep_layout"):
-        m = keep_layout(m)
     if lever("fold_batchnorm"):
         m = fold_batchnorm(m)
     if inference and lever("channels_last_inference"):

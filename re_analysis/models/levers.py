@@ -16,7 +16,7 @@ None of them enters a run's configuration or hash: a cached run stays valid eith
 
 Example:
     >>> from re_analysis.models.levers import lever, levers
-    >>> lever("fold_batchnorm"), lever("keep_layout")  # rounding off, bitwise on
+    >>> lever("fold_batchnorm"), lever("reuse_evaluation")  # rounding off, bitwise on
     (False, True)
     >>> with levers(fold_batchnorm=True):
     ...     lever("fold_batchnorm")
@@ -50,10 +50,6 @@ LEVERS: dict[str, Lever] = {lv.name: lv for lv in (
           "glibc keeps freed memory in the process (mallopt: no mmap or trim threshold) instead of handing it "
           "back to the kernel after every step and faulting it in again, zeroed, page by page, in the next "
           "(thousands of page faults per attack step); the process keeps its peak memory until it ends"),
-    Lever("keep_layout", True, True,
-          "frozen models: gradients keep the channels_last layout through a flatten (a max-pooling's backward "
-          "on mixed layouts is 3-6x slower), and the generator's first feature map is laid out channels_last "
-          "like its convolution's weights"),
     Lever("teacher_once", True, True,
           "LOMMA's distillation: the target's logits on the public images computed once, not once per student"),
     Lever("reuse_evaluation", True, True,
