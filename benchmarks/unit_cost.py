@@ -56,7 +56,7 @@ def lever_spec(name: str) -> str | None:
         return None
     if name == "all":
         return "all"
-    if name.startswith("+"):  # the defaults plus these levers: +fold_batchnorm+single_channel_kernels
+    if name.startswith("+"):  # the defaults plus these levers: +fold_batchnorm+bf16_search
         extra = set(name[1:].split("+"))
         unknown = extra - set(LEVERS)
         if unknown:

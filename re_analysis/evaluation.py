@@ -56,7 +56,7 @@ from .metrics.judges import JUDGE_TABLE
 from .metrics.stats import interval_table, paired_table
 from .models.frozen import frozen
 from .models.inputs import normalize, predict_logits
-from .models.levers import inference_batch, lever, retain_freed_memory
+from .models.levers import lever, retain_freed_memory
 from .runs import target_record, target_splits
 from .training import load_classifier
 
@@ -263,18 +263,14 @@ def accepted_prior_images(prior, target, classes, per_class: int, seed: int = 0,
     conditional = getattr(prior.generator, "num_classes", 0) > 0
     need = {int(c): per_class for c in classes}
     kept_x, kept_y, drawn = [], [], 0
-    # the draws stay batch_size at a time (the same z); the generator reads them in cache-sized
-    # pieces on a CPU (each sample's image does not depend on its batch: the same images, faster)
-    chunk = inference_batch(device, batch_size)
     while any(need.values()) and drawn < max_samples:
         z = torch.randn(batch_size, prior.z_dim, device=device, generator=gen)
         if conditional:
             wanted = torch.tensor([c for c, n in need.items() if n > 0], device=device)
             asked = wanted[torch.arange(batch_size, device=device) % len(wanted)]
-            x = torch.cat([prior.generator(z[i:i + chunk], asked[i:i + chunk]).float()
-                           for i in range(0, batch_size, chunk)])
+            x = prior.generator(z, asked).float()
         else:
-            x = torch.cat([prior.generator(z[i:i + chunk]).float() for i in range(0, batch_size, chunk)])
+            x = prior.generator(z).float()
         pred = predict_logits(target, x).argmax(1).to(device)
         if conditional:
             pred = torch.where(pred == asked, pred, torch.full_like(pred, -1))

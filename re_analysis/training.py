@@ -87,7 +87,7 @@ def single_process_only(defense) -> bool:
 
 
 def natural_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                     batch_size: int | None = None) -> float:
+                     batch_size: int = 512) -> float:
     """Top-1 accuracy on uint8 images (the private test split)."""
     logits = predict_logits(model, images, batch_size)
     return float((logits.argmax(1) == labels.cpu()).float().mean())

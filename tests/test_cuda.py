@@ -75,7 +75,7 @@ def test_speed_levers_on_cuda():
     finally:
         torch.backends.cudnn.deterministic = deterministic
     assert ref.loss_history == res.loss_history and torch.equal(ref.latents, res.latents)
-    with levers(fold_batchnorm=True, single_channel_kernels=True):
+    with levers(fold_batchnorm=True):
         first = search(1)
         x = torch.rand(8, 1, 28, 28, device="cuda") * 2 - 1
         assert torch.allclose(frozen(target)(x), target(x), atol=1e-4)

@@ -209,7 +209,7 @@ def frozen_models(target, prior):
     that are on (:func:`re_analysis.models.frozen.frozen`: the same function in fewer
     operations), channels_last; the models handed in are left as they are. With no lever on,
     the models themselves."""
-    if not any(lever(k) for k in ("fold_batchnorm", "single_channel_kernels")):
+    if not lever("fold_batchnorm"):
         return target, prior
     if prior is None:
         return channels_last(frozen(target)), None

@@ -6,13 +6,11 @@ import torch
 
 from ..errors import ReAnalysisError
 from ..models.inputs import as_model_input, autocast
-from ..models.levers import inference_batch
 
 
 @torch.no_grad()
-def extract_features(model, images, batch_size: int | None = None, device=None) -> torch.Tensor:
-    """Penultimate features (N, D) as CPU float32 (``batch_size=None``: 256, or 128 on a CPU:
-    :func:`re_analysis.models.levers.inference_batch`, the same features, faster).
+def extract_features(model, images, batch_size: int = 256, device=None) -> torch.Tensor:
+    """Penultimate features (N, D) as CPU float32.
 
     ``images`` follow the suite's input convention (:mod:`re_analysis.models.inputs`):
     uint8 pixels, or floats already normalised to [-1, 1] (reconstructions, erased images).
@@ -31,7 +29,6 @@ def extract_features(model, images, batch_size: int | None = None, device=None) 
     if images.ndim != 4:
         raise ReAnalysisError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     device = torch.device(device) if device else next(model.parameters()).device
-    batch_size = batch_size or inference_batch(device, 256)
     was = model.training
     model.eval()
     out = []

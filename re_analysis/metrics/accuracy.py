@@ -9,7 +9,7 @@ from ..models.inputs import predict_logits
 from .judges import classifier_hits, topk_reported
 
 
-def attack_accuracy(eval_model, images, labels, topk=(1, 5), batch_size: int | None = None,
+def attack_accuracy(eval_model, images, labels, topk=(1, 5), batch_size: int = 256,
                     num_private: int | None = None, closed_set: bool = False) -> dict[str, float]:
     """Share of reconstructions the evaluation model assigns to their target class (top-k).
 

@@ -10,10 +10,6 @@ function with the levers of :mod:`re_analysis.models.levers` that are on:
   fusion, ``torch.nn.utils.fusion``). Layers that hold such a pair outside an
   ``nn.Sequential`` say how with a ``fold_batchnorm()`` method (the GAN generator, the
   pre-activation block).
-- ``single_channel_kernels`` (rounding): a convolution with ONE input channel (the first layer
-  of a grayscale classifier or critic) takes its gradient to the image, and a transposed
-  convolution with one output channel (the generator's last layer) its forward, from
-  PyTorch's own kernels: oneDNN is 5-10x slower for those shapes on a CPU.
 - ``channels_last_inference`` (rounding; ``inference=True``): the NHWC layout for judges.
 
 Example:
@@ -41,8 +37,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from .inputs import channels_last
 from .levers import lever
 
-__all__ = ["frozen", "fold_batchnorm", "fold_conv_bn", "use_single_channel_kernels", "SingleChannelConv2d",
-           "SingleChannelConvTranspose2d"]
+__all__ = ["frozen", "fold_batchnorm", "fold_conv_bn"]
 
 
 def _editable(module: nn.Module) -> list[nn.Module]:
@@ -106,81 +101,6 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-class _ConvOneInput(torch.autograd.Function):
-    """conv2d with one input channel: oneDNN forward (as before), PyTorch's own (thnn) kernel
-    for the gradient to the image, which oneDNN computes 5-10x slower for these shapes."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding):
-        ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding)
-        return torch.nn.functional.conv2d(x, weight, bias, stride, padding)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        stride, padding = ctx.conf
-        gi = torch.ops.aten._slow_conv2d_backward.output_mask(
-            grad.contiguous(), x.contiguous(), weight.contiguous(), list(weight.shape[-2:]), list(stride),
-            list(padding), [True, False, False])[0]
-        return gi, None, None, None, None
-
-
-class _ConvTOneOutput(torch.autograd.Function):
-    """conv_transpose2d with one output channel: PyTorch's own kernel forward (oneDNN is 5x
-    slower for it), oneDNN for the gradient (fast for it)."""
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, stride, padding, output_padding):
-        ctx.save_for_backward(h, weight)
-        ctx.conf = (stride, padding, output_padding)
-        return torch.ops.aten.slow_conv_transpose2d(h.contiguous(), weight.contiguous(), list(weight.shape[-2:]), bias,
-                                                    list(stride), list(padding), list(output_padding), [1, 1])
-
-    @staticmethod
-    def backward(ctx, grad):
-        h, weight = ctx.saved_tensors
-        stride, padding, output_padding = ctx.conf
-        gi = torch.ops.aten.convolution_backward(grad, h, weight, None, list(stride), list(padding), [1, 1], True,
-                                                 list(output_padding), 1, [True, False, False])[0]
-        return gi, None, None, None, None, None
-
-
-def _plain(conv) -> bool:
-    return (conv.groups == 1 and tuple(conv.dilation) == (1, 1) and conv.padding_mode == "zeros"
-            and isinstance(conv.padding, tuple))
-
-
-class SingleChannelConv2d(nn.Conv2d):
-    """A frozen ``Conv2d`` with one input channel whose gradient to the image runs on thnn."""
-
-    def forward(self, x):
-        if not (torch.is_grad_enabled() and x.requires_grad) or torch.is_autocast_enabled(x.device.type):
-            return super().forward(x)
-        return _ConvOneInput.apply(x, self.weight, self.bias, self.stride, self.padding)
-
-
-class SingleChannelConvTranspose2d(nn.ConvTranspose2d):
-    """A frozen ``ConvTranspose2d`` with one output channel whose forward runs on thnn."""
-
-    def forward(self, h, output_size=None):
-        if output_size is not None or torch.is_autocast_enabled(h.device.type):
-            return super().forward(h, output_size)
-        return _ConvTOneOutput.apply(h, self.weight, self.bias, self.stride, self.padding, self.output_padding)
-
-
-def use_single_channel_kernels(module: nn.Module) -> nn.Module:
-    """Turn, IN PLACE, every frozen plain ``Conv2d`` with one input channel and ``ConvTranspose2d``
-    with one output channel into its :class:`SingleChannelConv2d` / :class:`SingleChannelConvTranspose2d`
-    twin (same weights; the class changes, nothing else). Returns ``module``."""
-    for m in _editable(module):
-        if type(m) is nn.Conv2d and m.in_channels == 1 and _plain(m):
-            m.__class__ = SingleChannelConv2d
-        elif type(m) is nn.ConvTranspose2d and m.out_channels == 1 and _plain(m):
-            m.__class__ = SingleChannelConvTranspose2d
-    return module
-
-
 def frozen(model: nn.Module, inference: bool = False) -> nn.Module:
     """A frozen copy of ``model`` (eval mode, no weight gradients) computing the same function
     with the levers that are on; ``inference=True`` for forward-only use (judges, chance
@@ -196,8 +116,6 @@ def frozen(model: nn.Module, inference: bool = False) -> nn.Module:
         m = fold_batchnorm(m)
     if inference and lever("channels_last_inference"):
         channels_last(m)
-    if not inference and lever("single_channel_kernels"):
-        m = use_single_channel_kernels(m)
     for p in m.parameters():
         p.requires_grad_(False)
     return m

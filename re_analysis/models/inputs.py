@@ -72,15 +72,11 @@ def channels_last(*items):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None,
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512,
                    device: torch.device | str | None = None) -> torch.Tensor:
     """Logits of ``model`` (in eval mode) on images in the suite's convention (see module
-    doc: uint8 pixels or normalised floats). Returns CPU float32. ``batch_size=None``: 512, or
-    128 on a CPU (:func:`re_analysis.models.levers.inference_batch`; the same logits, faster)."""
-    from .levers import inference_batch
-
+    doc: uint8 pixels or normalised floats). Returns CPU float32."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    batch_size = batch_size or inference_batch(device, 512)
     was = model.training
     model.eval()
     out = []

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ..errors import ReAnalysisError
 
-__all__ = ["Lever", "LEVERS", "lever", "levers", "lever_states", "retain_freed_memory", "inference_batch"]
+__all__ = ["Lever", "LEVERS", "lever", "levers", "lever_states", "retain_freed_memory"]
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,6 @@ LEVERS: dict[str, Lever] = {lv.name: lv for lv in (
           "evaluation: the chance samples and their verdicts, the pixel judge's memory and reject radius, and "
           "the judges' ceilings computed once per process for the same prior, target, classes, seed and "
           "judges: a unit's second attack on a target reuses its first's"),
-    Lever("small_inference_batches", True, True,
-          "forward-only passes (logits, features, the chance samples' generator) on a CPU in batches of 128 "
-          "images instead of 512 (or 4,096 for the generator): 1.5-1.9x faster, cache-sized; each image's "
-          "result does not depend on the batch it shares"),
     Lever("channels_last_inference", False, False,
           "judges, chance samples and feature extraction on frozen channels_last copies (logits within 1e-6; "
           "a verdict can flip only at a near-tie)"),
@@ -67,10 +63,6 @@ LEVERS: dict[str, Lever] = {lv.name: lv for lv in (
           "frozen models (the attack's target, students and generator; with channels_last_inference the judges "
           "and the chance samples' models too): each eval-mode BatchNorm folded into the convolution or "
           "linear layer before it"),
-    Lever("single_channel_kernels", False, False,
-          "frozen models in the latent search: the gradient to the image of a convolution with one input "
-          "channel, and the forward of a transposed convolution with one output channel, on PyTorch's own "
-          "kernels (oneDNN is 5-10x slower for those shapes on a CPU)"),
     Lever("bf16_search", False, False,
           "REDUCED PRECISION: the latent search's forward passes under bfloat16 autocast (oneDNN's bf16 "
           "convolutions, about 2x on CPUs with AVX512-BF16 or AMX); not float noise: other reconstructions"),
@@ -155,15 +147,3 @@ def retain_freed_memory() -> bool:
     _retained = bool(ok)
     return _retained
 
-
-CPU_INFERENCE_BATCH = 128
-
-
-def inference_batch(device, default: int) -> int:
-    """Batch size of a forward-only pass on ``device``: :data:`CPU_INFERENCE_BATCH` on a CPU under
-    the ``small_inference_batches`` lever, else ``default``."""
-    import torch
-
-    if torch.device(device).type == "cpu" and lever("small_inference_batches"):
-        return CPU_INFERENCE_BATCH
-    return default

@@ -52,9 +52,16 @@ def connect(workers: int, scheduler: str | None = None, device: str = "auto", ti
                                   f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}); start one with "
                                   "`dask scheduler` and its workers with `dask worker ADDRESS`, or drop --scheduler to "
                                   "run on this machine") from None
+    import dask
+
+    # A worker whose process died is restarted by its nanny; the cluster forgets it for good when no
+    # worker of its name comes back within this time (dask's default 15 s: a loaded machine takes longer
+    # to start a Python process, and the nanny was closed mid-restart, the study left with no workers).
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "600s"})
     resources = {"GPU": 1} if _gpu(device) else None
+    quiet = logging.INFO if os.environ.get("RE_ANALYSIS_DASK_LOGS") else logging.ERROR  # the cluster's own log
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR, resources=resources)
+                           silence_logs=quiet, resources=resources)
     return Client(cluster)
 
 
@@ -113,7 +120,11 @@ def run_on_cluster(preset, paths, progress: bool = True, scheduler: str | None =
                                          key=f"{key}-{os.getpid()}", pure=False, retries=2, resources=uses_gpu)
         for future in tqdm(as_completed(list(futures.values())), total=len(futures),
                            desc=f"study {preset.name}: tasks", disable=not progress):
-            future.result()  # a step that failed for good raises here, with its own error
+            if future.status == "error":  # e.g. its worker died twice, or a step it needed was lost with one
+                log.warning("study %s: task %s failed on the cluster (%s); the study redoes it in this process",
+                            preset.name, future.key, str(future.exception()).splitlines()[0][:200])
+        # every step is content-addressed: the study's own pass after this one computes what the cluster
+        # left undone (a step with a real error raises there, with its own message)
     finally:
         cluster = getattr(client, "cluster", None)
         client.close()
