@@ -21,7 +21,8 @@ import pandas as pd
 
 from re_analysis.attacks import run_attack
 from re_analysis.config import ROBUST_EVAL
-from re_analysis.evaluation import compare_with_none, evaluate_attack, judgement_intervals, load_judgements
+from re_analysis.evaluation import evaluate_attack, load_judgements
+from re_analysis.metrics.stats import compare_with_none, judgement_intervals
 from re_analysis.study import (StudyPaths, attack_config, eval_config, load_preset, restrict, train_eval_model,
                                train_target)
 from re_analysis.training import train

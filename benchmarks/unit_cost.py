@@ -111,7 +111,8 @@ def worker(args, setup: dict) -> dict:
     from re_analysis.attacks import create_attack
     from re_analysis.attacks.priors import load_prior
     from re_analysis.data import materialize
-    from re_analysis.evaluation import analyze_gap, evaluate_attack
+    from re_analysis.evaluation import evaluate_attack
+    from re_analysis.gap import analyze_gap
     from re_analysis.runs import target_record, target_splits
     from re_analysis.training import load_classifier
 

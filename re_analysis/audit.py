@@ -379,8 +379,9 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> Path:
     verdict (``audit_verdict.csv``) and renders the report notebook. Every step is cached by
     content, so a re-run resumes.
     """
-    from .study import (StudyPaths, _keyed, attack_evaluate, robust_judge_dir, study_tables, train_eval_model,
-                        train_target, write_tables)
+    from .runs import run_record
+    from .study import (StudyPaths, attack_evaluate, robust_judge_dir, study_tables, train_eval_model, train_target,
+                        with_keys, write_tables)
     from .study import TEST_PREDICTIONS
 
     import time
@@ -403,8 +404,8 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> Path:
     seconds["judges"] = time.perf_counter() - t0
     target = install_target(model, external_spec(model, cfg.model, cfg.entry), splits, preset, root, cfg.model)
     seed = cfg.seed
-    natural = [_keyed(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset.dataset, defense=AUDIT_LABEL, seed=seed)]
-    metrics = {AUDIT_LABEL: pd.read_json(target / "metrics.json", typ="series").to_dict()}
+    natural = [with_keys(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset.dataset, defense=AUDIT_LABEL, seed=seed)]
+    metrics = {AUDIT_LABEL: run_record(target, "metrics.json")}
     records = []
     for a in preset.attacks:
         t0 = time.perf_counter()
@@ -413,7 +414,7 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> Path:
         seconds[f"attack {a}"] = time.perf_counter() - t0
     if cfg.compare_defense:
         res = train_target(preset, paths, cfg.compare_defense, seed, progress)
-        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset.dataset,
+        natural.append(with_keys(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset.dataset,
                               defense=cfg.compare_defense, seed=seed))
         records += [(cfg.compare_defense, a, seed, res.metrics,
                      attack_evaluate(preset, paths, cfg.compare_defense, a, seed, progress)) for a in preset.attacks]
@@ -436,12 +437,13 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> Path:
 def audit_summary_lines(root: str | Path) -> list[str]:
     """What the terminal says at the end of an audit: its notes and its verdict, one line each
     (the report says the same at its top)."""
-    import json
 
     import pandas as pd
 
+    from .runs import run_record
+
     root = Path(root)
-    record = json.loads((root / "audit.json").read_text()) if (root / "audit.json").is_file() else {}
+    record = run_record(root, "audit.json", default={})
     lines = [f"note: {n}" for n in record.get("notes", [])]
     path = root / "audit_verdict.csv"
     if path.is_file():
@@ -498,11 +500,12 @@ def draw_gallery(attack_dir: Path, path: Path, class_names: list[str], title: st
     named: each reconstruction beside its nearest private images and nearest training image."""
     import pandas as pd
 
-    from .artifacts import read_json
-    from .evaluation import load_attack_run, load_judge, leakage_gallery, target_record, target_splits, training_images
+    from .attacks.runner import load_attack_run
+    from .evaluation import load_judge, leakage_gallery, training_images
+    from .runs import run_record, target_record, target_splits
 
     res = load_attack_run(attack_dir)
-    metrics = read_json(attack_dir / "metrics.json")
+    metrics = run_record(attack_dir, "metrics.json")
     target_rec = target_record(Path(res.info["target"]))
     evaluator = load_judge(metrics["eval_model"], target_rec, "cpu")
     memory = training_images(target_splits(target_rec), metrics.get("pixel_reject_quantile"))

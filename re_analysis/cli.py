@@ -250,7 +250,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .evaluation import analyze_gap
+    from .gap import analyze_gap
 
     g = analyze_gap(args.target, args.attack_run, args.out, seed=args.seed, device=args.device)
     print(json.dumps({k: g[k] for k in ("mean_dist_private", "mean_dist_erased", "fraction_nearer_erased",

@@ -1,40 +1,34 @@
-"""Evaluate an attack run under three judges and analyse the feature-space gap.
+"""Evaluate an attack run under every judge (:data:`re_analysis.metrics.judges.JUDGE_TABLE`).
 
 ``evaluate_attack`` -> ``metrics.json``, ``judgements.csv`` (one row per reconstruction,
 one column per verdict, so intervals and agreement can be computed) and ``gallery.png``:
 
-- the **standard judge**: an open-set evaluation model of another architecture than the
-  target (trained on the private AND public classes): its top-1 over all classes (a
-  public identity is a miss) and its closed-set verdict (argmax over the private classes,
-  the field's convention);
-- the **robust judge**: the same, adversarially trained (PGD; Madry et al. 2018), which
-  Type-I adversarial reconstructions (Ho et al., arXiv 2505.03519) do not pass;
-- the **pixel judge**: majority label of the nearest private and public training images
-  in pixel space, with a reject option for images unlike any training image;
-- their agreement, the target's own accuracy on the reconstructions, and the **chance
-  baseline**: the same judges on unoptimised prior samples the target already labels as
-  each class (what the attack gets for free);
+- each judge's verdict (:func:`judge_images` asks every :class:`~re_analysis.metrics.judges.JudgeSpec`
+  of the table): the open-set evaluation model of another architecture than the target
+  (trained on the private AND public classes: a public identity is a miss) and its
+  closed-set verdict (the field's convention), the robust one (adversarially trained, PGD;
+  Madry et al. 2018, which Type-I adversarial reconstructions, Ho et al. arXiv 2505.03519,
+  do not pass), the pixel judge (majority label of the nearest private and public training
+  images, with a reject option), and any judge registered since;
+- their agreement, the target's own accuracy on the reconstructions, each judge's ceiling
+  (its acceptance of held-out private images), and the **chance baseline**: the same judges
+  on unoptimised prior samples the target already labels as each class (what the attack gets
+  for free);
 - KNN distance, FID (with its sample counts) and per-class PRDC (k = 3), in the standard
   judge's penultimate features against the private training images of the attacked classes,
   over the reconstructions the attack did not give up on (BREP-MI's failed rows are misses
   under every judge and left out of these, their number reported as
   ``distribution_n_excluded``).
 
-``analyze_gap`` -> ``gap.json`` and figures: target-model features of private images,
-of Random-Erased private images (the target's own RE parameters when it was trained with
-RE, else MIDRE's defaults) and of reconstructions; :func:`feature_gap` (raw and normalised
-by the target's own scale), :func:`class_separation` of the private classes, UMAP with
-hulls (other classes in grey), and per-class hull overlap.
-
-``judgement_intervals`` and ``compare_with_none`` turn the judgements of many runs into
-hierarchical bootstrap intervals and paired defense-vs-none comparisons.
+The feature-space gap is :mod:`re_analysis.gap`; intervals and paired comparisons over many
+runs' judgements are :func:`re_analysis.metrics.stats.judgement_intervals` and
+:func:`~re_analysis.metrics.stats.compare_with_none`.
 """
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +36,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .artifacts import (atomic_write_bytes, atomic_write_json, atomic_write_text, claim_scope, lock_run_dir,
-                        read_json)
+from .artifacts import atomic_write_json, atomic_write_text, claim_scope, lock_run_dir, read_json
 from .attacks.runner import load_attack_run
 from .data import materialize
-from .defenses import RandomErasing
 from .errors import ReAnalysisError
-from .features import class_separation, extract_features, feature_gap, hull_overlap, umap_embed
-from .features.separation import heldout_margins
-from .metrics import (classifier_hits, frechet_distance, judge_agreement, judged_public,
-                      knn_distance, pixel_judge, prdc_per_class, reject_radius, topk_reported)
-from .metrics.judges import JUDGE_TABLE
-from .metrics.stats import interval_table, paired_table
+from .features import extract_features
+from .metrics import frechet_distance, judge_agreement, knn_distance, prdc_per_class, reject_radius
+from .metrics.judges import JUDGE_TABLE, JudgeBench, agreement_columns, score_images
 from .models.frozen import frozen
 from .models.inputs import normalize, predict_logits
 from .models.levers import lever, retain_freed_memory
@@ -70,8 +59,6 @@ CHANCE_PER_CLASS = 200  # unoptimised prior samples per attacked class: chance g
 # 100); rarer classes keep what they got (``chance_min_per_class``), each class weighing the same
 # in the chance rate.
 CHANCE_MAX_SAMPLES = 50_000
-JUDGE_COLUMNS = ("hit_top1", "hit_top1_closed", "hit_robust", "hit_robust_closed", "hit_pixel", "hit_target",
-                 "all_accept")
 
 
 _REUSED: dict = {}  # the reuse_evaluation lever's memo: key -> value, oldest first
@@ -187,40 +174,23 @@ def training_images(splits, reject_quantile: float | None = REJECT_QUANTILE) -> 
 
 def judge_images(images: torch.Tensor, labels: torch.Tensor, evaluator: Judge, robust: Judge | None,
                  memory: TrainingImages, target=None, pixel_k: int = PIXEL_K) -> pd.DataFrame:
-    """Every judge's verdict on every image, one row per image (``judgements.csv``):
-
-    ``label``; ``eval_pred`` / ``robust_pred`` (top-1 over all classes, public ones from
-    ``num_private`` on); ``hit_top1`` / ``hit_robust`` (open-set top-1), ``hit_*_closed``
-    (argmax over the private classes), ``hit_top5*`` (only with more than 10 private
-    classes), ``*_public`` (top-1 is a public class); ``pixel_pred`` (-1: rejected),
-    ``hit_pixel``, ``pixel_nearest_public``, ``pixel_public``, ``pixel_rejected``,
-    ``pixel_nearest_sq_distance``, ``pixel_nearest_index`` (row in private training, then
-    public images); ``hit_target`` (the target's own verdict); ``all_accept`` (every judge
-    present accepts).
+    """Every judge's verdict on every image, one row per image (``judgements.csv``): ``label``,
+    then each judge of :data:`~re_analysis.metrics.judges.JUDGE_TABLE` in turn, its columns
+    from its score function: the open-set evaluation model's ``eval_pred``, ``hit_top1``,
+    ``eval_public`` (top-1 is a public class) and ``hit_top5`` (with more than 10 private
+    classes); the robust one's ``robust_pred``, ``hit_robust``, ``robust_public``; the pixel
+    judge's ``pixel_pred`` (-1: rejected), ``hit_pixel``, ``pixel_nearest_public``,
+    ``pixel_public``, ``pixel_rejected``, ``pixel_nearest_sq_distance``,
+    ``pixel_nearest_index`` (row in private training, then public images); the closed-set
+    ``hit_top1_closed`` (``hit_top5_closed``); then ``hit_target`` (the target's own
+    verdict) and ``all_accept`` (every agreement judge present accepts).
     """
     y = labels.long().cpu()
-    z = predict_logits(evaluator.model, images)
-    rows = {"label": y.numpy(), "eval_pred": z.argmax(1).numpy(),
-            "hit_top1": classifier_hits(z, y), "hit_top1_closed": classifier_hits(z, y, num_private=evaluator.num_private),
-            "eval_public": judged_public(z, evaluator.num_private)}
-    if topk_reported(5, evaluator.num_private):
-        rows["hit_top5"] = classifier_hits(z, y, k=5)
-        rows["hit_top5_closed"] = classifier_hits(z, y, k=5, num_private=evaluator.num_private)
-    if robust is not None:
-        zr = predict_logits(robust.model, images)
-        rows.update({"robust_pred": zr.argmax(1).numpy(), "hit_robust": classifier_hits(zr, y),
-                     "hit_robust_closed": classifier_hits(zr, y, num_private=robust.num_private),
-                     "robust_public": judged_public(zr, robust.num_private)})
-    px = pixel_judge(memory.private, memory.private_labels, images, y, memory.public, memory.public_labels,
-                     k=pixel_k, num_private=memory.num_private, max_sq_distance=memory.reject_sq_distance)
-    rows.update({"pixel_pred": px["predicted"], "hit_pixel": px["hits"], "pixel_nearest_public": px["nearest_public"],
-                 "pixel_public": px["predicted"] >= memory.num_private, "pixel_rejected": px["predicted"] < 0,
-                 "pixel_nearest_sq_distance": px["nearest_sq_distance"], "pixel_nearest_index": px["nearest_index"]})
+    bench = JudgeBench(images, y, evaluator, robust, memory, pixel_k)
+    df = pd.DataFrame({"label": y.numpy(), **score_images(bench)})
     if target is not None:
-        rows["hit_target"] = (predict_logits(target, images).argmax(1) == y).numpy()
-    df = pd.DataFrame(rows)
-    judges = [c for c in ("hit_top1", "hit_robust", "hit_pixel") if c in df]
-    df["all_accept"] = df[judges].all(axis=1)
+        df["hit_target"] = (predict_logits(target, images).argmax(1) == y).numpy()
+    df["all_accept"] = df[agreement_columns(df.columns)].all(axis=1)
     return df
 
 
@@ -323,20 +293,20 @@ def judge_ceilings(evaluator: Judge, robust: Judge | None, memory: TrainingImage
     if len(y) == 0:
         return {}
     df = judge_images(x.float().div(127.5).sub(1), y, evaluator, robust, memory, pixel_k=pixel_k)
-    cols = [c for c in ("hit_top1", "hit_top1_closed", "hit_robust", "hit_robust_closed", "hit_pixel") if c in df]
-    return {f"ceiling_{c.removeprefix('hit_')}": float(df[c].mean()) for c in cols} | {"ceiling_n": int(len(y))}
+    return {j.ceiling: float(df[j.column].mean()) for j in JUDGE_TABLE if j.column in df} | {"ceiling_n": int(len(y))}
 
 
 def judge_summary(df: pd.DataFrame) -> dict[str, Any]:
-    """metrics.json's attack-accuracy keys from the per-reconstruction verdicts."""
+    """metrics.json's attack-accuracy keys from the per-reconstruction verdicts: each judge's
+    (and its companions') ``attack_accuracy_<name>`` (NaN for a judge absent), their agreement,
+    and the shares behind it."""
     mean = lambda c: float(df[c].mean()) if c in df else float("nan")  # noqa: E731
-    judges = [df[c] for c in ("hit_top1", "hit_robust", "hit_pixel") if c in df]
-    agree = judge_agreement(*judges)
+    agreeing = agreement_columns(df.columns)
+    agree = judge_agreement(*[df[c] for c in agreeing])
     return {
-        **{f"attack_accuracy_{j}": mean(f"hit_{j}")
-           for j in ("top1", "top1_closed", "top5", "top5_closed", "robust", "robust_closed", "pixel")},
+        **{f"attack_accuracy_{name}": mean(f"hit_{name}") for j in JUDGE_TABLE for name in (j.name, *j.companions)},
         "judges_all_accept": agree["all_accept"], "judges_disagree": agree["disagree"],
-        "judges": [c.removeprefix("hit_") for c in ("hit_top1", "hit_robust", "hit_pixel") if c in df],
+        "judges": [c.removeprefix("hit_") for c in agreeing],
         "eval_judged_public": mean("eval_public"), "robust_judged_public": mean("robust_public"),
         "pixel_judged_public": mean("pixel_public"), "pixel_nearest_public": mean("pixel_nearest_public"),
         "pixel_rejected": mean("pixel_rejected"), "target_accuracy_on_reconstructions": mean("hit_target"),
@@ -508,191 +478,3 @@ def load_judgements(attack_run: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise ReAnalysisError(f"no judgements.csv in {attack_run}; run `re-analysis evaluate` on it first")
     return pd.read_csv(path)
-
-
-def identity_column(table: pd.DataFrame) -> str | None:
-    """The column that names each row's attacked identity (the unit of every interval), if any."""
-    return "label" if "label" in table else None
-
-
-def judgement_intervals(judgements: pd.DataFrame, by=("dataset", "defense", "attack"), columns=JUDGE_COLUMNS,
-                        confidence: float = 0.95) -> pd.DataFrame:
-    """Mean and interval of every verdict column per group, with the (seed, identity) cluster
-    as the unit (:func:`re_analysis.metrics.stats.interval_table`): ``<col>``,
-    ``<col>_ci_low``, ``<col>_ci_high``, plus ``n_reconstructions``, ``n_seeds``, ``n_units``.
-
-    ``judgements`` stacks the runs' judgements.csv with the group columns and ``seed``.
-    """
-    out = interval_table(judgements, [c for c in columns if c in judgements], by, unit=identity_column(judgements),
-                         confidence=confidence)
-    return out.rename(columns={"n_items": "n_reconstructions"})
-
-
-def compare_with_none(judgements: pd.DataFrame, column: str = "hit_top1", by=("dataset", "attack"),
-                      baseline: str = "none", confidence: float = 0.95) -> pd.DataFrame:
-    """Each defense against ``baseline`` on paired reconstructions (same seed, same index):
-    difference, interval, p-value and verdict ("no measurable difference" when the
-    interval covers zero), per ``by`` group, identities as the unit
-    (:func:`re_analysis.metrics.stats.paired_table`)."""
-    return paired_table(judgements, column, reference=baseline, by=by, unit=identity_column(judgements),
-                        confidence=confidence)
-
-
-def erasing_for(target_dir: str | Path) -> RandomErasing:
-    """The target's own Random Erasing (its ablation's too: area, Partial Erasure, fixed
-    location) when it trained with one, else MIDRE's default (what RE would have hidden)."""
-    from .defenses import eraser_of
-
-    cfg = target_record(Path(target_dir))["config"]
-    return eraser_of(cfg.get("defense", "none"), cfg.get("defense_params", {})) or RandomErasing()
-
-
-def collapsed(features: np.ndarray) -> bool:
-    """Whether every feature vector is the same (a target whose training died: its ReLUs
-    output zero for every image), so there is no feature space to measure distances in."""
-    return bool(len(features) == 0 or np.ptp(features, axis=0).max() == 0)
-
-
-def collapsed_gap(res, target_dir, attack_run, out_dir, f_priv, labels, t0) -> dict:
-    """The gap record of a target whose features collapsed: every statistic NaN, with the reason."""
-    nan = float("nan")
-    note = ("the target's penultimate features are identical for every private image (its training collapsed): "
-            "there is no feature space to measure the gap in")
-    gap = {k: nan for k in ("mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized",
-                            "mean_dist_erased_normalized", "fraction_nearer_erased", "coverage_private",
-                            "separation_margin", "separation_nn_purity", "separation_silhouette")}
-    gap.update({"per_class": {}, "note": note, "target": str(target_dir), "attack_run": str(attack_run),
-                "target_defense": res.info.get("target_defense"), "attack": res.info["attack"],
-                "feature_space": "target-model penultimate features", "n_private": int(len(f_priv)),
-                "seconds": round(time.perf_counter() - t0, 3)})
-    if out_dir is not None:
-        rows = pd.DataFrame({"index": np.arange(len(labels)), "label": labels, "d_private": nan, "d_erased": nan,
-                             "nearer_erased": nan})
-        atomic_write_text(Path(out_dir) / "gap_samples.csv", rows.to_csv(index=False))
-        atomic_write_json(Path(out_dir) / "gap.json", gap)
-    return gap
-
-
-@dataclass
-class PrivateSide:
-    """What the gap of every attack on one target shares: the target (as read), the private
-    images' labels, their features and their Random-Erased twins' (``f_priv``, ``f_re``), how
-    far the private classes stay apart (``separation``, without per-point margins, which
-    ``point_rows`` hold with the held-out ones) and the held-out margin's mean."""
-
-    model: torch.nn.Module
-    splits: Any
-    eraser: Any
-    y: np.ndarray
-    f_priv: np.ndarray
-    f_re: np.ndarray
-    separation: dict | None
-    point_rows: pd.DataFrame | None
-    test_margin: float | None
-
-
-def private_side(target_dir: str | Path, classes, seed: int, max_private_per_class: int, device: str) -> PrivateSide:
-    """The reconstruction-independent half of :func:`analyze_gap` (up to ``max_private_per_class``
-    private training images per attacked class, drawn with ``seed``; erased with ``seed + 1``)."""
-    model = inference_copy(load_classifier(target_dir, device))
-    x, y, splits = private_train_images(target_dir, classes)
-    g = torch.Generator().manual_seed(seed)
-    keep = torch.cat([torch.nonzero(y == c).squeeze(1)[torch.randperm(int((y == c).sum()), generator=g)[:max_private_per_class]]
-                      for c in y.unique()])
-    x, y = x[keep], y[keep]
-    eraser = erasing_for(target_dir)
-    erased = eraser(normalize(x), generator=torch.Generator().manual_seed(seed + 1))
-    f_priv = extract_features(model, x).numpy()
-    f_re = extract_features(model, erased).numpy()
-    y_np = y.numpy()
-    sep, point_rows, test_margin = None, None, None
-    if not collapsed(f_priv) and len(np.unique(y_np)) >= 2:
-        sep = class_separation(f_priv, y_np, per_point=True)
-        point_rows = pd.DataFrame({"index": np.arange(len(y_np)), "label": y_np, "margin": sep.pop("margins"),
-                                   "split": "train"})
-        xt, yt = materialize(splits.private_test)
-        held = torch.isin(yt, torch.as_tensor(np.unique(y_np)))
-        if held.any():  # the test images of the attacked classes, against the training features
-            yt_np = yt[held].numpy()
-            margins = heldout_margins(f_priv, y_np, extract_features(model, xt[held]).numpy(), yt_np)
-            point_rows = pd.concat([point_rows, pd.DataFrame({"index": np.arange(len(yt_np)), "label": yt_np,
-                                                              "margin": margins, "split": "test"})])
-            test_margin = float(margins.mean())
-    return PrivateSide(model, splits, eraser, y_np, f_priv, f_re, sep, point_rows, test_margin)
-
-
-def analyze_gap(target_dir: str | Path, attack_run: str | Path, out_dir: str | Path | None = None,
-                seed: int = 0, max_private_per_class: int = 200, device: str = "cpu",
-                embed: bool = True) -> dict[str, Any]:
-    """Feature-space gap between private, erased and reconstructed images in the TARGET's
-    features, and how far the private classes stay apart (``separation_*`` keys).
-
-    ``embed=False`` skips the UMAP embedding, hull overlaps and figure (the statistics in
-    the full feature space are still computed; UMAP is the slow part).
-    """
-    from .plots import feature_space_figure, save_figure
-
-    if out_dir is not None:
-        lock_run_dir(out_dir)  # one writer of out_dir at a time
-    t0 = time.perf_counter()
-    res = load_attack_run(attack_run)
-    if Path(res.info["target"]).resolve() != Path(target_dir).resolve():
-        if res.info.get("target_config_hash") != target_record(Path(target_dir))["config_hash"]:
-            raise ReAnalysisError(f"{attack_run} attacked another target than {target_dir}; pass the attacked target")
-    side = reused(("gap", file_key(target_dir), tuple(int(c) for c in res.info["classes"]), seed, max_private_per_class,
-                   str(device), lever("channels_last_inference"), lever("fold_batchnorm")),
-                  lambda: private_side(target_dir, res.info["classes"], seed, max_private_per_class, device))
-    model, splits, eraser, f_priv, f_re, y_np = side.model, side.splits, side.eraser, side.f_priv, side.f_re, side.y
-    f_rec = extract_features(model, res.images.float()).numpy()
-    yr = res.labels.numpy()
-    if collapsed(f_priv):
-        return collapsed_gap(res, target_dir, attack_run, out_dir, f_priv, yr, t0)
-    gap = feature_gap(f_priv, y_np, f_re, y_np, f_rec, yr, per_sample=True)
-    samples = gap.pop("samples")
-    recon_rows = pd.DataFrame({"index": np.arange(len(yr)), "label": yr, **samples})
-    point_rows = side.point_rows
-    if side.separation is not None:
-        sep = side.separation
-        if side.test_margin is not None:
-            gap["separation_margin_test"] = side.test_margin
-        gap.update({"separation_margin": sep["margin"], "separation_nn_purity": sep["nn_purity"],
-                    "separation_silhouette": sep["silhouette"]})
-        for c, v in sep["per_class"].items():
-            if c in gap["per_class"]:
-                gap["per_class"][c].update({f"separation_{k}": val for k, val in v.items()})
-    if out_dir is not None:  # per-item tables: the paired comparisons across defenses read them
-        atomic_write_text(Path(out_dir) / "gap_samples.csv", recon_rows.to_csv(index=False))
-        if point_rows is not None:
-            atomic_write_text(Path(out_dir) / "separation_samples.csv", point_rows.to_csv(index=False))
-    gap.update({"target": str(target_dir), "attack_run": str(attack_run), "target_defense": res.info.get("target_defense"),
-                "attack": res.info["attack"], "feature_space": "target-model penultimate features",
-                "erasing": repr(eraser), "private_per_class": max_private_per_class})
-    if not embed:
-        gap["seconds"] = round(time.perf_counter() - t0, 3)
-        if out_dir is not None:
-            atomic_write_json(Path(out_dir) / "gap.json", gap)
-        return gap
-    emb = umap_embed(np.concatenate([f_priv, f_re, f_rec]), seed=seed)
-    n1, n2 = len(f_priv), len(f_priv) + len(f_re)
-    groups = ["private"] * n1 + ["erased"] * len(f_re) + ["reconstruction"] * len(f_rec)
-    labels = np.concatenate([y_np, y_np, yr])
-    overlap = {}
-    for c in np.unique(yr):
-        overlap[int(c)] = {"recon_private": hull_overlap(emb[n2:][yr == c], emb[:n1][y_np == c]),
-                           "recon_erased": hull_overlap(emb[n2:][yr == c], emb[n1:n2][y_np == c])}
-    gap["hull_overlap_recon_private"] = float(np.mean([v["recon_private"] for v in overlap.values()]))
-    gap["hull_overlap_recon_erased"] = float(np.mean([v["recon_erased"] for v in overlap.values()]))
-    for c, v in overlap.items():
-        gap["per_class"][c].update({"hull_overlap_recon_private": v["recon_private"],
-                                    "hull_overlap_recon_erased": v["recon_erased"]})
-    gap["seconds"] = round(time.perf_counter() - t0, 3)
-    if out_dir is not None:
-        out = Path(out_dir)
-        atomic_write_json(out / "gap.json", gap)
-        buf = io.BytesIO()
-        np.savez(buf, embedding=emb, labels=labels, groups=np.array(groups))
-        atomic_write_bytes(out / "embedding.npz", buf.getvalue())
-        fig = feature_space_figure(emb, groups, labels, splits.private_class_names,
-                                   title=f"{res.info['attack']} vs {res.info.get('target_defense')}")
-        save_figure(fig, out / "feature_space.png")
-    return gap

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .metrics.judges import JUDGE_TABLE
+
 GROUP_COLORS = {"private": "#1f77b4", "erased": "#ff7f0e", "reconstruction": "#d62728"}
 OTHER_CLASSES_COLOR = "#c7c7c7"
 
@@ -91,8 +93,7 @@ def nearest_images_figure(recon, nearest_pixels, nearest_features, nearest_any, 
         verdict = ""
         if verdicts is not None:
             v = verdicts.iloc[i]
-            marks = [f"{name}{'+' if bool(v[col]) else '-'}" for name, col in
-                     (("E", "hit_top1"), ("R", "hit_robust"), ("P", "hit_pixel")) if col in v]
+            marks = [f"{j.mark}{'+' if bool(v[j.column]) else '-'}" for j in JUDGE_TABLE if j.mark and j.column in v]
             verdict = " ".join(marks)
         name = class_names[int(labels[i])] if class_names is not None else f"class {int(labels[i])}"
         _show(axes[i, 0], recon[i], f"{name} {verdict}")

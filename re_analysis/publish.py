@@ -141,7 +141,7 @@ def incomplete_claims(verdict_summary: pd.DataFrame, preset, roles, missing: lis
 def _unit_tables(preset, root: Path, records: dict[str, dict]):
     """The study's tables over the finished units' records (every step cached: nothing trains)."""
     from .study import StudyPaths, TEST_PREDICTIONS, attack_evaluate, study_tables
-    from .study.tables import _keyed
+    from .study.tables import with_keys
 
     paths = StudyPaths(root)
     rows, natural = [], []
@@ -149,7 +149,7 @@ def _unit_tables(preset, root: Path, records: dict[str, dict]):
         label, seed = rec["label"], int(rec["seed"])
         target = root / rec["target_dir"]
         metrics = run_record(target, "metrics.json")
-        natural.append(_keyed(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset.dataset, defense=label, seed=seed))
+        natural.append(with_keys(pd.read_csv(target / TEST_PREDICTIONS), dataset=preset.dataset, defense=label, seed=seed))
         for attack in rec["attack_dirs"]:
             rows.append((label, attack, seed, metrics, attack_evaluate(preset, paths, label, attack, seed, False)))
     return study_tables(preset, paths, rows, natural)

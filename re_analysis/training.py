@@ -45,12 +45,12 @@ from .errors import ReAnalysisError
 from .models import Classifier, create_model
 from .models.inputs import autocast, channels_last, normalize, predict_logits, resolve_device
 from .optim import lr_at, make_optimizer
+from .runs import WEIGHTS
 
 __all__ = ["train", "TrainResult", "load_classifier", "natural_accuracy", "resolve_device",
            "normalize", "predict_logits"]
 
 CHECKPOINT = "checkpoint.safetensors"
-WEIGHTS = "model.safetensors"
 DEFENSE_ARTIFACTS = "defense.safetensors"
 LOOP_STATS = ("epoch", "loss", "train_accuracy", "lr")
 

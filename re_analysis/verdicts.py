@@ -62,8 +62,9 @@ import pandas as pd
 
 from .errors import ReAnalysisError
 from .metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_spec
+from .metrics.stats import identity_column
 
-__all__ = ["Claim", "CLAIM_TABLE", "ClaimTable", "register_claim", "unregister_claim", "claim_of", "Evidence", "JUDGES",
+__all__ = ["Claim", "CLAIM_TABLE", "ClaimTable", "register_claim", "unregister_claim", "claim_of", "Evidence",
            "RULES_VERSION", "Margin", "MARGINS",
            "LITTLE_COST", "SEPARATION_MARGIN", "CEILING", "MIN_SEEDS", "ALPHA", "Roles", "infer_roles", "roles_for",
            "verdict_from_interval", "verdict_row", "paired", "level", "leak", "claim_verdicts", "summarize_verdicts",
@@ -153,10 +154,6 @@ def unregister_claim(number: int) -> None:
 def claim_of(number) -> Claim:
     """The registered claim ``number``."""
     return CLAIM_TABLE[number]
-
-
-# The judges by name, and what the book calls them (one table: JUDGE_TABLE).
-JUDGES = {j.name: j.display for j in JUDGE_TABLE}
 
 
 @dataclass(frozen=True)
@@ -282,10 +279,6 @@ def _side(low: float, high: float, threshold: float, below: bool) -> str:
     return SUPPORTED if low > threshold else NOT_SUPPORTED if high < threshold else INCONCLUSIVE
 
 
-def _unit(table: pd.DataFrame) -> str | None:
-    return "label" if "label" in table else None
-
-
 def paired(table: pd.DataFrame, column: str, defense: str, reference: str, keys=("seed", "index"),
            confidence: float = 1 - ALPHA) -> dict | None:
     """``defense`` minus ``reference`` on the items both have (paired by ``keys``), with its
@@ -294,7 +287,7 @@ def paired(table: pd.DataFrame, column: str, defense: str, reference: str, keys=
     from .metrics.stats import paired_table
 
     t = table[table["defense"].isin([defense, reference])]
-    out = paired_table(t, column, reference=reference, arms=[defense], pair=keys, unit=_unit(t),
+    out = paired_table(t, column, reference=reference, arms=[defense], pair=keys, unit=identity_column(t),
                        confidence=confidence, components=True)
     return None if out.empty else out.iloc[0].to_dict()
 
@@ -308,7 +301,7 @@ def level(table: pd.DataFrame, column: str, defense: str, confidence: float = 1 
     g = table[table["defense"] == defense].dropna(subset=[column])
     if g.empty:
         return None
-    unit = _unit(g)
+    unit = identity_column(g)
     values, seeds = g[column].astype(float).to_numpy(), g["seed"].to_numpy()
     units = np.arange(len(g)) if unit is None else g[unit].to_numpy()
     out = clustered_interval(values, seeds, units, confidence, bounds=bounds)
@@ -438,7 +431,9 @@ def verdict_row(claim, dataset, attack, judge, comparison, cmp, ctx: _Context, *
 def _inconclusive_note(lo, hi, threshold, rules_out, mde, mde_source, claim) -> str:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "no interval (nothing varies, or too few paired items): no verdict either way"
-    scale = (lambda v: f"{v:.3f}") if claim == 4 else (lambda v: f"{100 * v:.1f} points")
+    # a claim in points of a share says "4.0 points"; one on another scale (claim 4's margin) the number itself
+    in_points = claim not in CLAIM_TABLE or claim_of(claim).scale in ("points", "share")
+    scale = (lambda v: f"{100 * v:.1f} points") if in_points else (lambda v: f"{v:.3f}")
     text = f"the interval [{lo:+.3f}, {hi:+.3f}] covers {threshold:g}"
     if np.isfinite(rules_out):
         text += f": no effect larger than {scale(rules_out)}"
@@ -549,7 +544,7 @@ def _tradeoff_rows(rows, judgements, natural, chance, dataset, attack, judge, re
 
 def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None, gap: pd.DataFrame | None = None,
                    separation: pd.DataFrame | None = None, chance: pd.DataFrame | None = None,
-                   roles: Roles | None = None, judges=tuple(JUDGES), ceilings: dict | None = None,
+                   roles: Roles | None = None, judges=None, ceilings: dict | None = None,
                    primary_attack: str | None = None, primary_judge: str = PRIMARY_JUDGE,
                    margins: dict | None = None, design_components: dict | None = None,
                    confidence: float = 1 - ALPHA) -> pd.DataFrame:
@@ -567,7 +562,7 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
             seed, label`` and the judge columns.
         roles: which labels are RE, its ablations, the baselines and the compositions
             (default: :func:`infer_roles` on the labels present).
-        judges: the judges (by name) to give verdicts under.
+        judges: the judges (by name) to give verdicts under (default: every judge of the table).
         ceilings: judge name -> its acceptance of held-out private images.
         primary_attack, primary_judge: the pre-registered pair that decides (``primary`` column;
             default: the first attack in the table).
@@ -583,7 +578,7 @@ def claim_verdicts(judgements: pd.DataFrame, natural: pd.DataFrame | None = None
     ctx = _Context(margins_of(margins), design_components or None, confidence, dict(ceilings or {}), primary_attack,
                    primary_judge)
     evidence = Evidence(judgements, natural, gap, separation, chance)
-    judges = [j for j in judges if judge_spec(j).column in judgements]
+    judges = [j for j in (judges or [j.name for j in JUDGE_TABLE]) if judge_spec(j).column in judgements]
     rows: list[dict] = []
     for claim in CLAIM_TABLE:
         if not claim.per_judge:

@@ -221,10 +221,10 @@ def test_analyze_records_a_collapsed_target_instead_of_failing(attacked, trained
     of its area) has no feature space; its gap is recorded as NaN with the reason."""
     import pandas as pd
 
-    from re_analysis import evaluation
+    from re_analysis import gap as gap_room
 
-    monkeypatch.setattr(evaluation, "extract_features", lambda model, x, **kw: torch.zeros(len(x), 8))
-    gap = evaluation.analyze_gap(trained["none"], attacked["gmi"], tmp_path)
+    monkeypatch.setattr(gap_room, "extract_features", lambda model, x, **kw: torch.zeros(len(x), 8))
+    gap = gap_room.analyze_gap(trained["none"], attacked["gmi"], tmp_path)
     assert np.isnan(gap["fraction_nearer_erased"]) and "collapsed" in gap["note"]
     rows = pd.read_csv(tmp_path / "gap_samples.csv")
     assert len(rows) == 15 and rows["nearer_erased"].isna().all() and set(rows["label"]) == {0, 1, 2, 3, 4}

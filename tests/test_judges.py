@@ -264,7 +264,7 @@ def test_chance_baseline_keeps_only_prior_samples_the_target_accepts(judges, mon
 def test_gap_and_separation_of_held_out_private_images(judges):
     """Real held-out private images as 'reconstructions': about one scale unit from the private
     features (nearer than the erased ones), and a trained target keeps its classes apart."""
-    from re_analysis.evaluation import analyze_gap
+    from re_analysis.gap import analyze_gap
 
     x, y = materialize(load_dataset("mnist5k", seed=0).private_test)
     run = fake_attack_run(judges["root"] / "held-out", judges["target"].run_dir, x, y)
@@ -275,3 +275,60 @@ def test_gap_and_separation_of_held_out_private_images(judges):
     assert g["fraction_nearer_erased"] < 0.3
     assert g["separation_nn_purity"] >= 0.95 and g["separation_margin"] > 0.3 and g["separation_silhouette"] > 0.2
     assert set(g["per_class"][0]) >= {"separation_margin", "mean_dist_private_normalized"}
+
+
+@pytest.mark.slow
+def test_a_new_judge_is_one_registration_and_reaches_every_table(judges):
+    """Issue 37: a judge is one entry with its scoring; registered, it scores every evaluation and its
+    columns reach judgements, metrics, results, summaries, verdicts, the forest plot and the book's
+    attacks chapter without a line anywhere else."""
+    import pandas as pd
+
+    from re_analysis.evaluation import evaluate_attack
+    from re_analysis.metrics.judges import JudgeSpec, register_judge, unregister_judge
+    from re_analysis.report.attacks import accuracy_tables
+    from re_analysis.report.forest import forest_rows
+    from re_analysis.study.tables import result_columns, summarize
+    from re_analysis.verdicts import claim_verdicts
+
+    def centroid(bench):  # the nearest class mean of the private training images, in pixels
+        m = bench.memory
+        from re_analysis.metrics.judges import pixel_vectors
+
+        bank, y = pixel_vectors(m.private), m.private_labels.numpy()
+        means = np.stack([bank[y == c].mean(0) for c in range(m.num_private)])
+        x = pixel_vectors(bench.images)
+        pred = ((x[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+        return {"centroid_pred": pred, "hit_centroid": pred == bench.labels.numpy()}
+
+    xs, ys = materialize(load_dataset("mnist5k", seed=0).private_test)
+    run = fake_attack_run(judges["root"] / "toy-judge", judges["target"].run_dir, xs[:60], ys[:60])
+    register_judge(JudgeSpec("centroid", "nearest class mean", centroid))
+    try:
+        m = evaluate_attack(run, judges["standard"].run_dir, run, gallery=False)
+        rows = pd.read_csv(run / "judgements.csv")
+        # the verdicts are the hand computation's, and every table spells the judge's columns
+        xp, yp = materialize(load_dataset("mnist5k", seed=0).private_train)
+        means = torch.stack([normalize(xp[yp == c]).flatten(1).mean(0) for c in range(5)])
+        by_hand = torch.cdist(normalize(xs[:60]).flatten(1), means).argmin(1) == ys[:60]
+        assert rows["hit_centroid"].tolist() == by_hand.tolist() and by_hand.float().mean() >= 0.6
+        assert m["attack_accuracy_centroid"] == pytest.approx(float(by_hand.float().mean()))
+        assert 0.6 <= m["ceiling_centroid"] <= 1.0  # held-out private images
+        assert {"attack_accuracy_centroid", "chance_accuracy_centroid", "ceiling_centroid"} <= set(result_columns())
+        # a study of two arms: RE's reconstructions are the same images with every other hit flipped off
+        keys = dict(dataset="mnist5k", attack="fake", seed=0)
+        j = pd.concat([rows.assign(defense="none", **keys),
+                       rows.assign(defense="random-erasing", **keys,
+                                   hit_centroid=rows["hit_centroid"] & (rows.index % 2 == 0))])
+        results = pd.DataFrame([{**keys, "defense": d, "attack_accuracy_centroid": g["hit_centroid"].mean()}
+                                for d, g in j.groupby("defense", sort=False)])
+        summary = summarize(results)
+        assert "attack_accuracy_centroid_mean" in summary
+        v = claim_verdicts(j, judges=["centroid"])
+        assert set(v["judge"]) == {"centroid"} and not v.empty
+        assert not forest_rows(v, attack="fake", judge="centroid").empty
+        [(_, table, heads)] = accuracy_tables(results, summary)
+        assert "nearest class mean" in heads and "nearest class mean" in table.columns
+    finally:
+        unregister_judge("centroid")
+    assert "hit_centroid" not in evaluate_attack(run, judges["standard"].run_dir, chance=False, gallery=False)

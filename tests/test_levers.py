@@ -189,7 +189,8 @@ def test_evaluation_reuses_what_two_attacks_on_one_target_share_and_writes_the_s
     from re_analysis import evaluation
     from re_analysis.attacks import PriorConfig, train_prior
     from re_analysis.data import load_dataset, materialize
-    from re_analysis.evaluation import analyze_gap, clear_reused, evaluate_attack
+    from re_analysis.evaluation import clear_reused, evaluate_attack
+    from re_analysis.gap import analyze_gap
 
     monkeypatch.setattr(evaluation, "CHANCE_MAX_SAMPLES", 4096)  # a 30-step prior rarely draws some digits
     prior = train_prior(PriorConfig(steps=30, checkpoint_every=1000), tmp_path / "prior", progress=False)

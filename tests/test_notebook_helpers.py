@@ -151,11 +151,13 @@ def test_verdict_reasons_come_from_what_verdicts_csv_records():
     assert verdict_reason({**row, "note": "the undefended attack does not beat its free chance-acceptance rate"}
                           ).endswith("chance-acceptance rate")
     assert verdict_reason({**row, "verdict": "supported"}) == ""
-    assert verdict_reason({**row, "ci_low": NAN}) == "there is no interval to judge (too few paired items)"
-    claim3 = {"claim": 3, "verdict": "inconclusive", "estimate": 0.1, "ci_low": -0.02, "ci_high": 0.2, "note": "",
-              "level": 0.55, "level_ci_low": 0.45, "level_ci_high": 0.65}
-    assert verdict_reason(claim3).startswith("the share of reconstructions nearer an erased feature is 0.55 [0.45, 0.65] "
-                                             "under RE and changes by +0.10 [-0.02, +0.20]")
+    assert verdict_reason({**row, "ci_low": NAN}) == "there is no interval to judge (nothing varies, or too few paired items)"
+    # reasons are data: a claim's rule writes its reason in the row's note, read as it is
+    note3 = "all reconstructions: 55% [45, 65] lie nearer an erased than a private feature (the claim needs more than half)"
+    claim3 = {"claim": 3, "verdict": "inconclusive", "estimate": 0.55, "ci_low": 0.45, "ci_high": 0.65,
+              "threshold": 0.5, "note": note3}
+    assert verdict_reason(claim3) == note3
+    assert verdict_reason({**claim3, "note": ""}) == "the interval +0.55 [+0.45, +0.65] covers 0.5"
     claim7 = {"claim": 7, "verdict": "inconclusive", "estimate": -0.1, "ci_low": -0.2, "ci_high": 0.01,
               "note": "neither dominates: the intervals cover zero or one trades utility for privacy"}
     assert verdict_reason(claim7).startswith("neither dominates")

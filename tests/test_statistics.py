@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 from re_analysis import ReAnalysisError
-from re_analysis.evaluation import compare_with_none, judgement_intervals
+from re_analysis.metrics.stats import compare_with_none, judgement_intervals
 from re_analysis.metrics import (NO_DIFFERENCE, bootstrap_interval, cluster_means, clustered_interval, design_mde,
                                  expected_half_width, minimum_detectable_effect, paired_comparison,
                                  variance_components)

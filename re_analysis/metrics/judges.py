@@ -2,8 +2,9 @@
 
 Attack accuracy is only as good as its judge (Ho et al., "Revisiting Model Inversion
 Evaluation", arXiv 2505.03519: the standard evaluation model accepts Type-I adversarial
-reconstructions). The suite asks three judges and keeps every per-reconstruction verdict,
-so intervals and agreement can be computed:
+reconstructions). The suite asks every judge of :data:`JUDGE_TABLE` (a :class:`JudgeSpec`:
+its name, and how it scores a :class:`JudgeBench` of images) and keeps every
+per-reconstruction verdict, so intervals and agreement can be computed:
 
 - **classifier judges** (:func:`classifier_hits`): an evaluation model's top-k. Trained
   *open-set* (private and public classes; see ``TrainConfig(role="eval")``), its
@@ -30,7 +31,8 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,20 +42,40 @@ from ._arrays import as_labels
 from .knn import faiss_module
 
 __all__ = ["topk_reported", "classifier_hits", "judged_public", "pixel_judge", "pixel_vectors",
-           "reject_radius", "judge_agreement", "accepted_prior_samples", "chance_acceptance", "JudgeSpec", "JUDGE_TABLE", "PRIMARY_JUDGE", "judge_ceilings_of",
-           "judge_spec"]
+           "reject_radius", "judge_agreement", "accepted_prior_samples", "chance_acceptance", "JudgeSpec", "JudgeBench", "JUDGE_TABLE", "PRIMARY_JUDGE",
+           "judge_ceilings_of", "judge_spec", "register_judge", "unregister_judge", "score_images", "agreement_columns",
+           "judge_columns", "score_open_set", "score_closed_set", "score_robust", "score_pixels"]
 
 
 @dataclass(frozen=True)
 class JudgeSpec:
-    """One judge and the one name every table gives it: ``name`` (``top1``), from which each
-    column is spelt: ``hit_<name>`` (its 0/1 verdict per reconstruction in ``judgements.csv``),
-    ``attack_accuracy_<name>`` and ``chance_accuracy_<name>`` (``results.csv``; ``summary.csv``
-    adds ``_mean``, ``_std``, ``_ci_low``, ``_ci_high``), ``ceiling_<name>`` (its acceptance of
-    held-out private images); ``display`` is what the book calls it."""
+    """One judge: its name, what the book calls it, and how it scores images.
+
+    Every column of a judge is spelt from ``name`` (``top1``): ``hit_<name>`` (its 0/1 verdict
+    per reconstruction in ``judgements.csv``), ``attack_accuracy_<name>`` and
+    ``chance_accuracy_<name>`` (``results.csv``; ``summary.csv`` adds ``_mean``, ``_std``,
+    ``_ci_low``, ``_ci_high``), ``ceiling_<name>`` (its acceptance of held-out private images);
+    ``display`` is what the book calls it.
+
+    ``score(bench)`` returns the judge's per-image columns for the images of a
+    :class:`JudgeBench` (at least ``hit_<name>``), or ``{}`` when what it needs is not on the
+    bench (no robust model): the judge is then absent, its numbers NaN. ``companions`` are
+    other ``hit_<x>`` columns its score writes whose mean is kept as ``attack_accuracy_<x>``
+    (the open-set judge's top-5); ``agreement``: one of the judges whose joint acceptance is
+    ``all_accept``; ``mark``: its letter on the leakage gallery ("" for none).
+
+    Example (a judge is one registration: :func:`register_judge`):
+        >>> spec = judge_spec("pixel")
+        >>> spec.column, spec.accuracy, spec.chance, spec.ceiling
+        ('hit_pixel', 'attack_accuracy_pixel', 'chance_accuracy_pixel', 'ceiling_pixel')
+    """
 
     name: str
     display: str
+    score: Callable[[JudgeBench], dict] | None = None
+    companions: tuple[str, ...] = ()
+    agreement: bool = False
+    mark: str = ""
 
     @property
     def column(self) -> str:
@@ -72,15 +94,134 @@ class JudgeSpec:
         return f"ceiling_{self.name}"
 
 
-#: The judges, in the order the book shows them: the one table every room reads (each column of a
-#: judge is spelt from its name: ``hit_top1``, ``attack_accuracy_top1``, ``ceiling_top1``, ...).
-JUDGE_TABLE = (
-    JudgeSpec("top1", "open-set evaluation model"),
-    JudgeSpec("robust", "robust evaluation model"),
-    JudgeSpec("pixel", "pixel nearest neighbours"),
-    JudgeSpec("top1_closed", "closed-set evaluation model"),
-)
+@dataclass
+class JudgeBench:
+    """What the judges read when they score ``images`` (the suite's convention: uint8 pixels or
+    normalised floats) with their target ``labels``: the evaluation model and the robust one
+    (``evaluator``, ``robust``: objects with ``.model`` and ``.num_private``, the robust one
+    possibly None), the pixel judge's memory (``memory``: private and public training images
+    and the reject radius; :class:`re_analysis.evaluation.TrainingImages`) and its ``pixel_k``.
+    ``logits(role)`` gives a model's logits on the images, computed once for all judges."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    evaluator: Any = None
+    robust: Any = None
+    memory: Any = None
+    pixel_k: int = 5
+    _logits: dict = field(default_factory=dict, repr=False)
+
+    def logits(self, role: str) -> torch.Tensor:
+        """Logits of ``role`` ("evaluator" or "robust") on the images (CPU float32)."""
+        from ..models.inputs import predict_logits
+
+        if role not in self._logits:
+            self._logits[role] = predict_logits(getattr(self, role).model, self.images)
+        return self._logits[role]
+
+
+def score_open_set(bench: JudgeBench) -> dict:
+    """The open-set evaluation model: top-1 over private and public classes (a public identity
+    is a miss), its prediction, whether that is public, and top-5 with more than 10 private
+    classes."""
+    z, y, n = bench.logits("evaluator"), bench.labels, bench.evaluator.num_private
+    out = {"eval_pred": z.argmax(1).numpy(), "hit_top1": classifier_hits(z, y), "eval_public": judged_public(z, n)}
+    if topk_reported(5, n):
+        out["hit_top5"] = classifier_hits(z, y, k=5)
+    return out
+
+
+def score_closed_set(bench: JudgeBench) -> dict:
+    """The field's closed-set verdict: the evaluation model's argmax over the private classes."""
+    z, y, n = bench.logits("evaluator"), bench.labels, bench.evaluator.num_private
+    out = {"hit_top1_closed": classifier_hits(z, y, num_private=n)}
+    if topk_reported(5, n):
+        out["hit_top5_closed"] = classifier_hits(z, y, k=5, num_private=n)
+    return out
+
+
+def score_robust(bench: JudgeBench) -> dict:
+    """The adversarially trained evaluation model's open-set top-1 (absent without one)."""
+    if bench.robust is None:
+        return {}
+    z, y = bench.logits("robust"), bench.labels
+    return {"robust_pred": z.argmax(1).numpy(), "hit_robust": classifier_hits(z, y),
+            "robust_public": judged_public(z, bench.robust.num_private)}
+
+
+def score_pixels(bench: JudgeBench) -> dict:
+    """The pixel judge (:func:`pixel_judge`) against the bench's training images."""
+    m = bench.memory
+    if m is None:
+        return {}
+    px = pixel_judge(m.private, m.private_labels, bench.images, bench.labels, m.public, m.public_labels,
+                     k=bench.pixel_k, num_private=m.num_private, max_sq_distance=m.reject_sq_distance)
+    return {"pixel_pred": px["predicted"], "hit_pixel": px["hits"], "pixel_nearest_public": px["nearest_public"],
+            "pixel_public": px["predicted"] >= m.num_private, "pixel_rejected": px["predicted"] < 0,
+            "pixel_nearest_sq_distance": px["nearest_sq_distance"], "pixel_nearest_index": px["nearest_index"]}
+
+
+#: The judges, in the order the book shows them: the one table every room reads. Add one with
+#: :func:`register_judge` (a list, so that a registration reaches every room that reads it).
+JUDGE_TABLE: list[JudgeSpec] = [
+    JudgeSpec("top1", "open-set evaluation model", score_open_set, companions=("top5",), agreement=True, mark="E"),
+    JudgeSpec("robust", "robust evaluation model", score_robust, agreement=True, mark="R"),
+    JudgeSpec("pixel", "pixel nearest neighbours", score_pixels, agreement=True, mark="P"),
+    JudgeSpec("top1_closed", "closed-set evaluation model", score_closed_set, companions=("top5_closed",)),
+]
 PRIMARY_JUDGE = "top1"  # the judge the verdict summary reads: the open-set evaluation model
+
+
+def register_judge(spec: JudgeSpec) -> JudgeSpec:
+    """Add a judge to :data:`JUDGE_TABLE`: every evaluation scores with it from then on, and
+    its columns reach the results, summaries, verdicts, forest plots and the book's tables.
+
+    Example:
+        >>> import numpy as np
+        >>> def bright(bench):  # hit: the image's mean pixel is above the middle grey
+        ...     return {"hit_bright": bench.images.float().flatten(1).mean(1).numpy() > 0}
+        >>> _ = register_judge(JudgeSpec("bright", "brightness", bright))
+        >>> judge_spec("attack_accuracy_bright").display
+        'brightness'
+        >>> unregister_judge("bright")
+    """
+    if not spec.name.isidentifier():
+        raise ReAnalysisError(f"a judge's name must be a Python identifier (it spells columns), got {spec.name!r}")
+    if spec.score is None:
+        raise ReAnalysisError(f"judge {spec.name!r} has no score function; pass score=f(bench) -> columns")
+    if any(j.name == spec.name for j in JUDGE_TABLE):
+        raise ReAnalysisError(f"a judge named {spec.name!r} is registered already; pick another name or "
+                              "unregister_judge it first")
+    JUDGE_TABLE.append(spec)
+    return spec
+
+
+def unregister_judge(name: str) -> None:
+    """Remove the judge ``name`` from :data:`JUDGE_TABLE`."""
+    JUDGE_TABLE.remove(judge_spec(name))
+
+
+def score_images(bench: JudgeBench, judges=None) -> dict[str, Any]:
+    """Every judge's columns on the bench's images, in table order, and ``all_accept`` (every
+    agreement judge present accepts). ``judges``: the specs to ask (default: the table)."""
+    rows: dict[str, Any] = {}
+    for spec in JUDGE_TABLE if judges is None else judges:
+        cols = spec.score(bench)
+        if cols and spec.column not in cols:
+            raise ReAnalysisError(f"judge {spec.name!r} scored no {spec.column!r} column; its score function "
+                                  f"must return it (got {sorted(cols)})")
+        rows.update(cols)
+    return rows
+
+
+def agreement_columns(columns) -> list[str]:
+    """The hit columns among ``columns`` whose joint acceptance is ``all_accept``."""
+    return [j.column for j in JUDGE_TABLE if j.agreement and j.column in columns]
+
+
+def judge_columns() -> list[str]:
+    """Every judge's hit columns and their companions', in table order."""
+    return [c for j in JUDGE_TABLE for c in (j.column, *(f"hit_{x}" for x in j.companions))]
 
 
 def judge_spec(key: str) -> JudgeSpec:

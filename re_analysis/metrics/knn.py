@@ -115,9 +115,8 @@ def knn_distance(private, private_labels, recon_features, recon_labels, per_samp
     """Mean (or per-sample) minimum squared L2 distance from each reconstruction to the
     private features of its own class (KNN distance; lower = closer to private data).
 
-    The reference comes first, as in every metric of the suite (``prdc(real, fake)``,
-    ``feature_gap(private, ...)``): the private features with their labels, or a
-    :class:`PrivateIndex` built once for many reconstruction sets (labels then ``None``).
+    The private features come first, with their labels, or a :class:`PrivateIndex` built
+    once for many reconstruction sets (labels then ``None``).
 
     Example:
         >>> import numpy as np

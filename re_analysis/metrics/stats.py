@@ -56,7 +56,7 @@ from scipy import stats
 
 from ..errors import ReAnalysisError
 
-__all__ = ["bootstrap_interval", "clustered_interval", "paired_comparison", "interval_table", "paired_table",
+__all__ = ["identity_column", "judgement_intervals", "compare_with_none", "bootstrap_interval", "clustered_interval", "paired_comparison", "interval_table", "paired_table",
            "cluster_means", "variance_components", "expected_half_width", "minimum_detectable_effect", "design_mde",
            "NO_DIFFERENCE"]
 
@@ -422,3 +422,36 @@ def paired_table(items, column: str, reference: str = "none", arms=None, arm: st
                 cmp["components"] = variance_components(x - y, groups, np.arange(len(x)) if units is None else units)
             rows.append({**key, arm: name, "reference": reference, "judge": column, **cmp})
     return pd.DataFrame(rows)
+
+
+# --- tables of judgements: the identity is the unit -----------------------------------------
+def identity_column(table) -> str | None:
+    """The column that names each row's attacked identity (the unit of every interval), if any:
+    ``label`` in the suite's tables."""
+    return "label" if "label" in table else None
+
+
+def judgement_intervals(judgements, by=("dataset", "defense", "attack"), columns=None, confidence: float = 0.95):
+    """Mean and interval of every verdict column per group, with the (seed, identity) cluster
+    as the unit (:func:`interval_table`): ``<col>``, ``<col>_ci_low``, ``<col>_ci_high``, plus
+    ``n_reconstructions``, ``n_seeds``, ``n_units``. ``columns``: default every judge's hit
+    columns (:func:`re_analysis.metrics.judges.judge_columns`), ``hit_target`` and ``all_accept``.
+
+    ``judgements`` stacks the runs' judgements.csv with the group columns and ``seed``.
+    """
+    if columns is None:
+        from .judges import judge_columns
+
+        columns = [*judge_columns(), "hit_target", "all_accept"]
+    out = interval_table(judgements, [c for c in columns if c in judgements], by, unit=identity_column(judgements),
+                         confidence=confidence)
+    return out.rename(columns={"n_items": "n_reconstructions"})
+
+
+def compare_with_none(judgements, column: str = "hit_top1", by=("dataset", "attack"), baseline: str = "none",
+                      confidence: float = 0.95):
+    """Each defense against ``baseline`` on paired reconstructions (same seed, same identity):
+    difference, interval, p-value and verdict ("no measurable difference" when the interval
+    covers zero), per ``by`` group, identities as the unit (:func:`paired_table`)."""
+    return paired_table(judgements, column, reference=baseline, by=by, unit=identity_column(judgements),
+                        confidence=confidence)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics.judges import judge_spec
+from ..metrics.judges import JUDGE_TABLE, judge_spec
+from ..metrics.stats import identity_column
 from ..notebook import (interval_means, budget_label, format_number, judges_present, with_interval,
                         with_spread)
 
@@ -27,7 +28,14 @@ AGREEMENT = {"all_accept": "all judges accept", "eval_public": "open-set judge: 
 GALLERY_CAPTION = ("Leakage galleries of {attack}, seed {seed}: two reconstructions per class (at most eight classes), "
                    "each beside its nearest same-class private image (in pixels; in evaluation-model features) and its "
                    "nearest training image of any identity (PUBLIC in red: the attacker's own data, not a leak). "
-                   "E/R/P +/−: the open-set, robust and pixel judges' verdicts.")
+                   "{marks}")
+
+
+def gallery_marks() -> str:
+    """What the letters on a leakage gallery mean (the judges with a ``mark``, in table order)."""
+    marked = [j for j in JUDGE_TABLE if j.mark]
+    return (f"{'/'.join(j.mark for j in marked)} +/−: the verdicts of the "
+            + ", ".join(f"{j.display} ({j.mark})" for j in marked) + ".") if marked else ""
 
 
 def study_order(results: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -124,7 +132,7 @@ def judge_agreement(results: pd.DataFrame, judgements: pd.DataFrame) -> tuple[pd
     if "hit_robust" in j and "hit_top1" in j:
         j["eval_not_robust"] = (j["hit_top1"].astype(bool) & ~j["hit_robust"].astype(bool)).astype(float)
     cols = [c for c in [*AGREEMENT, "closed_only", "eval_not_robust"] if c in j]
-    agree = _sorted(interval_means(j, cols, ["attack", "defense"], unit="label" if "label" in j else None), results)
+    agree = _sorted(interval_means(j, cols, ["attack", "defense"], unit=identity_column(j)), results)
     table = agree[["attack", "defense"]].copy()
     for c, name in AGREEMENT.items():
         if f"{c}_mean" in agree:
@@ -205,5 +213,5 @@ def show_galleries(rows: pd.DataFrame, seed: int, run_dir: str | Path, preset: s
     from ..notebook import show_images
 
     return sum(show_images([(r.path / "gallery.png", r.defense) for r in group.itertuples()],
-                           GALLERY_CAPTION.format(attack=attack, seed=seed), run_dir, preset)
+                           GALLERY_CAPTION.format(attack=attack, seed=seed, marks=gallery_marks()), run_dir, preset)
                for attack, group in rows.groupby("attack", sort=False))

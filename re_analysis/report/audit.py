@@ -325,7 +325,6 @@ def deciding_seconds(run_dir: str | Path) -> dict | None:
     this audit, scaled from the times its runs recorded: the judges by their epochs, the prior
     by its fraction of the paper's steps, the attack by its fraction of the paper's iterations
     and restarts; judging and the gap as measured. ``{"seconds", "parts"}`` or None."""
-    from ..artifacts import read_json
     from ..study import load_preset
 
     run_dir = Path(run_dir)
@@ -341,27 +340,26 @@ def deciding_seconds(run_dir: str | Path) -> dict | None:
     except Exception:  # noqa: BLE001 - a preset the suite no longer has: no projection
         return None
     parts: dict[str, float] = {}
-    metrics = read_json(run_dir / rows["attack_dir"].iloc[0] / "metrics.json")
+    metrics = run_record(run_dir / rows["attack_dir"].iloc[0], "metrics.json")
     for key, opts, full in (("eval_model", here.eval_model, paper.eval_model),
                             ("robust_model", here.robust_model or {}, paper.robust_model or {})):
         path = metrics.get(key)
         if path and (Path(path) / "metrics.json").is_file():
-            took = float(read_json(Path(path) / "metrics.json").get("train_seconds_this_call", 0.0))
+            took = float(run_record(path, "metrics.json").get("train_seconds_this_call", 0.0))
             ratio = float(full.get("epochs", 1)) / float(opts.get("epochs", 1) or 1)
             parts["judges"] = parts.get("judges", 0.0) + took * ratio
     for r in rows.to_dict("records"):
         out = run_dir / r["attack_dir"]
-        info = read_json(out / "attack.json") if (out / "attack.json").is_file() else {}
+        info = run_record(out, "attack.json", default={})
         frac = float(r.get("iterations_fraction") or 1.0)
         restarts = float(paper.per_class) / float(here.per_class or 1)
         parts[f"attack {r['attack']}"] = float(info.get("seconds", 0.0)) / frac * restarts
         prior = info.get("prior")
         if prior and (Path(prior) / "prior.json").is_file():
-            p = read_json(Path(prior) / "prior.json")
+            p = run_record(prior, "prior.json")
             parts["prior"] = max(parts.get("prior", 0.0), float(p.get("train_seconds_this_call", 0.0))
                                  / float(p.get("steps_fraction") or 1.0))
-        m = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
-        g = read_json(out / "gap.json") if (out / "gap.json").is_file() else {}
+        m, g = run_record(out, "metrics.json", default={}), run_record(out, "gap.json", default={})
         parts[f"judging {r['attack']}"] = float(m.get("evaluate_seconds", 0.0)) + float(g.get("seconds", 0.0))
     return {"seconds": float(sum(parts.values())), "parts": {k: round(v, 1) for k, v in parts.items()}}
 

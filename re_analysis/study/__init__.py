@@ -51,13 +51,13 @@ from tqdm import tqdm
 from ..artifacts import (DamagedArtifactError, atomic_write_json, atomic_write_text, claim_run_dir, claim_scope,
                         config_hash, ensure_intact, read_json, remove_artifact, set_aside, verify_runs)
 from ..errors import ReAnalysisError
+from ..gap import GAP_KEYS
 from ..presets import preset_names as list_presets  # noqa: F401 (re-exported: study.list_presets)
-from .preset import (DEFENSE_SPEC_KEYS, FIXED_TRAIN_KEYS, PRESET_KEYS, ROBUST_KEYS, Preset, deep_merge,  # noqa: F401
-                     defense_seeds, load_preset, read_preset, restrict, runs_of, thaw, training_overrides,
+# the study's public names (the API chapter's): the rest lives in .preset, .tables, .units, .scheduler
+from .preset import (Preset, deep_merge, defense_seeds, load_preset, restrict, runs_of, thaw,  # noqa: F401
                      validate_preset)
-from .tables import (ID_COLUMNS, METRICS, RESULT_COLUMNS, TABLES_RECORD, VERDICT_RULES,  # noqa: F401
-                     StudyTables, _keyed, comparisons, judge_ceilings_of, load_results, summarize, tradeoff,
-                     tradeoff_ratio, write_tables)
+from .tables import (StudyTables, comparisons, load_results, result_columns, summarize, tradeoff,  # noqa: F401
+                     tradeoff_ratio, with_keys, write_tables)
 
 log = logging.getLogger("re_analysis")
 STUDY_LOG = "study.log"
@@ -204,11 +204,6 @@ def robust_judge_dir(preset, paths: StudyPaths) -> Path | None:
     return None if not preset.robust else paths.eval_model(eval_config(preset, robust=True, paths=paths))
 
 
-GAP_KEYS = ("mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",
-            "fraction_nearer_erased", "coverage_private", "separation_margin", "separation_nn_purity",
-            "separation_silhouette")
-
-
 def judged_by(metrics: dict, judge: Path, robust: Path | None) -> bool:
     """Whether cached evaluation ``metrics`` came from these judges (a preset that changes a
     judge re-judges its attacks). Compared by folder name, which carries the judge's config
@@ -223,7 +218,8 @@ def attack_evaluate(preset, paths: StudyPaths, label: str, attack: str, seed: in
     """Attack one target (``target``: a run directory to attack instead of the study's own),
     judge the reconstructions and measure the gap (each step cached)."""
     from ..attacks import run_attack
-    from ..evaluation import analyze_gap, evaluate_attack
+    from ..evaluation import evaluate_attack
+    from ..gap import analyze_gap
 
     cfg = attack_config(preset, paths, label, attack, seed, target)
     out = paths.attack(label, attack, seed, cfg)
@@ -424,7 +420,7 @@ def run_grid(preset: Preset, paths: StudyPaths, progress: bool, scheduler: str |
     for label, seed in targets:
         res = train_target(preset, paths, label, seed, progress=False)
         trained[label, seed] = res.metrics
-        natural.append(_keyed(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset.dataset, defense=label,
+        natural.append(with_keys(pd.read_csv(res.run_dir / TEST_PREDICTIONS), dataset=preset.dataset, defense=label,
                               seed=seed))
         bar.update()
     records = []
@@ -440,7 +436,7 @@ def study_tables(preset, paths: StudyPaths, records: list[tuple], natural: list[
     """The study's tables from its finished steps: ``records`` holds (label, attack, seed,
     the target's metrics, :func:`attack_evaluate`'s record) per attack run; ``natural`` the
     targets' per-test-image tables."""
-    dataset = preset.dataset
+    dataset, columns = preset.dataset, result_columns()
     rows, judged, gaps, seps, chances = [], [], [], [], []
     for label, attack, seed, t, m in records:
         spec = preset.defenses[label]
@@ -450,15 +446,15 @@ def study_tables(preset, paths: StudyPaths, records: list[tuple], natural: list[
                      "epsilon": t.get("epsilon"), "delta": t.get("delta"),
                      "erased_foreground_share": t.get("erased_foreground_share"),
                      "foreground_erased_share": t.get("foreground_erased_share"),
-                     **{k: m.get(k) for k in RESULT_COLUMNS if k in m}})
+                     **{k: m.get(k) for k in columns if k in m}})
         out = paths.root / m["attack_dir"]
         keys = {"dataset": dataset, "defense": label, "attack": attack, "seed": seed}
-        judged.append(_keyed(pd.read_csv(out / "judgements.csv").drop(columns=["seed"], errors="ignore"), **keys))
-        gaps.append(_keyed(pd.read_csv(out / "gap_samples.csv"), **keys))
-        chances.append(_keyed(pd.read_csv(out / "chance_judgements.csv").drop(columns=["seed"], errors="ignore"), **keys))
+        judged.append(with_keys(pd.read_csv(out / "judgements.csv").drop(columns=["seed"], errors="ignore"), **keys))
+        gaps.append(with_keys(pd.read_csv(out / "gap_samples.csv"), **keys))
+        chances.append(with_keys(pd.read_csv(out / "chance_judgements.csv").drop(columns=["seed"], errors="ignore"), **keys))
         if (out / "separation_samples.csv").is_file() and not any(
                 (x["defense"].iloc[0], x["seed"].iloc[0]) == (label, seed) for x in seps):
-            seps.append(_keyed(pd.read_csv(out / "separation_samples.csv"), dataset=dataset, defense=label, seed=seed))
+            seps.append(with_keys(pd.read_csv(out / "separation_samples.csv"), dataset=dataset, defense=label, seed=seed))
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
-    return StudyTables(pd.DataFrame(rows, columns=RESULT_COLUMNS), cat(judged), cat(natural), cat(gaps), cat(seps),
+    return StudyTables(pd.DataFrame(rows, columns=columns), cat(judged), cat(natural), cat(gaps), cat(seps),
                        cat(chances))

@@ -20,35 +20,45 @@ import pandas as pd
 from ..artifacts import atomic_write_json, atomic_write_text, config_hash, read_json
 from ..errors import ReAnalysisError
 from ..metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_ceilings_of  # noqa: F401 (re-exported)
+from ..metrics.stats import identity_column
 from ..verdicts import RULES_VERSION as VERDICT_RULES  # cached verdict tables follow the rules' version
 
 TABLES_RECORD = "tables.json"  # the key of the inputs the derived tables were computed from
 ID_COLUMNS = ["dataset", "defense", "defense_name", "defense_params", "attack", "seed", "target_dir", "attack_dir"]
-RESULT_COLUMNS = ID_COLUMNS + [
-    # utility, and what Random Erasing hid in training (share of erased pixels that were ink, of ink erased)
-    "natural_accuracy", "epsilon", "delta", "erased_foreground_share", "foreground_erased_share",
-    # attack accuracy under every judge (open set unless "closed"), and how they agree
-    "attack_accuracy_top1", "attack_accuracy_top1_closed", "attack_accuracy_top5", "attack_accuracy_robust",
-    "attack_accuracy_pixel", "judges_all_accept", "judges_disagree", "eval_judged_public", "pixel_nearest_public",
-    "pixel_rejected", "target_accuracy_on_reconstructions", "attack_failed", "attack_no_initial_point",
-    # what an attack gets for free: unoptimised prior samples the target labels as the class
-    "chance_accuracy_top1", "chance_accuracy_top1_closed", "chance_accuracy_robust", "chance_accuracy_pixel",
-    "chance_n", "chance_min_per_class",
-    # each judge's acceptance of held-out private images: what a perfect reconstruction scores
-    "ceiling_top1", "ceiling_top1_closed", "ceiling_robust", "ceiling_pixel",
-    # distribution metrics in evaluation-model features
-    "knn_distance", "fid", "fid_n_reconstructions", "distribution_n_excluded", "precision", "recall", "density",
-    "coverage",
-    # the feature-space gap (target features) and the separation of private classes
-    "mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",
-    "fraction_nearer_erased", "coverage_private", "separation_margin", "separation_margin_test",
-    "separation_nn_purity", "separation_silhouette",
-    # the judges' own quality and the run's budget
-    "eval_natural_accuracy", "robust_natural_accuracy", "robust_pgd_accuracy", "n_reconstructions",
-    "n_classes_attacked", "iterations_fraction", "prior_steps_fraction", "reduced_budget", "prior_passed",
-    "prior_quality",
-]
-METRICS = RESULT_COLUMNS[len(ID_COLUMNS):]
+
+
+def result_columns() -> list[str]:
+    """The columns of ``results.csv``, one row per run; each judge of
+    :data:`~re_analysis.metrics.judges.JUDGE_TABLE` (a judge registered since included)
+    contributes its attack accuracy (and its companions'), chance rate and ceiling."""
+    accuracy = [f"attack_accuracy_{n}" for j in JUDGE_TABLE for n in (j.name, *j.companions)]
+    return ID_COLUMNS + [
+        # utility, and what Random Erasing hid in training (share of erased pixels that were ink, of ink erased)
+        "natural_accuracy", "epsilon", "delta", "erased_foreground_share", "foreground_erased_share",
+        # attack accuracy under every judge (open set unless "closed"), and how they agree
+        *accuracy, "judges_all_accept", "judges_disagree", "eval_judged_public", "pixel_nearest_public",
+        "pixel_rejected", "target_accuracy_on_reconstructions", "attack_failed", "attack_no_initial_point",
+        # what an attack gets for free: unoptimised prior samples the target labels as the class
+        *[j.chance for j in JUDGE_TABLE], "chance_n", "chance_min_per_class",
+        # each judge's acceptance of held-out private images: what a perfect reconstruction scores
+        *[j.ceiling for j in JUDGE_TABLE],
+        # distribution metrics in evaluation-model features
+        "knn_distance", "fid", "fid_n_reconstructions", "distribution_n_excluded", "precision", "recall", "density",
+        "coverage",
+        # the feature-space gap (target features) and the separation of private classes
+        "mean_dist_private", "mean_dist_erased", "mean_dist_private_normalized", "mean_dist_erased_normalized",
+        "fraction_nearer_erased", "coverage_private", "separation_margin", "separation_margin_test",
+        "separation_nn_purity", "separation_silhouette",
+        # the judges' own quality and the run's budget
+        "eval_natural_accuracy", "robust_natural_accuracy", "robust_pgd_accuracy", "n_reconstructions",
+        "n_classes_attacked", "iterations_fraction", "prior_steps_fraction", "reduced_budget", "prior_passed",
+        "prior_quality",
+    ]
+
+
+def metric_columns() -> list[str]:
+    """The measured columns of ``results.csv`` (all but :data:`ID_COLUMNS`)."""
+    return result_columns()[len(ID_COLUMNS):]
 
 
 @dataclass
@@ -63,7 +73,7 @@ class StudyTables:
     chance: pd.DataFrame = field(default_factory=pd.DataFrame)  # per unoptimised prior sample, every judge
 
 
-def _keyed(table: pd.DataFrame, **keys) -> pd.DataFrame:
+def with_keys(table: pd.DataFrame, **keys) -> pd.DataFrame:
     return table.assign(**keys)[list(keys) + [c for c in table.columns if c not in keys]]
 
 
@@ -75,7 +85,7 @@ def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
     unit, :func:`re_analysis.metrics.stats.interval_table`) when the per-item tables are given."""
     from ..metrics.stats import interval_table
 
-    num = [c for c in METRICS if c in results and pd.to_numeric(results[c], errors="coerce").notna().any()]
+    num = [c for c in metric_columns() if c in results and pd.to_numeric(results[c], errors="coerce").notna().any()]
     # built in one piece: pandas 3 warns of a fragmented frame after column-by-column assignment
     numeric = pd.concat([results[["dataset", "defense", "attack"]],
                          results[num].apply(pd.to_numeric, errors="coerce")], axis=1)
@@ -88,7 +98,7 @@ def summarize(results: pd.DataFrame, judgements: pd.DataFrame | None = None,
     if judgements is not None and not judgements.empty:
         judged = [j for j in JUDGE_TABLE if j.column in judgements]
         ci = interval_table(judgements, [j.column for j in judged], keys,
-                            unit="label" if "label" in judgements else None)
+                            unit=identity_column(judgements))
         names = {f"{j.column}_{end}": f"{j.accuracy}_{end}" for j in judged for end in ("ci_low", "ci_high")}
         out = out.merge(ci[keys + list(names)].rename(columns=names), on=keys, how="left")
     if natural is not None and not natural.empty:
@@ -103,8 +113,8 @@ def comparisons(judgements: pd.DataFrame, natural: pd.DataFrame | None = None) -
     """Each defense against ``none`` on paired items, per dataset, attack and judge
     (reconstructions: same seed and initial latents; natural accuracy: same test images):
     difference, 95% interval, p-value and "no measurable difference" where the interval
-    covers zero (:func:`re_analysis.evaluation.compare_with_none`)."""
-    from ..evaluation import compare_with_none
+    covers zero (:func:`re_analysis.metrics.stats.compare_with_none`)."""
+    from ..metrics.stats import compare_with_none
 
     parts = [compare_with_none(judgements, column=j.column).assign(judge=j.name)
              for j in JUDGE_TABLE if j.column in judgements]
