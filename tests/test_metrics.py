@@ -121,6 +121,21 @@ def test_umap_is_seeded():
     assert a.shape == (80, 2) and np.array_equal(a, b)
 
 
+def test_umap_leaves_torch_on_its_threads():
+    """numba (under umap-learn) sets the process's OpenMP threads to every core; torch read that
+    count, so a model trained after an embedding in the same process came out other (the study's
+    one-process tables differed from a fresh process's). In a fresh process with one thread:"""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, torch; from re_analysis.features import umap_embed; before = torch.get_num_threads(); "
+            "umap_embed(np.random.default_rng(0).normal(size=(60, 8))); print(before, torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.stdout.split()[-2:] == ["1", "1"]
+
+
 def test_attack_accuracy_hand_computed():
     class Fixed(torch.nn.Module):
         def __init__(self):

@@ -18,13 +18,22 @@ def umap_embed(features, seed: int = 0, **umap_kwargs) -> np.ndarray:
         >>> emb.shape  # doctest: +SKIP
         (100, 2)
     """
-    import umap  # local import: heavy (numba)
+    import torch
 
     x = as_features(features, "features")
     if len(x) < 4:
         raise ReAnalysisError(f"UMAP needs at least 4 points, got {len(x)}")
-    kw = {"n_neighbors": min(15, len(x) - 1), "min_dist": 0.1, "random_state": seed, "n_jobs": 1, **umap_kwargs}
-    return umap.UMAP(**kw).fit_transform(x).astype(np.float64)
+    threads = torch.get_num_threads()
+    try:
+        import umap  # local import: heavy (numba)
+
+        kw = {"n_neighbors": min(15, len(x) - 1), "min_dist": 0.1, "random_state": seed, "n_jobs": 1, **umap_kwargs}
+        return umap.UMAP(**kw).fit_transform(x).astype(np.float64)
+    finally:
+        # numba's OpenMP layer (under umap-learn) sets the process's OpenMP thread count to every core, and
+        # torch reads that count: whatever a process trained or attacked after an embedding ran on other
+        # threads, so with other float roundings (a study's one-worker tables differed from a fresh process's)
+        torch.set_num_threads(threads)
 
 
 def hull(points: np.ndarray):
