@@ -282,7 +282,7 @@ def test_composition_routes_parameters_orders_engines_and_refuses_conflicts(tmp_
 
 def test_ablations_are_defense_names_a_preset_accepts():
     p = load_preset("smoke", defenses={"none": {}, "re-area0.8": {}, "re-fixed-corner+nls": {}})
-    assert p.defenses["re-area0.8"] == {"defense": "re-area0.8", "params": {}, "train": {}, "seeds": list(p.seeds)}
+    assert p.defenses["re-area0.8"] == {"defense": "re-area0.8", "params": {}, "train": {}, "seeds": tuple(p.seeds)}  # frozen: tuples
     assert p.defenses["re-fixed-corner+nls"]["defense"] == "re-fixed-corner+nls"
 
 

@@ -217,7 +217,7 @@ def test_verify_reports_damage_and_unrecorded_files(reference, tmp_path, capsys)
 
     root = Path(shutil.copytree(reference[0], tmp_path / "study"))
     assert main(["verify", str(root)]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == "clean: 57 files in 8 runs match their manifests"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "clean: 59 files in 8 runs match their manifests"
     weights = one_run(root, "targets/random-erasing-*") / "model.safetensors"
     truncate(weights)
     gap = one_run(root, "attacks/none--gmi-*") / "gap.json"
