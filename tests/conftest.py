@@ -59,8 +59,9 @@ def pytest_xdist_auto_num_workers(config):
 # Test files in the order pytest-xdist should hand them out (``--dist loadfile
 # --no-loadscope-reorder``): the longest first, so no worker starts a long file near the end
 # (measured: benchmarks/RESULTS.md, "test suite"). Files not named follow in their own order.
-HEAVIEST_FIRST = ["test_attacks.py", "test_defenses.py", "test_book.py", "test_safety.py", "test_judges.py",
-                  "test_distributed.py", "test_training.py", "test_cli.py", "test_attack_fidelity.py"]
+HEAVIEST_FIRST = ["test_book.py", "test_attacks.py", "test_audit.py", "test_safety.py", "test_scheduler.py",
+                  "test_judges.py", "test_defenses.py", "test_distributed.py", "test_training.py", "test_levers.py",
+                  "test_cli.py", "test_attack_fidelity.py", "test_verdict_rules.py"]
 
 
 def pytest_collection_modifyitems(config, items):
