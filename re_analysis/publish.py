@@ -12,7 +12,7 @@ A bundle holds, in the layout of a study folder:
 - per unit: the target's weights (safetensors: anyone can re-attack a published target), its
   config, metrics and per-test-image predictions, and per attack its config, records, the
   reconstructions grid and the leakage gallery (reconstructions beside their nearest training
-  images), the UMAP embedding and figure where the design draws one;
+  images), the UMAP embedding where the design draws one (its figure for the design's first seed);
 - the judges' weights and the shared prior's generator and critic (what re-judging or re-attacking
   needs: GMI's loss reads the critic);
 - ``units/*.json``: each unit's code commit, design hash, machine and step times;
@@ -215,10 +215,14 @@ def publish_study(run_dir: str | Path, to: str | Path, preset=None) -> Path:
     (stage / "preset.yaml").write_text(yaml.safe_dump(preset.to_dict(), sort_keys=False, default_flow_style=None))
     # the runs: each unit's target and attacks, the judges and the shared prior
     paths = StudyPaths(root)
+    first_seed = min(preset.seeds)
     for name, rec in records.items():
         _copy_run(root / rec["target_dir"], stage / rec["target_dir"], RUN_FILES["target"])
+        # the UMAP figure (4 MB a run on glyphs) only where the book shows it, the design's first seed;
+        # every run's embedding is published, from which any other figure is redrawn
+        names = [n for n in RUN_FILES["attack"] if n != "feature_space.png" or int(rec["seed"]) == first_seed]
         for rel in rec["attack_dirs"].values():
-            _copy_run(root / rel, stage / rel, RUN_FILES["attack"])
+            _copy_run(root / rel, stage / rel, names)
         (stage / "units").mkdir(exist_ok=True)
         (stage / "units" / f"{name}.json").write_text(json.dumps(rec, indent=1) + "\n")
     judges = [paths.eval_model(eval_config(preset))] + ([robust_judge_dir(preset, paths)] if preset.robust else [])

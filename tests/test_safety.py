@@ -5,7 +5,6 @@ Everything runs on the embedded mnist5k digits with a tiny study (two 2-epoch ta
 """
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -24,7 +23,6 @@ from conftest import run_cli
 from re_analysis.artifacts import (DamagedArtifactError, RunBusyError, atomic_write_json, claim_run_dir,
                                    claim_scope, ensure_intact, lock_run_dir, read_json, verify_runs)
 from re_analysis.config import TrainConfig
-from re_analysis.study import load_preset, run_study
 
 pytestmark = pytest.mark.slow
 
@@ -340,18 +338,7 @@ def test_claims_are_reentrant_within_a_process(tmp_path):
     ensure_intact(tmp_path / "run")
 
 
-def test_a_study_in_two_worker_processes_runs_the_same_steps(reference, preset_file, tmp_path):
-    """workers=2 fills the cache with the very runs a sequential study makes (same config
-    hashes); a sequential call afterwards finds every step done and computes nothing."""
-    root = tmp_path / "study"
-    run_study(load_preset(preset_file, workers=2), root, progress=False)
-    runs = lambda r: sorted(str(p.parent.relative_to(r)) for p in r.rglob("manifest.json"))  # noqa: E731
-    assert runs(root) == runs(reference[0])
-    steps = lambda: {p: p.stat().st_mtime_ns for p in root.rglob("manifest.json") if p.parent != root}  # noqa: E731
-    stamps = steps()  # the study's own manifest is rewritten with its tables; its steps' are not
-    run_study(load_preset(preset_file), root, progress=False)
-    assert steps() == stamps
-    assert list(pd.read_csv(root / "results.csv").columns) == list(pd.read_csv(io.StringIO(reference[1])).columns)
+# (a study on two workers: tests/test_scheduler.py, byte-identical tables and no step redone)
 
 
 # --------------------------------------------------------------------------- kill -9 at random moments
