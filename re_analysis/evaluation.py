@@ -42,7 +42,7 @@ from .data import materialize
 from .errors import ReAnalysisError
 from .features import extract_features
 from .metrics import frechet_distance, judge_agreement, knn_distance, prdc_per_class, reject_radius
-from .metrics.judges import JUDGE_TABLE, JudgeBench, agreement_columns, score_images
+from .metrics.judges import JUDGE_TABLE, JudgeBench, agreement_columns, score_images, scored_names
 from .models.frozen import frozen
 from .models.inputs import normalize, predict_logits
 from .models.levers import lever, retain_freed_memory
@@ -304,7 +304,7 @@ def judge_summary(df: pd.DataFrame) -> dict[str, Any]:
     agreeing = agreement_columns(df.columns)
     agree = judge_agreement(*[df[c] for c in agreeing])
     return {
-        **{f"attack_accuracy_{name}": mean(f"hit_{name}") for j in JUDGE_TABLE for name in (j.name, *j.companions)},
+        **{f"attack_accuracy_{name}": mean(f"hit_{name}") for name in scored_names()},
         "judges_all_accept": agree["all_accept"], "judges_disagree": agree["disagree"],
         "judges": [c.removeprefix("hit_") for c in agreeing],
         "eval_judged_public": mean("eval_public"), "robust_judged_public": mean("robust_public"),

@@ -44,7 +44,7 @@ from .knn import faiss_module
 __all__ = ["topk_reported", "classifier_hits", "judged_public", "pixel_judge", "pixel_vectors",
            "reject_radius", "judge_agreement", "accepted_prior_samples", "chance_acceptance", "JudgeSpec", "JudgeBench", "JUDGE_TABLE", "PRIMARY_JUDGE",
            "judge_ceilings_of", "judge_spec", "register_judge", "unregister_judge", "score_images", "agreement_columns",
-           "judge_columns", "score_open_set", "score_closed_set", "score_robust", "score_pixels"]
+           "judge_columns", "scored_names", "score_open_set", "score_closed_set", "score_robust", "score_pixels"]
 
 
 @dataclass(frozen=True)
@@ -219,9 +219,15 @@ def agreement_columns(columns) -> list[str]:
     return [j.column for j in JUDGE_TABLE if j.agreement and j.column in columns]
 
 
+def scored_names() -> list[str]:
+    """Every judge's name and its companions' (``top1``, ``top5``, ...), in table order: each is a
+    ``hit_<name>`` column and an ``attack_accuracy_<name>``."""
+    return [n for j in JUDGE_TABLE for n in (j.name, *j.companions)]
+
+
 def judge_columns() -> list[str]:
     """Every judge's hit columns and their companions', in table order."""
-    return [c for j in JUDGE_TABLE for c in (j.column, *(f"hit_{x}" for x in j.companions))]
+    return [f"hit_{n}" for n in scored_names()]
 
 
 def judge_spec(key: str) -> JudgeSpec:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..artifacts import atomic_write_json, atomic_write_text, config_hash, read_json
 from ..errors import ReAnalysisError
-from ..metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_ceilings_of  # noqa: F401 (re-exported)
+from ..metrics.judges import JUDGE_TABLE, PRIMARY_JUDGE, judge_ceilings_of, scored_names  # noqa: F401 (re-exported)
 from ..metrics.stats import identity_column
 from ..verdicts import RULES_VERSION as VERDICT_RULES  # cached verdict tables follow the rules' version
 
@@ -31,7 +31,7 @@ def result_columns() -> list[str]:
     """The columns of ``results.csv``, one row per run; each judge of
     :data:`~re_analysis.metrics.judges.JUDGE_TABLE` (a judge registered since included)
     contributes its attack accuracy (and its companions'), chance rate and ceiling."""
-    accuracy = [f"attack_accuracy_{n}" for j in JUDGE_TABLE for n in (j.name, *j.companions)]
+    accuracy = [f"attack_accuracy_{n}" for n in scored_names()]
     return ID_COLUMNS + [
         # utility, and what Random Erasing hid in training (share of erased pixels that were ink, of ink erased)
         "natural_accuracy", "epsilon", "delta", "erased_foreground_share", "foreground_erased_share",
