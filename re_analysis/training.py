@@ -9,7 +9,10 @@ Seeded and deterministic on CPU: every epoch re-seeds its data order, its augmen
 its Random Erasing boxes and its dropout from ``(seed, epoch)``, so a run resumed from the
 checkpoint of epoch k continues exactly as an uninterrupted run would. A checkpoint
 (safetensors, with the optimiser state and any state the defense trains itself; no pickle)
-is written atomically after each epoch. Models and batches are channels_last on every device
+is written atomically after each epoch. A network that dies (every penultimate ReLU feature
+zero on the training images after an epoch: a constant classifier) restarts from another
+initialisation with the same data order and recipe, at most three times, and its
+``metrics.json`` records the restarts; a run that never dies is untouched, bit for bit. Models and batches are channels_last on every device
 (faster convolutions on CPU too); on CUDA the loop adds bf16 autocast.
 
 Example:
@@ -43,7 +46,7 @@ from .distributed import all_sum, barrier, rank_device, setup
 from .adversarial import pgd_accuracy, pgd_examples
 from .errors import ReAnalysisError
 from .models import Classifier, create_model
-from .models.inputs import autocast, channels_last, normalize, predict_logits, resolve_device
+from .models.inputs import as_model_input, autocast, channels_last, normalize, predict_logits, resolve_device
 from .optim import lr_at, make_optimizer
 from .runs import WEIGHTS
 
@@ -170,38 +173,61 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     if (run_dir / "metrics.json").is_file() and (run_dir / WEIGHTS).is_file():
         return TrainResult(run_dir, read_json(run_dir / "metrics.json"), load_classifier(run_dir, device))
 
-    model = defense.wrap_model(model.to(device)).to(device)  # the classifier that is trained and saved
-    model = channels_last(model)
-    optimizer = make_optimizer(config, model.parameters())
     x_train, y_train = training_data(config, splits)
     x_test, y_test = materialize(splits.private_test)
     x_train, y_train = x_train.to(device), y_train.to(device)
     ckpt = run_dir / CHECKPOINT
-    trained, optimizer = defense.configure(model, optimizer, {
-        "num_samples": len(y_train), "batch_size": config.batch_size, "epochs": config.epochs, "config": config,
-        "splits": splits, "device": device, "resuming": ckpt.is_file(),
-        "inputs": lambda images, seed: training_inputs(images, augmentation, seed)})
-    if dist_.enabled:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            trained, device_ids=[device.index] if device.type == "cuda" else None)
-    start_epoch, history = 0, []
+
+    def build(model, defense):
+        """(model, the module trained, optimiser) for a fresh start or a resume."""
+        model = defense.wrap_model(model.to(device)).to(device)  # the classifier that is trained and saved
+        model = channels_last(model)
+        optimizer = make_optimizer(config, model.parameters())
+        trained, optimizer = defense.configure(model, optimizer, {
+            "num_samples": len(y_train), "batch_size": config.batch_size, "epochs": config.epochs, "config": config,
+            "splits": splits, "device": device, "resuming": ckpt.is_file(),
+            "inputs": lambda images, seed: training_inputs(images, augmentation, seed)})
+        if dist_.enabled:
+            trained = torch.nn.parallel.DistributedDataParallel(
+                trained, device_ids=[device.index] if device.type == "cuda" else None)
+        return model, trained, optimizer
+
+    model, trained, optimizer = build(model, defense)
+    start_epoch, history, attempt = 0, [], 0
     if ckpt.is_file():
         meta = load_checkpoint(ckpt, trained, optimizer, defense)
-        start_epoch, history = int(meta["epoch"]), list(meta["history"])
+        # (a restarted run's checkpoint holds its attempt: the weights loaded are that start's)
+        start_epoch, history, attempt = int(meta["epoch"]), list(meta["history"]), int(meta.get("attempt", 0))
+    # a dead network can be restarted only where its start is ours and one process trains it
+    may_restart = config.init_from is None and not dist_.enabled
+    restarts = []
 
     t0 = time.perf_counter()
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.arch}/{config.defense}",
                initial=start_epoch, total=config.epochs, disable=not progress or not dist_.is_main, leave=False)
-    for epoch in bar:
+    epoch = start_epoch
+    while epoch < config.epochs:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, epoch)
         stats = train_one_epoch(trained, defense, optimizer, x_train, y_train, config, epoch, device,
                                 rank=dist_.rank, world=dist_.world, augmentation=augmentation)
+        if may_restart and attempt < MAX_RESTARTS and dead_features(model, x_train):
+            restarts.append({"attempt": attempt, "epoch": epoch + 1, "loss": stats["loss"]})
+            attempt += 1
+            defense = create_defense(config.defense, **config.defense_params)
+            model, trained, optimizer = build(reinitialised(config, num_classes, splits, attempt), defense)
+            epoch, history = 0, []
+            bar.reset()
+            continue
         history.append({"epoch": epoch + 1, **stats})
+        bar.update()
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_accuracy']:.3f}")
         if dist_.is_main:
-            save_checkpoint(ckpt, trained, optimizer, defense, {"epoch": epoch + 1, "history": history})
+            save_checkpoint(ckpt, trained, optimizer, defense,
+                            {"epoch": epoch + 1, "history": history, **({"attempt": attempt} if attempt else {})})
         barrier()
+        epoch += 1
+    bar.close()
 
     acc = natural_accuracy(model, x_test, y_test)
     last_stats = {k: v for k, v in (history[-1] if history else {}).items() if k not in LOOP_STATS}
@@ -217,6 +243,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         "versions": environment_versions(),
         "augmentation": {**augmentation.recipe, "library": augmentation_library(augmentation)},
         **({"init_from": start} if start else {}),
+        **({"restarts": {"attempt": attempt, "dead_starts": restarts, "why": RESTART_WHY}} if attempt else {}),
         **last_stats, **defense.report(model, x_test, y_test), **judge_report(model, config, splits, x_test, y_test),
     }
     if dist_.is_main:
@@ -230,6 +257,45 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         remove_artifact(ckpt)
     barrier()
     return TrainResult(run_dir, metrics, model.eval())
+
+
+# A network whose penultimate ReLU features are zero on every training image computes a
+# constant: no gradient reaches below its last layer again, so it cannot learn (the dying-ReLU
+# failure; seen on glyphs with re-partial-boxes at seed 0, whose first epoch left all 128 units
+# of cnn28s's neck dead, natural accuracy 0.01). Such a run restarts from another
+# initialisation, same data order and recipe; a run that never dies is not touched.
+MAX_RESTARTS = 3
+RESTART_WHY = ("every penultimate feature was zero on the training images after an epoch (a constant classifier, "
+               "which no gradient can revive): training restarted from another initialisation, same data and recipe")
+
+
+def init_seed(seed: int, attempt: int) -> int:
+    """The initialisation seed of a run's ``attempt``-th restart (0: the run's own seed)."""
+    return seed if attempt == 0 else seed * 1_000_003 + 500_000 + attempt
+
+
+def reinitialised(config: TrainConfig, num_classes: int, splits, attempt: int) -> Classifier:
+    """A fresh model of the run's architecture, initialised from :func:`init_seed`."""
+    torch.manual_seed(init_seed(config.seed, attempt))
+    return create_model(config.arch, num_classes, splits.channels, splits.image_size)
+
+
+@torch.no_grad()
+def dead_features(model: nn.Module, x_train: torch.Tensor, n: int = 512) -> bool:
+    """Whether ``model``'s penultimate features are zero on every one of ``n`` training images
+    (spread over the split). False for a model without ``features`` or whose features are not
+    ReLU outputs (never exactly zero everywhere)."""
+    features = getattr(model, "features", None)
+    if features is None:
+        return False
+    idx = torch.linspace(0, len(x_train) - 1, min(n, len(x_train))).long()
+    was = model.training
+    model.eval()
+    try:
+        f = features(channels_last(as_model_input(x_train[idx])))
+    finally:
+        model.train(was)
+    return bool((f == 0).all())
 
 
 def start_weights(init_from: str | Path, model: Classifier, defense: Defense) -> dict[str, Any]:

@@ -241,3 +241,34 @@ def test_the_defenses_own_state_is_checkpointed(tmp_path):
     assert torch.equal(fresh.triggers, d.triggers)
     assert all(torch.equal(a, b) for a, b in zip(fresh.disc.state_dict().values(), d.disc.state_dict().values()))
     assert fresh.disc_optimizer.state_dict()["state"][0]["step"] == d.disc_optimizer.state_dict()["state"][0]["step"]
+
+
+@pytest.mark.skipif(not Path(__import__("re_analysis.data.glyphs", fromlist=["x"]).FONT_PACKAGES["fonts-aenigma"]).is_dir(), reason="Debian package fonts-aenigma not installed (make installs it)")
+def test_a_network_that_dies_restarts_from_another_initialisation(tmp_path):
+    """Glyphs with re-partial-boxes at seed 0 (the decisive recipe): after two epochs every unit
+    of cnn28s's neck is dead (a constant classifier that no gradient can revive); the run
+    restarts from another initialisation, records it, and the new start learns."""
+    from re_analysis.training import dead_features, init_seed
+
+    config = TrainConfig(dataset="glyphs", image_size=28, arch="cnn28s", defense="re-partial-boxes", epochs=2, seed=0)
+    result = train(config, tmp_path / "boxes")
+    restarts = result.metrics["restarts"]
+    assert restarts["attempt"] == 1 and [d["epoch"] for d in restarts["dead_starts"]] == [2]
+    assert restarts["dead_starts"][0]["loss"] == pytest.approx(4.6052, abs=2e-3)  # ln(100): chance
+    x, _ = materialize(load_dataset("glyphs", seed=0, image_size=28).private_train)
+    assert not dead_features(result.model, x)
+    assert result.metrics["history"][-1]["loss"] < 4.55  # off chance within its two epochs
+    assert init_seed(0, 1) != init_seed(0, 0) == 0 and init_seed(5, 0) == 5
+
+
+def test_dead_features_sees_a_constant_classifier_and_only_that():
+    from re_analysis.training import dead_features
+
+    torch.manual_seed(0)
+    model = create_model("cnn28s", 10, 1, 28)
+    x = (torch.rand(64, 1, 28, 28) * 255).to(torch.uint8)
+    assert not dead_features(model, x) and model.training  # its mode is left as it was
+    with torch.no_grad():
+        model.neck[0].bias.fill_(-1e3)
+    assert dead_features(model, x) and model.training
+    assert not dead_features(torch.nn.Linear(4, 2), x)  # no features: never dead
