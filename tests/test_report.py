@@ -253,3 +253,15 @@ def test_forest_plot_rows_are_the_verdicts_of_the_primary_judge_and_attack(tmp_p
     page = (tmp_path / "stage" / "book" / "_generated" / "verdicts.md").read_text()
     assert len(written) == 2 and "_generated/forest.png" in page and "seeds 0, 1, 2, 30 identities" in page
     assert (run / "forest.png").stat().st_size > 1000
+
+
+def test_forest_caption_says_how_many_seeds_a_row_pairs():
+    """A design still computing (none on seeds 0-1, RE on seed 0) is not 't over 2 seed means'."""
+    from re_analysis.report.forest import forest_caption
+
+    done = pd.DataFrame({"defense": ["none", "random-erasing"] * 2, "seed": [0, 0, 1, 1],
+                         "n_classes_attacked": [100] * 4})
+    assert "t over 2 seed means" in forest_caption(done, "lomma-gmi", "decisive")
+    computing = done.iloc[:3]
+    caption = forest_caption(computing, "lomma-gmi", "decisive")
+    assert "seed means both arms of a row share, 1 to 2 seeds" in caption and "t over 2 seed means" not in caption

@@ -98,10 +98,19 @@ def forest_caption(results: pd.DataFrame, attack: str | None, preset: str | None
         >>> c = forest_caption(r, "lomma-gmi", "quick")
         >>> "t over 3 seed means" in c and "40 identities" in c and "one half" in c
         True
+        >>> r["defense"] = ["none", "none", "random-erasing"]  # a design still computing
+        >>> "both arms of a row share, 1 to 2 seeds" in forest_caption(r, "gmi")
+        True
     """
     seeds = sorted(results["seed"].unique())
     ids = int(results["n_classes_attacked"].max()) if "n_classes_attacked" in results else 0
-    design = (f"t over {len(seeds)} seed means" if len(seeds) > 1 else "t over the identities of one seed")
+    # arms with other seed counts (a published design still computing): a row pairs the seeds both its arms have
+    counts = sorted(set(results.groupby("defense")["seed"].nunique())) if "defense" in results else [len(seeds)]
+    if len(counts) > 1:
+        design = (f"t over the seed means both arms of a row share, {counts[0]} to {counts[-1]} seeds here (one "
+                  "seed: t over its identities)")
+    else:
+        design = f"t over {len(seeds)} seed means" if len(seeds) > 1 else "t over the identities of one seed"
     design += (f"; preset `{preset}`" if preset else "") + f", seeds {', '.join(map(str, seeds))}"
     design += f", {ids} identities attacked per seed" if ids else ""
     return (f"Every claim's comparisons under the open-set evaluation model and the primary attack ({attack}): "
