@@ -239,7 +239,8 @@ def publish_study(run_dir: str | Path, to: str | Path, preset=None) -> Path:
     files = {p.relative_to(stage).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size}
              for p in sorted(stage.rglob("*")) if p.is_file()}
     seconds = sum(r.get("seconds") or 0 for r in records.values())
-    record = {"format": 1, "preset": preset.name, "design_hash": design_hash(preset), "rules": preset.rules,
+    record = {"format": 1, "preset": preset.name, "design_hash": design_hash(preset),
+              **({"extends": preset.extends} if preset.extends else {}), "rules": preset.rules,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "published_by": code_version(),
               "units": list(records), "missing_units": missing, "unit_core_hours": round(seconds / 3600, 2),
               "commits": sorted({r["code"].get("commit", "?") for r in records.values()}),

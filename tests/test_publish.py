@@ -81,3 +81,42 @@ def test_the_reproduction_box_shows_a_known_difference():
     other = reproduction_markdown({**rec, "weights_bitwise_equal": True, "natural": compare_verdicts([1], [1]),
                                    "machine": {**machine, "cpu_capability": "AVX2"}})
     assert "the target agrees" in other and "another kind of machine" in other
+
+
+def test_a_second_stage_extends_a_registered_design_by_arms_only(tmp_path):
+    """A stage-2 preset (``extends: decisive``) adds arms: its units of stage-1 arms keep stage
+    1's hash (stage 1's bundle accepts them), its own arms carry its hash, and one folder holds
+    both; an extension that changes anything else is refused, naming the change."""
+    from re_analysis.study.units import accepted_designs, finished_units, missing_units, unit_design_hash
+
+    stage2 = tmp_path / "stage2.yaml"
+    stage2.write_text("base: decisive\nextends: decisive\nname: decisive-stage2-test\n"
+                      "defenses:\n  re-partial-p0.5: {defense: re-partial-p0.5}\n"
+                      "  re-partial-boxes: {defense: re-partial-boxes}\n")
+    base, ext = load_preset("decisive"), load_preset(stage2)
+    assert len(design_units(ext)) == 50 and design_hash(ext) != design_hash(base)
+    assert unit_design_hash(ext, "none") == unit_design_hash(base, "none") == design_hash(base)
+    assert unit_design_hash(ext, "re-partial-boxes") == design_hash(ext)
+    assert accepted_designs(ext) == {design_hash(ext): None, design_hash(base): {"none", "random-erasing", "bido"}}
+
+    units = tmp_path / "run" / "units"
+    units.mkdir(parents=True)
+    for name, label, h in (("none-s0", "none", design_hash(base)),
+                           ("re-partial-boxes-s0", "re-partial-boxes", design_hash(ext))):
+        (units / f"{name}.json").write_text(json.dumps({"unit": name, "label": label, "design_hash": h}))
+    assert sorted(finished_units(tmp_path / "run", ext)) == ["none-s0", "re-partial-boxes-s0"]
+    assert len(missing_units(tmp_path / "run", ext)) == 48
+    with pytest.raises(ReAnalysisError, match="publish with the design that extends this one"):
+        finished_units(tmp_path / "run", base)  # stage 1 alone does not own stage 2's units
+    (units / "re-partial-boxes-s1.json").write_text(json.dumps(
+        {"unit": "re-partial-boxes-s1", "label": "re-partial-boxes", "design_hash": design_hash(base)}))
+    with pytest.raises(ReAnalysisError, match="re-partial-boxes-s1.json records a unit of another design"):
+        finished_units(tmp_path / "run", ext)
+
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(stage2.read_text() + "train: {epochs: 40}\n")
+    with pytest.raises(ReAnalysisError, match="extends 'decisive' but changes train;"):
+        load_preset(changed)
+    with pytest.raises(ReAnalysisError, match="changes the attacks of bido"):
+        load_preset(stage2, grid=[{"defenses": ["none", "random-erasing", "re-partial-p0.5", "re-partial-boxes"],
+                                   "attacks": "all"}, {"defenses": ["bido"], "attacks": ["gmi"]}])

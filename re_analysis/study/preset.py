@@ -110,6 +110,7 @@ class Preset:
     device: str = "auto"
     workers: int = 1
     embed: bool = True
+    extends: str | None = None
 
     @property
     def robust(self) -> bool:
@@ -306,7 +307,36 @@ def validate_preset(p: dict[str, Any] | Preset) -> Preset:
         p["robust_model"] = None
     p["seeds"] = tuple(p["seeds"])
     p["pairs"] = tuple(tuple(x) for x in p["pairs"])
-    return Preset(**{k: freeze(v) for k, v in p.items()})  # frozen all the way down
+    preset = Preset(**{k: freeze(v) for k, v in p.items()})  # frozen all the way down
+    if preset.extends is not None:
+        check_extension(load_preset(preset.extends), preset)
+    return preset
+
+
+# What an extension of a registered design may differ in besides its added arms: how and where
+# it runs, its prose and its name (``design_hash`` leaves the first three out too)
+EXTENSION_FREE = ("workers", "device", "description", "name", "defenses", "grid", "extends")
+
+
+def check_extension(base: Preset, ext: Preset) -> None:
+    """``ext`` (``extends: BASE``) may only ADD arms to the registered design ``base``: the same
+    seeds, budgets, judges, claims and rules, every arm of ``base`` defined and attacked as there
+    (a second stage of a pre-registered study). Anything else is one error naming what changed.
+
+    Example:
+        >>> check_extension(load_preset("decisive"), load_preset("decisive", name="decisive-again"))
+    """
+    b, e = base.to_dict(), ext.to_dict()
+    changed = [k for k in sorted(set(b) | set(e)) if k not in EXTENSION_FREE and b.get(k) != e.get(k)]
+    for label, spec in base.defenses.items():
+        if thaw(ext.defenses.get(label)) != thaw(spec):
+            changed.append(f"defenses.{label}")
+        elif sorted(a for d, a in ext.pairs if d == label) != sorted(a for d, a in base.pairs if d == label):
+            changed.append(f"the attacks of {label}")
+    if changed:
+        raise ReAnalysisError(f"preset {ext.name!r} extends {base.name!r} but changes {', '.join(changed)}; an "
+                              "extension may only add arms (defenses and grid rows for them): register another "
+                              "design instead, or drop `extends`")
 
 
 def check_claim_controls(name: str, defenses: dict, pairs: list, claims: dict) -> None:

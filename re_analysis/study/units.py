@@ -37,7 +37,8 @@ from typing import Any
 from ..artifacts import atomic_write_json, config_hash, read_json
 from ..errors import ReAnalysisError
 
-__all__ = ["Unit", "UNITS_DIR", "design_units", "select_units", "design_hash", "run_units", "unit_record",
+__all__ = ["Unit", "UNITS_DIR", "design_units", "select_units", "design_hash", "unit_design_hash", "accepted_designs",
+           "extended_design", "run_units", "unit_record",
            "finished_units", "missing_units", "code_version", "machine_info"]
 
 UNITS_DIR = "units"
@@ -106,6 +107,37 @@ def design_hash(preset) -> str:
                         if k not in EXECUTION_KEYS and not (k in defaults and v == defaults[k])})
 
 
+def extended_design(preset):
+    """The registered design ``preset`` extends (``extends:``; it only adds arms, checked when the
+    preset loads), or None."""
+    if preset.extends is None:
+        return None
+    from .preset import load_preset
+
+    return load_preset(preset.extends)
+
+
+def unit_design_hash(preset, label: str) -> str:
+    """The design hash a unit of arm ``label`` records: that of the design that first defines
+    the arm along the ``extends`` chain. A unit of a stage-1 arm computed under its stage-2
+    extension is the stage-1 unit, and stage 1's own bundle accepts it."""
+    base = extended_design(preset)
+    if base is not None and label in base.defenses:
+        return unit_design_hash(base, label)
+    return design_hash(preset)
+
+
+def accepted_designs(preset) -> dict[str, set[str] | None]:
+    """Design hash -> the arms whose unit records may carry it under ``preset`` (None: any arm):
+    its own, and for each design it extends, that design's arms."""
+    out: dict[str, set[str] | None] = {design_hash(preset): None}
+    base = extended_design(preset)
+    while base is not None:
+        out.setdefault(design_hash(base), set(base.defenses))
+        base = extended_design(base)
+    return out
+
+
 def code_version() -> dict[str, Any]:
     """The git commit of the code that runs (and whether its checkout had uncommitted
     changes), or the package version where it is not a git checkout."""
@@ -155,7 +187,8 @@ def unit_record(preset, paths, unit: Unit, attacks: dict[str, str], target_dir: 
         steps[f"evaluation {attack}"] = _seconds(run / "metrics.json", "evaluate_seconds")
         steps[f"gap {attack}"] = _seconds(run / "gap.json", "seconds")
     return {"unit": unit.name, "label": unit.label, "seed": unit.seed, "preset": preset.name,
-            "design_hash": design_hash(preset), "rules": preset.rules, "code": code_version(), "machine": machine_info(),
+            "design_hash": unit_design_hash(preset, unit.label), "rules": preset.rules, "code": code_version(),
+            "machine": machine_info(),
             "steps_seconds": steps, "seconds": round(sum(v for v in steps.values() if v), 1),
             "target_dir": str(target_dir.relative_to(root)), "attack_dirs": attacks,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -163,15 +196,18 @@ def unit_record(preset, paths, unit: Unit, attacks: dict[str, str], target_dir: 
 
 def finished_units(root: str | Path, preset) -> dict[str, dict]:
     """The records of the finished units of ``preset``'s design under ``root``, by unit name;
-    a record of another design is an error naming it (one folder, one design)."""
+    a record of another design is an error naming it (one folder, one design and the designs it
+    extends: a stage-2 extension's folder holds stage 1's units with stage 1's hash)."""
     folder = Path(root) / UNITS_DIR
     out = {}
-    want = design_hash(preset)
+    accepted = accepted_designs(preset)
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         record = read_json(path)
-        if record.get("design_hash") != want:
+        arms = accepted.get(record.get("design_hash"), set())
+        if arms is not None and record.get("label") not in arms:
             raise ReAnalysisError(f"{path} records a unit of another design (hash {record.get('design_hash')}, this "
-                                  f"preset's {want}); give this preset its own folder")
+                                  f"preset's {design_hash(preset)}); give this preset its own folder, or publish "
+                                  "with the design that extends this one")
         out[record["unit"]] = record
     return out
 
