@@ -113,6 +113,16 @@ def test_a_second_stage_extends_a_registered_design_by_arms_only(tmp_path):
     with pytest.raises(ReAnalysisError, match="re-partial-boxes-s1.json records a unit of another design"):
         finished_units(tmp_path / "run", ext)
 
+    roles = tmp_path / "roles.yaml"  # the added arms get the roles stage 1 left unset
+    roles.write_text(stage2.read_text() + "claims: {baselines: [bido], partial: [re-partial-p0.5], "
+                     "partial_control: [re-partial-boxes]}\n")
+    assert load_preset(roles).claims["partial"] == ("re-partial-p0.5",)
+    for claims, message in (("{baselines: [bido, re-partial-p0.5]}", "changes claims.baselines;"),
+                            ("{baselines: [bido], location: [random-erasing]}", "claims.location \\(it names arms")):
+        roles.write_text(stage2.read_text() + f"claims: {claims}\n")
+        with pytest.raises(ReAnalysisError, match=message):
+            load_preset(roles)
+
     changed = tmp_path / "changed.yaml"
     changed.write_text(stage2.read_text() + "train: {epochs: 40}\n")
     with pytest.raises(ReAnalysisError, match="extends 'decisive' but changes train;"):

@@ -321,13 +321,26 @@ EXTENSION_FREE = ("workers", "device", "description", "name", "defenses", "grid"
 def check_extension(base: Preset, ext: Preset) -> None:
     """``ext`` (``extends: BASE``) may only ADD arms to the registered design ``base``: the same
     seeds, budgets, judges, claims and rules, every arm of ``base`` defined and attacked as there
-    (a second stage of a pre-registered study). Anything else is one error naming what changed.
+    (a second stage of a pre-registered study); ``claims:`` may give the roles ``base`` leaves
+    unset (``partial``, ``location``, ...) to the added arms. Anything else is one error naming
+    what changed.
 
     Example:
         >>> check_extension(load_preset("decisive"), load_preset("decisive", name="decisive-again"))
     """
     b, e = base.to_dict(), ext.to_dict()
-    changed = [k for k in sorted(set(b) | set(e)) if k not in EXTENSION_FREE and b.get(k) != e.get(k)]
+    changed = [k for k in sorted(set(b) | set(e)) if k not in EXTENSION_FREE + ("claims",) and b.get(k) != e.get(k)]
+    # claims: the registered roles stay; a role the base leaves unset may be given to added arms only
+    new_arms = set(ext.defenses) - set(base.defenses)
+    for role in sorted(set(b["claims"]) | set(e["claims"])):
+        if role in b["claims"]:
+            if e["claims"].get(role) != b["claims"][role]:
+                changed.append(f"claims.{role}")
+        else:
+            value = e["claims"][role]
+            labels = list(value.values()) if isinstance(value, dict) else [value] if isinstance(value, str) else value
+            if not set(labels) <= new_arms:
+                changed.append(f"claims.{role} (it names arms of {base.name!r})")
     for label, spec in base.defenses.items():
         if thaw(ext.defenses.get(label)) != thaw(spec):
             changed.append(f"defenses.{label}")
