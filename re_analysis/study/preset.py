@@ -123,6 +123,8 @@ class Preset:
         of it gives it back."""
         out = {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "pairs"}
         out["robust_model"] = False if self.robust_model is None else out["robust_model"]
+        if self.extends is None:  # added later: a study recorded before it reads the same
+            del out["extends"]
         return out
 
 
