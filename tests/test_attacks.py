@@ -231,14 +231,15 @@ def test_analyze_records_a_collapsed_target_instead_of_failing(attacked, trained
 
 
 def test_grid_wraps_one_reconstruction_per_class_into_rows(tmp_path):
-    """grid.png: a row per class with its restarts, or, with one per class, a near-square grid
-    (100 classes: 10 x 10 tiles of 28 px plus 1 px padding, not one column of 100)."""
+    """grid.png: a row per class with its restarts, or, with one per class (GMI's best of 5
+    too), a near-square grid (100 classes: 10 x 10 tiles of 28 px plus 1 px padding, not one
+    column of 100)."""
     from PIL import Image
 
     from re_analysis.attacks.runner import save_grid
 
     images = torch.rand(100, 1, 28, 28) * 2 - 1
-    one = Image.open(save_grid(tmp_path / "one.png", images, torch.arange(100).flip(0), per_class=1))
+    one = Image.open(save_grid(tmp_path / "one.png", images, torch.arange(100).flip(0)))
     assert one.size == (10 * 29 + 1, 10 * 29 + 1)
-    five = Image.open(save_grid(tmp_path / "five.png", images[:20], torch.arange(4).repeat(5), per_class=5))
+    five = Image.open(save_grid(tmp_path / "five.png", images[:20], torch.arange(4).repeat(5)))
     assert five.size == (5 * 29 + 1, 4 * 29 + 1)

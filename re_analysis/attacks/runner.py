@@ -202,7 +202,7 @@ def merge_attack_run(out_dir: Path, cfg: AttackConfig, attack, rec, target, prio
         pred = predict_logits(target, images.to(next(target.parameters()).device)).argmax(1)
     target_acc = float((pred == labels).float().mean())
     atomic_save_tensors(out_dir / RECON, {"images": images, "labels": labels, "latents": latents})
-    save_grid(out_dir / "grid.png", images, labels, cfg.per_class)
+    save_grid(out_dir / "grid.png", images, labels)
     info = {"attack": cfg.attack, "params": attack.params, "classes": classes, "per_class": cfg.per_class,
             "seed": cfg.seed, "target": str(cfg.target), "target_config_hash": rec["config_hash"],
             "target_defense": rec["config"].get("defense"), "dataset": rec["config"].get("dataset"),
@@ -215,17 +215,18 @@ def merge_attack_run(out_dir: Path, cfg: AttackConfig, attack, rec, target, prio
     return AttackResult(images, labels, latents, history[0] if len(history) == 1 else sum(history, []), info)
 
 
-def save_grid(path: str | Path, images: torch.Tensor, labels: torch.Tensor, per_class: int) -> Path:
-    """A run's reconstructions as one image, by class: a row per class with its ``per_class``
-    reconstructions, or, with one per class, the classes in rows of ``ceil(sqrt(classes))``
-    (not one column of a hundred tiles). Images in [-1, 1].
+def save_grid(path: str | Path, images: torch.Tensor, labels: torch.Tensor) -> Path:
+    """A run's reconstructions as one image, by class: a row per class with its reconstructions,
+    or, with one per class (one restart, or GMI's best of several), the classes in rows of
+    ``ceil(sqrt(classes))`` (not one column of a hundred tiles). Images in [-1, 1].
 
     Example:
-        >>> save_grid("runs/a/grid.png", result.images, result.labels, per_class=1)  # doctest: +SKIP
+        >>> save_grid("runs/a/grid.png", result.images, result.labels)  # doctest: +SKIP
     """
     import math
 
     order = torch.argsort(labels, stable=True)
+    per_class = int(torch.bincount(labels.long()).max()) if len(labels) else 1
     nrow = per_class if per_class > 1 else max(1, math.ceil(math.sqrt(len(images))))
     with atomic_output(path) as tmp:
         save_image(images[order] * 0.5 + 0.5, tmp, nrow=nrow, padding=1)
