@@ -153,9 +153,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
     defense.check(splits)
     augmentation = standard_augmentation(config.dataset, splits, enabled=defense.standard_augmentation)
     key = {**config.to_dict(), "augmentation": augmentation.recipe, **data_key(splits)}
-    torch.manual_seed(config.seed)
     num_classes = splits.num_classes + (splits.num_public_classes if config.open_set else 0)
-    model = create_model(config.arch, num_classes, splits.channels, splits.image_size)
+    model = reinitialised(config, num_classes, splits, attempt=0)
     start = None
     if config.init_from is not None:
         start = start_weights(config.init_from, model, defense)
@@ -193,29 +192,28 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         return model, trained, optimizer
 
     model, trained, optimizer = build(model, defense)
-    start_epoch, history, attempt = 0, [], 0
+    start_epoch, history, restarts = 0, [], []  # restarts: the dead starts before this one
     if ckpt.is_file():
         meta = load_checkpoint(ckpt, trained, optimizer, defense)
-        # (a restarted run's checkpoint holds its attempt: the weights loaded are that start's)
-        start_epoch, history, attempt = int(meta["epoch"]), list(meta["history"]), int(meta.get("attempt", 0))
+        # a restarted run's checkpoint lists its dead starts: the weights loaded are the latest start's
+        start_epoch, history, restarts = int(meta["epoch"]), list(meta["history"]), list(meta.get("restarts", []))
     # a dead network can be restarted only where its start is ours and one process trains it
     may_restart = config.init_from is None and not dist_.enabled
-    restarts = []
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.arch}/{config.defense}",
-               initial=start_epoch, total=config.epochs, disable=not progress or not dist_.is_main, leave=False)
+    bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train {config.arch}/{config.defense}",
+               disable=not progress or not dist_.is_main, leave=False)
     epoch = start_epoch
     while epoch < config.epochs:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, epoch)
         stats = train_one_epoch(trained, defense, optimizer, x_train, y_train, config, epoch, device,
                                 rank=dist_.rank, world=dist_.world, augmentation=augmentation)
-        if may_restart and attempt < MAX_RESTARTS and dead_features(model, x_train):
-            restarts.append({"attempt": attempt, "epoch": epoch + 1, "loss": stats["loss"]})
-            attempt += 1
+        if may_restart and len(restarts) < MAX_RESTARTS and dead_features(model, x_train):
+            restarts.append({"attempt": len(restarts), "epoch": epoch + 1, "loss": stats["loss"]})
+            remove_artifact(ckpt)  # the dead start's: the new one is no resume (TL-DMI pretrains again)
             defense = create_defense(config.defense, **config.defense_params)
-            model, trained, optimizer = build(reinitialised(config, num_classes, splits, attempt), defense)
+            model, trained, optimizer = build(reinitialised(config, num_classes, splits, len(restarts)), defense)
             epoch, history = 0, []
             bar.reset()
             continue
@@ -224,7 +222,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['train_accuracy']:.3f}")
         if dist_.is_main:
             save_checkpoint(ckpt, trained, optimizer, defense,
-                            {"epoch": epoch + 1, "history": history, **({"attempt": attempt} if attempt else {})})
+                            {"epoch": epoch + 1, "history": history, **({"restarts": restarts} if restarts else {})})
         barrier()
         epoch += 1
     bar.close()
@@ -243,7 +241,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, cache_root: st
         "versions": environment_versions(),
         "augmentation": {**augmentation.recipe, "library": augmentation_library(augmentation)},
         **({"init_from": start} if start else {}),
-        **({"restarts": {"attempt": attempt, "dead_starts": restarts, "why": RESTART_WHY}} if attempt else {}),
+        **({"restarts": {"attempt": len(restarts), "dead_starts": restarts, "why": RESTART_WHY}} if restarts else {}),
         **last_stats, **defense.report(model, x_test, y_test), **judge_report(model, config, splits, x_test, y_test),
     }
     if dist_.is_main:

@@ -8,6 +8,17 @@ from pathlib import Path
 import pytest
 
 
+def _fonts_dir() -> Path:
+    from re_analysis.data import glyphs
+
+    return Path(glyphs.FONT_PACKAGES["fonts-aenigma"])
+
+
+# the glyphs dataset's fonts (Debian's fonts-aenigma), which `make test` installs when run as root
+needs_fonts = pytest.mark.skipif(not _fonts_dir().is_dir(), reason="Debian package fonts-aenigma not installed "
+                                 "(make test installs it when run as root)")
+
+
 def run_cli(*args, check=True, env=None, timeout=900):
     """Run the installed console script; returns the CompletedProcess."""
     proc = subprocess.run([sys.executable, "-m", "re_analysis.cli", *map(str, args)], capture_output=True,

@@ -12,15 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import needs_fonts, run_cli
 from re_analysis import ReAnalysisError
 from re_analysis.data import (default_image_size, hflip_preserves_labels, load_dataset, manifest_hash,
                               materialize)
 from re_analysis.data import glyphs as G
 
 AENIGMA = Path(G.FONT_PACKAGES["fonts-aenigma"])
-needs_fonts = pytest.mark.skipif(not AENIGMA.is_dir(), reason="Debian package fonts-aenigma not installed "
-                                 "(make test installs it when run as root)")
 # 14 files, 13 families: tetri lacks lowercase, bocumang is bocuma's family, hairball is dented's design
 SMALL = ["bocuma", "bocumang", "ccaps", "conduit", "dented", "gather", "hairball", "jawbreak", "lucid",
          "relapse", "tetri", "wager", "yonder", "zenith"]

@@ -18,7 +18,7 @@ from re_analysis.defenses import create_defense
 from re_analysis.training import (CHECKPOINT, WEIGHTS, load_checkpoint, load_classifier, lr_at, natural_accuracy,
                                   save_checkpoint, train, train_one_epoch)
 
-from conftest import run_cli
+from conftest import needs_fonts, run_cli
 
 
 @pytest.mark.slow
@@ -243,8 +243,8 @@ def test_the_defenses_own_state_is_checkpointed(tmp_path):
     assert fresh.disc_optimizer.state_dict()["state"][0]["step"] == d.disc_optimizer.state_dict()["state"][0]["step"]
 
 
-@pytest.mark.skipif(not Path(__import__("re_analysis.data.glyphs", fromlist=["x"]).FONT_PACKAGES["fonts-aenigma"]).is_dir(), reason="Debian package fonts-aenigma not installed (make installs it)")
-def test_a_network_that_dies_restarts_from_another_initialisation(tmp_path):
+@needs_fonts
+def test_a_network_that_dies_restarts_from_another_initialisation(tmp_path, monkeypatch):
     """Glyphs with re-partial-boxes at seed 0 (the decisive recipe): after two epochs every unit
     of cnn28s's neck is dead (a constant classifier that no gradient can revive); the run
     restarts from another initialisation, records it, and the new start learns."""
@@ -259,6 +259,26 @@ def test_a_network_that_dies_restarts_from_another_initialisation(tmp_path):
     assert not dead_features(result.model, x)
     assert result.metrics["history"][-1]["loss"] < 4.55  # off chance within its two epochs
     assert init_seed(0, 1) != init_seed(0, 0) == 0 and init_seed(5, 0) == 5
+
+    # stopped after the new start's first epoch, the run resumes it: same weights, same dead start
+    import re_analysis.training as T
+
+    calls, one_epoch = [], T.train_one_epoch
+
+    def stop_after_three(*args, **kwargs):
+        if len(calls) == 3:  # two epochs of the dead start, one of the new
+            raise KeyboardInterrupt
+        calls.append(1)
+        return one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_one_epoch", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "stopped")
+    monkeypatch.undo()
+    resumed = train(config, tmp_path / "stopped")
+    assert resumed.metrics["restarts"] == restarts and resumed.metrics["history"] == result.metrics["history"]
+    a, b = load_tensors(tmp_path / "boxes" / WEIGHTS), load_tensors(tmp_path / "stopped" / WEIGHTS)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_dead_features_sees_a_constant_classifier_and_only_that():
